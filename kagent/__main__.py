@@ -1,0 +1,3 @@
+from kagent.cli.main import app
+
+app()

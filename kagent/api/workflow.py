@@ -1,0 +1,346 @@
+"""Workflow and WorkflowRun: agents collaborating on a task — pipelines, fan-out, DAGs, loops
+and routing — with every run recorded in a WorkflowRun."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from kagent.api.base import (
+    ACCEPTED_COLUMN,
+    AGE_COLUMN,
+    AnyValue,
+    Condition,
+    Duration,
+    FreeForm,
+    KagentModel,
+    LocalObjectReference,
+    ObjectName,
+    PrinterColumn,
+    Resource,
+    StepName,
+    cel,
+)
+from kagent.api.parameters import PARAMETER_LIST, Parameter
+
+CelExpression = Annotated[str, Field(min_length=1, max_length=4096)]
+Template = Annotated[str, Field(max_length=65_536)]
+
+
+class RouteCase(KagentModel):
+    """Go to an agent when a condition holds."""
+
+    when: CelExpression
+    """CEL condition over input, steps and (for the step being routed) content."""
+    agent: ObjectName
+    """Agent that handles the step when the condition holds."""
+
+
+class RouteSpec(KagentModel):
+    """Choose the step's agent from the content: by CEL cases, or by a router agent."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.cases) != has(self.router)",
+                    "give either cases or router, not both",
+                    ".cases",
+                ),
+                cel(
+                    "!has(self.router) || (has(self.choices) && size(self.choices) >= 2)",
+                    "a router needs at least two choices",
+                    ".choices",
+                ),
+            ]
+        }
+    }
+
+    cases: Annotated[list[RouteCase], Field(min_length=1, max_length=64)] | None = None
+    """Checked in order; the first case whose condition holds picks the agent."""
+    default: ObjectName | None = None
+    """Agent used when no case holds (without it, no match fails the step)."""
+    router: ObjectName | None = None
+    """An agent that reads the content and answers with one of choices."""
+    choices: Annotated[list[ObjectName], Field(max_length=64)] | None = None
+    """The agents the router may pick; any other answer fails the step."""
+
+
+class LoopSpec(KagentModel):
+    """Repeat a step (or the steps from repeatFrom to this one) until a condition holds."""
+
+    until: CelExpression
+    """CEL condition checked after each iteration, e.g.
+    'steps.review.output.contains("APPROVED")'."""
+    max_iterations: Annotated[int, Field(ge=1, le=100)] = 5
+    """Most iterations; reaching it ends the loop (and the step succeeds with the last output)."""
+    repeat_from: StepName | None = None
+    """First step of the repeated group; it must come before this step (default: this step
+    alone)."""
+
+
+class Backoff(KagentModel):
+    """Delay between retries: duration, multiplied by factor each time, capped at maxDuration."""
+
+    duration: Duration = "1s"
+    """Delay before the first retry."""
+    factor: Annotated[float, Field(ge=1.0, le=10.0)] = 2.0
+    """Multiplier for each next delay."""
+    max_duration: Duration = "1m"
+    """Longest delay."""
+
+
+class RetryPolicy(KagentModel):
+    """Retries of a failed step."""
+
+    limit: Annotated[int, Field(ge=0, le=20)] = 0
+    """Retries after the first attempt."""
+    backoff: Backoff | None = None
+    """Delay between attempts."""
+
+
+class WorkflowStep(KagentModel):
+    """One step: send a message to an agent and keep its answer as the step's output."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.agent) != has(self.route)",
+                    "give either agent or route, not both",
+                    ".agent",
+                ),
+            ]
+        }
+    }
+
+    name: StepName
+    """Step name, unique in the workflow; templates refer to it as steps.<name>."""
+    agent: ObjectName | None = None
+    """Agent that runs the step."""
+    input: Template | None = None
+    """Message sent to the agent, a template over {{ input.x }} and {{ steps.<name>.output }}.
+    Default: the previous step's output, or the workflow input for the first step."""
+    depends_on: Annotated[list[StepName], Field(max_length=100)] | None = None
+    """Steps that must finish first (a DAG). Without it, a step follows the step before it."""
+    parallel: bool = False
+    """Run alongside the step before it (same dependencies) instead of after it: consecutive
+    parallel steps fan out, and the next step waits for all of them."""
+    when: CelExpression | None = None
+    """CEL condition; when false the step is Skipped."""
+    loop: LoopSpec | None = None
+    """Repeat until a condition holds."""
+    route: RouteSpec | None = None
+    """Pick the agent from the content instead of naming it."""
+    retry: RetryPolicy | None = None
+    """Retries of this step (overrides errorHandling.retry)."""
+    timeout: Duration | None = None
+    """Longest time for one attempt."""
+
+
+class ErrorHandling(KagentModel):
+    """What a failed step does to the run."""
+
+    strategy: Literal["fail-fast", "continue", "retry"] = "fail-fast"
+    """fail-fast: stop the run at the first failed step; continue: let independent branches
+    finish, then fail; retry: retry failed steps with retry, then fail fast."""
+    retry: RetryPolicy | None = None
+    """Retries for every step, with strategy retry."""
+
+
+class ConcurrencySpec(KagentModel):
+    """How many runs of this workflow may be running at once."""
+
+    limit: Annotated[int, Field(ge=1, le=10_000)] = 1
+    """Most runs running at once."""
+    policy: Literal["queue", "reject", "replace"] = "queue"
+    """queue: excess runs wait as Pending, oldest first; reject: excess runs fail with reason
+    ConcurrencyLimit; replace: the oldest running run is cancelled for the new one."""
+
+
+class WorkflowSpec(KagentModel):
+    """Desired workflow."""
+
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    """What the workflow does."""
+    input: Annotated[list[Parameter], Field(max_length=64, json_schema_extra=PARAMETER_LIST)] | None = None
+    """Input parameters of a run."""
+    steps: Annotated[
+        list[WorkflowStep],
+        Field(
+            min_length=1,
+            max_length=100,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ]
+    """The steps, in order."""
+    output: dict[str, Template] | None = None
+    """The run's result: a name for each template, e.g. report: '{{ steps.write.output }}'.
+    Default: the output of the last step."""
+    error_handling: ErrorHandling | None = None
+    """What a failed step does."""
+    timeout: Duration | None = None
+    """Longest time for a whole run (including time waiting as Pending)."""
+    concurrency: ConcurrencySpec | None = None
+    """Limit on runs at once."""
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    """Delete finished runs this many seconds after they finish."""
+
+
+class WorkflowStatus(KagentModel):
+    """Observed state of a Workflow."""
+
+    observed_generation: int | None = None
+    """The .metadata.generation this status describes."""
+    conditions: list[Condition] | None = None
+    """Accepted: the workflow is valid and its agents exist."""
+    running: int | None = None
+    """Runs now running."""
+    pending: int | None = None
+    """Runs waiting (queued or waiting for agents)."""
+
+
+class Workflow(Resource):
+    """A multi-agent workflow."""
+
+    kind_name: ClassVar[str] = "Workflow"
+    plural: ClassVar[str] = "workflows"
+    short_names: ClassVar[tuple[str, ...]] = ("wf",)
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Steps", json_path=".spec.steps[*].name", priority=1),
+        ACCEPTED_COLUMN,
+        PrinterColumn(name="Running", json_path=".status.running", type="integer"),
+        PrinterColumn(name="Pending", json_path=".status.pending", type="integer"),
+        AGE_COLUMN,
+    )
+
+    kind: Literal["Workflow"] = "Workflow"
+    """Always Workflow."""
+    spec: WorkflowSpec
+    """Desired workflow."""
+    status: WorkflowStatus | None = None
+    """Observed state, written by the controller."""
+
+
+RunPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+StepPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
+
+
+class Usage(KagentModel):
+    """Model usage."""
+
+    input_tokens: int = 0
+    """Tokens sent to models."""
+    output_tokens: int = 0
+    """Tokens models generated."""
+    requests: int = 0
+    """Model calls."""
+
+
+class OutputReference(KagentModel):
+    """Where the full text of an output too large for the status is kept."""
+
+    config_map: ObjectName
+    """ConfigMap in the run's namespace."""
+    key: str
+    """Key in the ConfigMap."""
+
+
+class StepStatus(KagentModel):
+    """Observed state of one step."""
+
+    name: str
+    """Step name."""
+    phase: StepPhase = "Pending"
+    """Pending, Running, Succeeded, Failed or Skipped."""
+    agent: str | None = None
+    """Agent that ran (or is running) the step; for routed steps, the one chosen."""
+    attempts: int = 0
+    """Attempts started."""
+    iterations: int | None = None
+    """Loop iterations completed."""
+    started_at: str | None = None
+    """When the first attempt started."""
+    finished_at: str | None = None
+    """When the step finished."""
+    output: str | None = None
+    """The agent's answer, cut to a bounded size; see outputRef for the full text."""
+    output_ref: OutputReference | None = None
+    """Where the full answer is kept when it was cut."""
+    error: str | None = None
+    """Why the last attempt failed."""
+    usage: Usage | None = None
+    """Model usage of the step."""
+    task_id: str | None = None
+    """A2A task id of the last attempt (the idempotency key of an in-flight attempt)."""
+
+
+class WorkflowRunSpec(KagentModel):
+    """What to run."""
+
+    workflow_ref: Annotated[
+        LocalObjectReference,
+        Field(json_schema_extra={"x-kubernetes-validations": [
+            cel("self == oldSelf", "workflowRef is immutable")
+        ]}),
+    ]
+    """The Workflow to run, in the same namespace."""
+    input: FreeForm | None = None
+    """Input values, by parameter name."""
+    cancel: bool = False
+    """Set to true to cancel the run: in-flight steps are stopped and the run fails with reason
+    Cancelled."""
+
+
+class WorkflowRunStatus(KagentModel):
+    """Observed state of a run."""
+
+    phase: RunPhase | None = None
+    """Pending (waiting: queued, or for agents to be ready), Running, Succeeded or Failed."""
+    reason: str | None = None
+    """Why the run is in its phase, e.g. WaitingForAgent, Queued, StepFailed, Timeout,
+    Cancelled, ConcurrencyLimit."""
+    message: str | None = None
+    """Details for humans."""
+    started_at: str | None = None
+    """When the first step started."""
+    finished_at: str | None = None
+    """When the run finished."""
+    duration: str | None = None
+    """How long the run took (or has taken so far)."""
+    steps: list[StepStatus] | None = None
+    """Per-step state."""
+    output: dict[str, AnyValue] | None = None
+    """The run's result, mapped by spec.output."""
+    usage: Usage | None = None
+    """Model usage of the whole run."""
+    observed_generation: int | None = None
+    """The .metadata.generation this status describes."""
+    conditions: list[Condition] | None = None
+    """Conditions of the run."""
+    workflow_generation: int | None = None
+    """The Workflow's generation the run was started from."""
+
+
+class WorkflowRun(Resource):
+    """One run of a Workflow, and the record of it."""
+
+    kind_name: ClassVar[str] = "WorkflowRun"
+    plural: ClassVar[str] = "workflowruns"
+    short_names: ClassVar[tuple[str, ...]] = ("wfr", "run")
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Workflow", json_path=".spec.workflowRef.name"),
+        PrinterColumn(name="Phase", json_path=".status.phase"),
+        PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
+        PrinterColumn(name="Started", json_path=".status.startedAt", type="date"),
+        PrinterColumn(name="Duration", json_path=".status.duration"),
+        AGE_COLUMN,
+    )
+
+    kind: Literal["WorkflowRun"] = "WorkflowRun"
+    """Always WorkflowRun."""
+    spec: WorkflowRunSpec
+    """What to run."""
+    status: WorkflowRunStatus | None = None
+    """Observed state, written by the controller."""
