@@ -219,14 +219,14 @@ def make_serving_cert(
 
     ``hosts`` may mix DNS names (``my-webhook.ns.svc``) and IP addresses.
     """
-    all_hosts = [*LOOPBACK_HOSTS, *hosts]
+    extra_hosts = list(hosts)
     return _issue(
         ca,
         directory,
         name,
-        _name(common_name or next(iter(hosts), "localhost")),
+        _name(common_name or (extra_hosts[0] if extra_hosts else "localhost")),
         ExtendedKeyUsageOID.SERVER_AUTH,
-        subject_alternative_names(all_hosts),
+        subject_alternative_names([*LOOPBACK_HOSTS, *extra_hosts]),
         valid_for,
     )
 
