@@ -11,6 +11,7 @@ from kagent.api.base import (
     AGE_COLUMN,
     READY_COLUMN,
     Condition,
+    ConfigMapKeySelector,
     Duration,
     FreeForm,
     IntOrString,
@@ -217,7 +218,7 @@ class EnvVarSource(KagentModel):
 
     secret_key_ref: SecretKeySelector | None = None
     """A key of a Secret."""
-    config_map_key_ref: SecretKeySelector | None = None
+    config_map_key_ref: ConfigMapKeySelector | None = None
     """A key of a ConfigMap."""
 
 
@@ -350,6 +351,15 @@ class Agent(Resource):
                       description="Ready pods"),
         PrinterColumn(name="Endpoint", json_path=".status.endpoint", priority=1),
         AGE_COLUMN,
+    )
+
+    root_validations: ClassVar[tuple[dict[str, str], ...]] = (
+        cel(
+            "size(self.metadata.name) <= 63 && "
+            "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "metadata.name of an Agent must be a DNS label of at most 63 characters starting "
+            "with a letter, because it names the agent's Service",
+        ),
     )
 
     kind: Literal["Agent"] = "Agent"

@@ -93,6 +93,15 @@ class SecretKeySelector(KagentModel):
     """Key inside the Secret's data."""
 
 
+class ConfigMapKeySelector(KagentModel):
+    """A key of a ConfigMap in the same namespace."""
+
+    name: ObjectName
+    """Name of the ConfigMap."""
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    """Key inside the ConfigMap's data."""
+
+
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
@@ -146,6 +155,7 @@ class Resource(KagentModel):
     plural: ClassVar[str]
     short_names: ClassVar[tuple[str, ...]] = ()
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = ()
+    root_validations: ClassVar[tuple[dict[str, str], ...]] = ()
 
     api_version: Literal["kagent.dev/v1alpha1"] = API_VERSION
     """Always kagent.dev/v1alpha1."""

@@ -111,6 +111,8 @@ def openapi_schema(kind: type[Resource]) -> dict[str, Any]:
             "status": _structural(properties["status"], defs),
         },
     }
+    if kind.root_validations:
+        schema["x-kubernetes-validations"] = list(kind.root_validations)
     return schema
 
 

@@ -97,6 +97,7 @@ BAD_OBJECTS: list[tuple[str, int, Mutation, str]] = [
     ("memory and memoryRef", AGENT, _set("spec.memoryRef", {"name": "support-memory"}), "spec.memoryRef"),
     ("unknown scaling metric", AGENT, _set("spec.scaling.metrics.0.type", "gpu"), "spec.scaling.metrics[0].type"),
     ("unknown field", AGENT, _set("spec.model.colour", "blue"), "spec.model.colour"),
+    ("agent name not a DNS label", AGENT, _set("metadata.name", "1st-support-agent"), "metadata.name"),
     ("unknown tool type", TICKET_TOOL, _set("spec.type", "shell"), "spec.type"),
     ("tool type without its block", TICKET_TOOL, _set("spec.type", "code"), "spec.code"),
     ("tool without description", TICKET_TOOL, _delete("spec.description"), "spec.description"),

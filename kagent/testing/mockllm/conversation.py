@@ -76,7 +76,16 @@ class ChatRequest:
         return "\n".join(p for p in parts if p)
 
     def messages_as_dicts(self) -> list[dict[str, Any]]:
-        return [asdict(m) for m in self.messages]
+        """JSON-shaped messages (lists, not tuples) so records look the same in-process and over HTTP."""
+        return [
+            {
+                "role": m.role,
+                "text": m.text,
+                "tool_calls": [asdict(c) for c in m.tool_calls],
+                "tool_results": [asdict(r) for r in m.tool_results],
+            }
+            for m in self.messages
+        ]
 
 
 def name_tool_results(messages: list[Message]) -> tuple[Message, ...]:

@@ -1,0 +1,50 @@
+# Kagent — every target creates .venv and installs the project on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help test test-unit test-integration dev dev-down crds bench lint clean system-deps
+
+help:
+	@echo "make test      run the whole test suite (unit + integration on a real control plane)"
+	@echo "make dev       start a local control plane with Kagent's CRDs (kagent dev up)"
+	@echo "make dev-down  stop it"
+	@echo "make crds      regenerate charts/kagent/crds from the API types"
+	@echo "make bench     run the benchmarks"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests need beyond what pip installs (the real Redis server).
+system-deps:
+	@hack/system-deps.sh
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) system-deps
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+dev: $(STAMP)
+	$(BIN)/kagent dev up
+
+dev-down: $(STAMP)
+	$(BIN)/kagent dev down
+
+crds: $(STAMP)
+	$(BIN)/kagent crds
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

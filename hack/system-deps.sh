@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests use, when they are missing: the real Redis server.
+# Go (to build the test control plane once) and npm (to fetch helm) are expected on the machine.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "missing ${need[*]}: install them with your package manager" >&2
+    exit 1
+  fi
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  echo "installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+for tool in go npm; do
+  command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool not found; it is needed to build the test control plane or fetch helm" >&2
+done

@@ -1,0 +1,149 @@
+"""Running the mock: in a background thread for tests (:class:`MockLLM`), or in the foreground
+for ``kagent mock-llm`` (:func:`serve`).
+
+The thread mode binds the socket itself before starting uvicorn, so the port is known (and
+free) the moment :meth:`MockLLM.start` returns, and other processes — agent runtimes started by
+a test — can reach it at :attr:`MockLLM.url`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from .app import create_app
+from .script import Script, ScriptSource, load_script
+from .state import MockState, RecordedCall
+
+
+class MockLLM:
+    """A scripted LLM server speaking the OpenAI, Anthropic and Bedrock wire formats.
+
+    >>> with MockLLM({"rules": [{"contains": "hi", "content": "hello!"}]}) as llm:
+    ...     client = openai.OpenAI(base_url=llm.openai_base_url, api_key="x")
+    """
+
+    def __init__(
+        self,
+        script: ScriptSource = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+    ) -> None:
+        self.state = MockState(script)
+        self._host = host
+        self._port = port
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._bound_port: int | None = None
+        self._socket: socket.socket | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> MockLLM:
+        if self._thread is not None:
+            return self
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self._host, self._port))
+        self._bound_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.state),
+            log_level=self._log_level,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mockllm", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise RuntimeError("the mock LLM server did not start")
+            time.sleep(0.01)
+        self._server, self._thread, self._socket = server, thread, sock
+        return self
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+
+    def __enter__(self) -> MockLLM:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._bound_port is None:
+            raise RuntimeError("MockLLM is not started")
+        return self._bound_port
+
+    @property
+    def url(self) -> str:
+        """Base URL: the Anthropic SDK's ``base_url`` and boto3's ``endpoint_url``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """The OpenAI SDK's ``base_url`` (it expects the ``/v1`` suffix)."""
+        return f"{self.url}/v1"
+
+    # -- script and observations ------------------------------------------------------------
+
+    @property
+    def script(self) -> Script:
+        return self.state.script
+
+    def set_script(self, script: ScriptSource) -> Script:
+        """Replace the script (counters restart); raises ``ScriptError`` if it is invalid."""
+        return self.state.replace_script(script)
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        """Every request answered since start or the last :meth:`reset`, oldest first."""
+        return self.state.calls
+
+    def rule_counts(self) -> dict[str, int]:
+        """How often each rule (by ``name`` or ``rules[i]``, or ``default``) has answered."""
+        return self.state.rule_counts()
+
+    def model_counts(self) -> dict[str, int]:
+        return self.state.model_counts()
+
+    def reset(self) -> None:
+        """Forget calls and counters; the script stays."""
+        self.state.reset()
+
+
+def serve(script_path: str | Path | None, port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Run the mock in the foreground until interrupted (what ``kagent mock-llm`` calls).
+
+    The script is validated before the port is opened so a bad file fails fast with a message
+    naming the rule and field.
+    """
+    state = MockState(load_script(script_path))
+    uvicorn.run(create_app(state), host=host, port=port, log_level="info", lifespan="off")
