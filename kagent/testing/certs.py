@@ -253,7 +253,7 @@ def make_client_cert(
 
 
 def make_signing_key_pair(directory: Path, *, name: str = "sa") -> SigningKeyPair:
-    """Create an RSA key pair as ``<name>.key`` (PKCS#8) and ``<name>.pub`` (SubjectPublicKeyInfo)."""
+    """Create an RSA key pair: ``<name>.key`` (PKCS#8) and ``<name>.pub`` (SubjectPublicKeyInfo)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pair = SigningKeyPair(directory / f"{name}.key", directory / f"{name}.pub")
     _write_private_key(pair.private_key_file, key)

@@ -85,7 +85,8 @@ class KubectlError(subprocess.CalledProcessError):
     """kubectl exited non-zero; unlike its base class, the message includes kubectl's stderr."""
 
     def __str__(self) -> str:
-        command = " ".join(str(part) for part in self.cmd[2:])  # skip binary and --kubeconfig
+        # Skip the binary, --kubeconfig and --cache-dir: they are the same for every call.
+        command = " ".join(str(part) for part in self.cmd[3:])
         return f"kubectl {command} exited with {self.returncode}:\n{self.stderr}"
 
 
@@ -418,13 +419,16 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> Self:
-        """Start every component and wait until a Deployment could roll out. Idempotent-safe:
-        a second call on a running instance raises."""
+        """Start every component and wait until a Deployment could roll out: the API server is
+        ready, the fake node is Ready and untainted, and ``default/default`` ServiceAccount exists.
+
+        Whatever was started is stopped again if this fails or is interrupted half-way.
+        """
         if self._components or self._started:
             raise ControlPlaneError("this control plane is already running")
+        binaries = self._binaries or _binaries.control_plane_binaries()  # may build them first
         began = time.monotonic()
         deadline = began + self.startup_timeout
-        binaries = self._binaries or _binaries.control_plane_binaries()
         if self._owns_workdir:
             self._workdir = Path(tempfile.mkdtemp(prefix="kagent-cp-"))
         else:
@@ -542,7 +546,7 @@ class ControlPlane:
 
     def create_namespace(self, name: str, *, labels: dict[str, str] | None = None) -> str:
         """Create a namespace (an existing one is fine) and return its name."""
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         if labels:
             body["metadata"]["labels"] = labels
         status, response = self._admin_api().request("POST", "/api/v1/namespaces", body)
@@ -606,7 +610,9 @@ class ControlPlane:
         make_serving_cert(
             ca, pki, hosts=_APISERVER_HOSTS, name="apiserver", common_name="kube-apiserver"
         )
-        make_client_cert(ca, pki, common_name="kagent-admin", groups=["system:masters"], name="admin")
+        make_client_cert(
+            ca, pki, common_name="kagent-admin", groups=["system:masters"], name="admin"
+        )
         make_signing_key_pair(pki, name="sa")
         return serving, signing
 
@@ -635,7 +641,11 @@ class ControlPlane:
             "contexts": [
                 {
                     "name": "kagent",
-                    "context": {"cluster": "kagent", "user": "kagent-admin", "namespace": "default"},
+                    "context": {
+                        "cluster": "kagent",
+                        "user": "kagent-admin",
+                        "namespace": "default",
+                    },
                 }
             ],
             "current-context": "kagent",

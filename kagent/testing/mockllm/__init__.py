@@ -7,6 +7,7 @@ calls) closely enough that the official SDKs and pydantic-ai work against it unc
 replies come from a YAML script of rules (see :mod:`kagent.testing.mockllm.script`).
 """
 
+from .app import create_app
 from .conversation import ChatRequest, Message, ToolCall, ToolResult
 from .embeddings import embed_text
 from .script import (
@@ -23,7 +24,6 @@ from .script import (
     parse_script,
     parse_script_text,
 )
-from .app import create_app
 from .server import MockLLM, serve
 from .state import MockState, RecordedCall
 

@@ -12,7 +12,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .conversation import ChatRequest, Message, ToolCall, ToolResult, name_tool_results, parse_arguments, text_of
+from .conversation import (
+    ChatRequest,
+    Message,
+    ToolCall,
+    ToolResult,
+    name_tool_results,
+    parse_arguments,
+    text_of,
+)
 from .matching import Answer
 from .script import ErrorSpec
 from .wire import BadRequest, json_pieces, new_id, retry_headers, sse, text_pieces
@@ -50,7 +58,11 @@ def _parse_message(raw: dict[str, Any]) -> Message:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            calls.append(ToolCall(block.get("id", ""), block.get("name", ""), parse_arguments(block.get("input"))))
+            calls.append(
+                ToolCall(
+                    block.get("id", ""), block.get("name", ""), parse_arguments(block.get("input"))
+                )
+            )
         elif kind == "tool_result":
             results.append(
                 ToolResult(
@@ -87,7 +99,9 @@ def _blocks(answer: Answer) -> list[dict[str, Any]]:
     if answer.content or not answer.tool_calls:
         blocks.append({"type": "text", "text": answer.content or ""})
     for call in answer.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+        )
     return blocks
 
 
@@ -119,7 +133,7 @@ def message(answer: Answer, model: str) -> dict[str, Any]:
 
 
 def stream(answer: Answer, model: str) -> Iterator[str]:
-    start = {
+    start: dict[str, Any] = {
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
@@ -134,20 +148,33 @@ def stream(answer: Answer, model: str) -> Iterator[str]:
     index = 0
     if answer.content or not answer.tool_calls:
         yield sse(
-            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            },
             "content_block_start",
         )
         for piece in text_pieces(answer.content or ""):
             delta = {"type": "text_delta", "text": piece}
-            yield sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
+            yield sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
         yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
         index += 1
     for call in answer.tool_calls:
         block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        yield sse({"type": "content_block_start", "index": index, "content_block": block}, "content_block_start")
+        yield sse(
+            {"type": "content_block_start", "index": index, "content_block": block},
+            "content_block_start",
+        )
         for piece in json_pieces(json.dumps(call.arguments)):
             delta = {"type": "input_json_delta", "partial_json": piece}
-            yield sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
+            yield sse(
+                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_delta",
+            )
         yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
         index += 1
     yield sse(
@@ -163,14 +190,21 @@ def stream(answer: Answer, model: str) -> Iterator[str]:
 
 def error(spec: ErrorSpec) -> tuple[int, dict[str, Any], dict[str, str]]:
     request_id = new_id("req_")
-    kind = spec.type or _ERROR_TYPES.get(spec.status, "api_error" if spec.status >= 500 else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": spec.message}, "request_id": request_id}
+    kind = spec.type or _ERROR_TYPES.get(
+        spec.status, "api_error" if spec.status >= 500 else "invalid_request_error"
+    )
+    body = {
+        "type": "error",
+        "error": {"type": kind, "message": spec.message},
+        "request_id": request_id,
+    }
     return spec.status, body, {"request-id": request_id, **retry_headers(spec.retry_after)}
 
 
 def models(names: list[str]) -> dict[str, Any]:
     data = [
-        {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"} for n in names
+        {"type": "model", "id": n, "display_name": n, "created_at": "2025-01-01T00:00:00Z"}
+        for n in names
     ]
     return {
         "data": data,

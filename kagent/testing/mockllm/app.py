@@ -44,14 +44,14 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 async def _paced(items: Iterable[Any]) -> AsyncIterator[Any]:
-    """Yield to the event loop between chunks so they leave as separate writes, like a real stream."""
+    """Yield to the loop between chunks so they leave as separate writes, like a real stream."""
     for item in items:
         yield item
         await asyncio.sleep(0)
 
 
 def _bedrock_model_id(request: Request) -> str:
-    """Model ids arrive percent-encoded (``:`` and, in ARNs, ``/``); decode the raw path exactly once."""
+    """Model ids arrive percent-encoded (``:``, and ``/`` in ARNs); decode the raw path once."""
     raw = request.scope.get("raw_path")
     if isinstance(raw, bytes):
         path = raw.decode("latin-1").split("?", 1)[0]
@@ -69,7 +69,12 @@ def create_app(state: MockState) -> Starlette:
             chat = openai_format.parse_request(body)
         except BadRequest as exc:
             return _error_response(openai_format.error, ErrorSpec(status=400, message=str(exc)))
-        answer = state.answer(chat, auth_from_headers(request.headers), request.headers, openai_format.TOOL_CALL_ID_PREFIX)
+        answer = state.answer(
+            chat,
+            auth_from_headers(request.headers),
+            request.headers,
+            openai_format.TOOL_CALL_ID_PREFIX,
+        )
         if answer.delay:
             await asyncio.sleep(answer.delay)
         if answer.error is not None:
@@ -87,7 +92,9 @@ def create_app(state: MockState) -> Starlette:
         except BadRequest as exc:
             return _error_response(openai_format.error, ErrorSpec(status=400, message=str(exc)))
         auth = auth_from_headers(request.headers)
-        dimensions = state.record_embeddings(str(body.get("model", "")), inputs, auth, request.headers, body)
+        dimensions = state.record_embeddings(
+            str(body.get("model", "")), inputs, auth, request.headers, body
+        )
         return JSONResponse(openai_format.embeddings(body, inputs, dimensions))
 
     async def list_models(request: Request) -> Response:
@@ -102,7 +109,10 @@ def create_app(state: MockState) -> Starlette:
         except BadRequest as exc:
             return _error_response(anthropic_format.error, ErrorSpec(status=400, message=str(exc)))
         answer = state.answer(
-            chat, auth_from_headers(request.headers), request.headers, anthropic_format.TOOL_CALL_ID_PREFIX
+            chat,
+            auth_from_headers(request.headers),
+            request.headers,
+            anthropic_format.TOOL_CALL_ID_PREFIX,
         )
         if answer.delay:
             await asyncio.sleep(answer.delay)
@@ -121,7 +131,10 @@ def create_app(state: MockState) -> Starlette:
         except BadRequest as exc:
             return _error_response(bedrock_format.error, ErrorSpec(status=400, message=str(exc)))
         answer = state.answer(
-            chat, auth_from_headers(request.headers), request.headers, bedrock_format.TOOL_CALL_ID_PREFIX
+            chat,
+            auth_from_headers(request.headers),
+            request.headers,
+            bedrock_format.TOOL_CALL_ID_PREFIX,
         )
         if answer.delay:
             await asyncio.sleep(answer.delay)

@@ -13,7 +13,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .conversation import ChatRequest, Message, ToolCall, ToolResult, name_tool_results, parse_arguments, text_of
+from .conversation import (
+    ChatRequest,
+    Message,
+    ToolCall,
+    ToolResult,
+    name_tool_results,
+    parse_arguments,
+    text_of,
+)
 from .eventstream import encode_event
 from .matching import Answer
 from .script import ErrorSpec
@@ -47,7 +55,11 @@ def _parse_message(raw: dict[str, Any]) -> Message:
         if isinstance(block.get("text"), str):
             texts.append(block["text"])
         elif isinstance(use := block.get("toolUse"), dict):
-            calls.append(ToolCall(use.get("toolUseId", ""), use.get("name", ""), parse_arguments(use.get("input"))))
+            calls.append(
+                ToolCall(
+                    use.get("toolUseId", ""), use.get("name", ""), parse_arguments(use.get("input"))
+                )
+            )
         elif isinstance(result := block.get("toolResult"), dict):
             results.append(
                 ToolResult(
@@ -98,7 +110,9 @@ def converse(answer: Answer, started: float) -> dict[str, Any]:
     if answer.content or not answer.tool_calls:
         content.append({"text": answer.content or ""})
     for call in answer.tool_calls:
-        content.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}})
+        content.append(
+            {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}}
+        )
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": _stop_reason(answer),
@@ -113,7 +127,9 @@ def converse_stream(answer: Answer, started: float) -> Iterator[bytes]:
     index = 0
     if answer.content or not answer.tool_calls:
         for piece in text_pieces(answer.content or ""):
-            yield encode_event("contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}})
+            yield encode_event(
+                "contentBlockDelta", {"contentBlockIndex": index, "delta": {"text": piece}}
+            )
         yield encode_event("contentBlockStop", {"contentBlockIndex": index})
         index += 1
     for call in answer.tool_calls:
@@ -130,7 +146,10 @@ def converse_stream(answer: Answer, started: float) -> Iterator[bytes]:
 
 
 def error(spec: ErrorSpec) -> tuple[int, dict[str, Any], dict[str, str]]:
-    default = (spec.status, "InternalServerException" if spec.status >= 500 else "ValidationException")
+    default = (
+        spec.status,
+        "InternalServerException" if spec.status >= 500 else "ValidationException",
+    )
     status, code = _ERRORS.get(spec.status, default)
     code = spec.type or code
     headers = {

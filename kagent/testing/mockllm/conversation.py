@@ -76,7 +76,7 @@ class ChatRequest:
         return "\n".join(p for p in parts if p)
 
     def messages_as_dicts(self) -> list[dict[str, Any]]:
-        """JSON-shaped messages (lists, not tuples) so records look the same in-process and over HTTP."""
+        """JSON-shaped messages (lists, not tuples): records look alike in-process and over HTTP."""
         return [
             {
                 "role": m.role,
@@ -101,7 +101,9 @@ def name_tool_results(messages: list[Message]) -> tuple[Message, ...]:
             names[call.id] = call.name
         if message.tool_results:
             results = tuple(
-                ToolResult(r.tool_call_id, r.name or names.get(r.tool_call_id), r.content, r.is_error)
+                ToolResult(
+                    r.tool_call_id, r.name or names.get(r.tool_call_id), r.content, r.is_error
+                )
                 for r in message.tool_results
             )
             message = Message(message.role, message.text, message.tool_calls, results)
@@ -118,8 +120,8 @@ def text_of(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(t for t in (text_of(part) for part in content) if t)
     if isinstance(content, dict):
-        if isinstance(content.get("text"), str):
-            return content["text"]
+        if isinstance(text := content.get("text"), str):
+            return text
         if "json" in content:
             return json.dumps(content["json"])
         if "content" in content:

@@ -35,10 +35,12 @@ def _bucket(feature: str, dimensions: int) -> tuple[int, float]:
 
 
 def embed_text(text: str, dimensions: int) -> list[float]:
-    """A unit vector for ``text``; word features dominate, adjacent-word pairs add a little order."""
+    """A unit vector for ``text``: word features dominate, adjacent-word pairs add some order."""
     vector = [0.0] * dimensions
     words = _tokens(text)
-    features = [(w, 1.0) for w in words] + [(f"{a} {b}", 0.5) for a, b in zip(words, words[1:])]
+    features = [(w, 1.0) for w in words] + [
+        (f"{a} {b}", 0.5) for a, b in zip(words, words[1:], strict=False)
+    ]
     if not features:
         features = [("\x00empty", 1.0)]
     for feature, weight in features:
@@ -52,9 +54,9 @@ def embed_text(text: str, dimensions: int) -> list[float]:
 
 
 def encode_base64(vector: list[float]) -> str:
-    """OpenAI's ``encoding_format: base64``: little-endian float32, which the SDK asks for by default."""
+    """OpenAI's ``encoding_format: base64`` (little-endian float32), the SDK's default request."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def cosine(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))

@@ -41,6 +41,9 @@ def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
 
 def encode_event(event_type: str, payload: dict[str, Any]) -> bytes:
     """A normal event: botocore dispatches on ``:event-type`` and parses the JSON payload."""
-    headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
+    headers = {
+        ":event-type": event_type,
+        ":content-type": "application/json",
+        ":message-type": "event",
+    }
     return encode_message(headers, json.dumps(payload, separators=(",", ":")).encode())
-

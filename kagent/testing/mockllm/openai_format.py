@@ -13,8 +13,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .conversation import ChatRequest, Message, ToolResult, name_tool_results, parse_arguments, text_of
-from .conversation import ToolCall as CallIn
+from .conversation import (
+    ChatRequest,
+    Message,
+    ToolCall,
+    ToolResult,
+    name_tool_results,
+    parse_arguments,
+    text_of,
+)
 from .embeddings import embed_text, encode_base64
 from .matching import Answer, estimate_tokens
 from .script import ErrorSpec
@@ -49,7 +56,11 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
             messages.append(Message("user", text_of(content)))
         elif role == "assistant":
             calls = tuple(
-                CallIn(c.get("id", ""), c["function"]["name"], parse_arguments(c["function"].get("arguments")))
+                ToolCall(
+                    c.get("id", ""),
+                    str(c["function"].get("name", "")),
+                    parse_arguments(c["function"].get("arguments")),
+                )
                 for c in raw.get("tool_calls") or ()
                 if isinstance(c, dict) and isinstance(c.get("function"), dict)
             )
@@ -112,7 +123,12 @@ def completion(answer: Answer, model: str) -> dict[str, Any]:
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(answer)}
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": _finish_reason(answer),
+            }
         ],
         "usage": _usage(answer),
         "service_tier": "default",
@@ -132,7 +148,12 @@ def stream(answer: Answer, model: str, include_usage: bool) -> Iterator[str]:
     }
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
-        body = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        body = {
+            **base,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
         if include_usage:
             body["usage"] = None
         return sse(body)
@@ -142,7 +163,12 @@ def stream(answer: Answer, model: str, include_usage: bool) -> Iterator[str]:
         for piece in text_pieces(answer.content):
             yield chunk({"content": piece})
     for index, call in enumerate(answer.tool_calls):
-        opening = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        opening = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
         yield chunk({"tool_calls": [opening]})
         for piece in json_pieces(json.dumps(call.arguments)):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
@@ -156,7 +182,9 @@ def error(spec: ErrorSpec) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, body and headers of an OpenAI error response."""
     default_type = "server_error" if spec.status >= 500 else "invalid_request_error"
     kind, code = _ERROR_KINDS.get(spec.status, (default_type, None))
-    body = {"error": {"message": spec.message, "type": spec.type or kind, "param": None, "code": code}}
+    body = {
+        "error": {"message": spec.message, "type": spec.type or kind, "param": None, "code": code}
+    }
     headers = {"x-request-id": new_id("req_"), **retry_headers(spec.retry_after)}
     return spec.status, body, headers
 
@@ -165,7 +193,9 @@ def models(names: list[str]) -> dict[str, Any]:
     created = int(time.time())
     return {
         "object": "list",
-        "data": [{"id": n, "object": "model", "created": created, "owned_by": "mockllm"} for n in names],
+        "data": [
+            {"id": n, "object": "model", "created": created, "owned_by": "mockllm"} for n in names
+        ],
     }
 
 
@@ -188,7 +218,13 @@ def embeddings(body: dict[str, Any], inputs: list[str], dimensions: int) -> dict
     data = []
     for index, text in enumerate(inputs):
         vector = embed_text(text, int(dims))
-        data.append({"object": "embedding", "index": index, "embedding": encode_base64(vector) if as_base64 else vector})
+        data.append(
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": encode_base64(vector) if as_base64 else vector,
+            }
+        )
     tokens = sum(estimate_tokens(t) for t in inputs)
     return {
         "object": "list",

@@ -34,16 +34,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_ANY_BRACES = re.compile(r"\{\{(.*?)\}\}")
+
+
 def _check_placeholders(text: str) -> str:
-    for found in PLACEHOLDER.finditer(text):
-        head = found.group(1).split(".", 1)[0]
+    for found in _ANY_BRACES.finditer(text):
+        if not PLACEHOLDER.fullmatch(found.group(0)):
+            raise ValueError(
+                f"{found.group(0)} is not a placeholder; use {{{{name}}}} or {{{{name.key}}}}"
+            )
+        head = found.group(1).strip().split(".", 1)[0]
         if head not in PLACEHOLDER_NAMES:
             allowed = ", ".join(sorted(PLACEHOLDER_NAMES))
-            raise ValueError(f"unknown placeholder {{{{{found.group(1)}}}}} (known: {allowed})")
+            raise ValueError(f"unknown placeholder {found.group(0)} (known: {allowed})")
     return text
 
 
-def _check_placeholders_deep(value: Any) -> Any:
+def _check_placeholders_deep(value: Any) -> None:
     if isinstance(value, str):
         _check_placeholders(value)
     elif isinstance(value, Mapping):
@@ -52,7 +59,6 @@ def _check_placeholders_deep(value: Any) -> Any:
     elif isinstance(value, list):
         for item in value:
             _check_placeholders_deep(item)
-    return value
 
 
 class ToolCallSpec(_Strict):
@@ -65,7 +71,8 @@ class ToolCallSpec(_Strict):
     @field_validator("arguments")
     @classmethod
     def _placeholders(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_placeholders_deep(value)
+        _check_placeholders_deep(value)
+        return value
 
 
 class UsageSpec(_Strict):
@@ -207,7 +214,9 @@ def _location(loc: tuple[int | str, ...], data: Any) -> str:
 def _format_error(exc: ValidationError, data: Any, origin: str) -> str:
     lines = [f"invalid mock LLM script ({origin}):"]
     for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"  {_location(loc, data)}: {message}")
     return "\n".join(lines)

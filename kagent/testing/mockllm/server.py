@@ -62,7 +62,9 @@ class MockLLM:
             timeout_graceful_shutdown=1,
         )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="mockllm", daemon=True)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="mockllm", daemon=True
+        )
         thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:

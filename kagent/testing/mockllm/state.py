@@ -19,7 +19,14 @@ from .matching import Answer, render, rule_matches
 from .script import Script, ScriptSource, load_script
 
 SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "api-key", "cookie", "x-amz-security-token", "proxy-authorization"}
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "cookie",
+        "x-amz-security-token",
+        "proxy-authorization",
+    }
 )
 _SIGV4_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
@@ -116,7 +123,9 @@ class MockState:
             self._rule_hits.clear()
             self._model_calls.clear()
 
-    def answer(self, request: ChatRequest, auth: Auth, headers: Mapping[str, str], id_prefix: str) -> Answer:
+    def answer(
+        self, request: ChatRequest, auth: Auth, headers: Mapping[str, str], id_prefix: str
+    ) -> Answer:
         """Pick the first matching rule that has uses left, render it and record the call."""
         with self._lock:
             script = self._script
@@ -157,7 +166,12 @@ class MockState:
             return answer
 
     def record_embeddings(
-        self, model: str, inputs: list[str], auth: Auth, headers: Mapping[str, str], body: dict[str, Any]
+        self,
+        model: str,
+        inputs: list[str],
+        auth: Auth,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
     ) -> int:
         """Record an embeddings call; returns the dimensions the script asks for."""
         with self._lock:

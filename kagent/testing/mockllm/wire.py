@@ -39,11 +39,14 @@ def sse(data: dict[str, Any] | str, event: str | None = None) -> str:
 
 
 class BadRequest(ValueError):
-    """A request the real provider would reject with 400; answered in that provider's error shape."""
+    """A request the real provider would reject with 400, answered in its own error shape."""
 
 
 def retry_headers(retry_after: float | None) -> dict[str, str]:
-    """``retry-after-ms`` lets SDKs retry after a fraction of a second; ``retry-after`` is the standard."""
+    """``retry-after-ms`` lets SDKs retry within milliseconds; ``retry-after`` is the standard."""
     if retry_after is None:
         return {}
-    return {"retry-after": str(max(0, round(retry_after))), "retry-after-ms": str(int(retry_after * 1000))}
+    return {
+        "retry-after": str(max(0, round(retry_after))),
+        "retry-after-ms": str(int(retry_after * 1000)),
+    }

@@ -1,0 +1,29 @@
+"""Prometheus metrics of the controller and its admission webhook."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "kagent_controller_reconcile_total", "Reconciles by kind and result.", ["kind", "result"]
+)
+RECONCILE_ERRORS = Counter(
+    "kagent_controller_reconcile_errors_total", "Reconciles that raised, by kind.", ["kind"]
+)
+RECONCILE_DURATION = Histogram(
+    "kagent_controller_reconcile_duration_seconds", "Time one reconcile took, by kind.", ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUEUE_DEPTH = Gauge("kagent_controller_queue_depth", "Keys waiting in the work queue.")
+IS_LEADER = Gauge("kagent_controller_leader", "1 if this replica holds the leader lease.")
+WEBHOOK_REQUESTS = Counter(
+    "kagent_webhook_requests_total", "Admission requests by kind, operation and verdict.",
+    ["kind", "operation", "allowed"],
+)
+WEBHOOK_REFUSALS = Counter(
+    "kagent_webhook_refusals_total", "Admission requests refused, by kind.", ["kind"]
+)
+WEBHOOK_LATENCY = Histogram(
+    "kagent_webhook_latency_seconds", "Time to answer one admission request, by kind.", ["kind"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
