@@ -1,0 +1,202 @@
+"""What admission checks beyond the CRD schema and its CEL rules. Pure: the webhook handler
+feeds objects in and turns the findings into a verdict.
+
+Refusals name the field. References to objects that do not exist yet are only warnings: GitOps
+tools apply everything at once, in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+
+from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
+from kagent.api.manifests import ManifestError, parse_resource
+from kagent.api.parameters import parameters_json_schema
+from kagent.workflow.expressions import ExpressionError, compile_condition, compile_template
+from kagent.workflow.plan import PlanError, plan
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An object this one refers to, and where."""
+
+    kind: str
+    name: str
+    field: str
+
+
+def _json_schema_errors(schema: dict[str, Any] | None, field: str) -> list[FieldError]:
+    if schema is None:
+        return []
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as error:
+        return [FieldError(field, f"not a valid JSON Schema: {error.message}")]
+    return []
+
+
+def _check_agent(agent: Agent) -> list[FieldError]:
+    errors: list[FieldError] = []
+    model = agent.spec.model
+    if model.endpoint and not model.endpoint.startswith(("http://", "https://")):
+        errors.append(FieldError("spec.model.endpoint", "must be an http:// or https:// URL"))
+    if model.provider == "bedrock" and model.api_key_secret_ref is not None:
+        errors.append(FieldError(
+            "spec.model.apiKeySecretRef",
+            "bedrock authenticates with AWS credentials (the pod's IAM role or AWS_* env), "
+            "not an API key",
+        ))
+    scaling = agent.spec.scaling
+    if scaling is not None and scaling.keda is not None and not scaling.keda.enabled and scaling.keda.triggers:
+        errors.append(FieldError("spec.scaling.keda.triggers", "triggers are only used when keda.enabled is true"))
+    if scaling is not None and scaling.keda is not None and scaling.keda.enabled:
+        for i, trigger in enumerate(scaling.keda.triggers or []):
+            if trigger.type == "prometheus":
+                meta = trigger.metadata
+                if "threshold" not in meta:
+                    errors.append(FieldError(f"spec.scaling.keda.triggers[{i}].metadata.threshold",
+                                             "a prometheus trigger needs a threshold"))
+                if "query" not in meta and "metricName" not in meta:
+                    errors.append(FieldError(f"spec.scaling.keda.triggers[{i}].metadata",
+                                             "a prometheus trigger needs a query or a metricName"))
+    if agent.spec.rollout is not None and agent.spec.rollout.strategy != "RollingUpdate":
+        errors.append(FieldError("spec.rollout.strategy",
+                                 f"{agent.spec.rollout.strategy} is not supported yet; use RollingUpdate"))
+    return errors
+
+
+def _check_tool(tool: Tool) -> list[FieldError]:
+    errors = _json_schema_errors(tool.spec.input_schema, "spec.inputSchema")
+    errors += _json_schema_errors(tool.spec.output, "spec.output")
+    if tool.spec.parameters:
+        errors += _json_schema_errors(parameters_json_schema(tool.spec.parameters), "spec.parameters")
+        for i, param in enumerate(tool.spec.parameters):
+            if param.enum and param.type in ("integer", "number"):
+                for j, value in enumerate(param.enum):
+                    try:
+                        float(value) if param.type == "number" else int(value)
+                    except ValueError:
+                        errors.append(FieldError(f"spec.parameters[{i}].enum[{j}]",
+                                                 f"{value!r} is not a {param.type}"))
+    return errors
+
+
+def _check_workflow(workflow: Workflow) -> list[FieldError]:
+    spec = workflow.spec
+    errors: list[FieldError] = []
+    try:
+        plan(spec)
+    except PlanError as error:
+        errors.append(FieldError(error.field, error.message))
+    for i, step in enumerate(spec.steps):
+        where = f"spec.steps[{i}]"
+        checks: list[tuple[str, str, bool]] = []
+        if step.when:
+            checks.append((f"{where}.when", step.when, True))
+        if step.loop:
+            checks.append((f"{where}.loop.until", step.loop.until, True))
+        if step.route and step.route.cases:
+            checks += [(f"{where}.route.cases[{j}].when", c.when, True) for j, c in enumerate(step.route.cases)]
+        if step.input:
+            checks.append((f"{where}.input", step.input, False))
+        for field, text, is_condition in checks:
+            try:
+                compile_condition(text) if is_condition else compile_template(text)
+            except ExpressionError as error:
+                errors.append(FieldError(field, str(error)))
+        if step.route and step.route.choices and len(set(step.route.choices)) != len(step.route.choices):
+            errors.append(FieldError(f"{where}.route.choices", "choices must not repeat"))
+    for key, text in (spec.output or {}).items():
+        try:
+            compile_template(text)
+        except ExpressionError as error:
+            errors.append(FieldError(f"spec.output.{key}", str(error)))
+    return errors
+
+
+def _check_run(run: WorkflowRun, old: WorkflowRun | None) -> list[FieldError]:
+    if old is None:
+        return []
+    errors = []
+    if run.spec.workflow_ref != old.spec.workflow_ref:
+        errors.append(FieldError("spec.workflowRef", "is immutable"))
+    if run.spec.input != old.spec.input:
+        errors.append(FieldError("spec.input", "is immutable; create a new WorkflowRun instead"))
+    if old.spec.cancel and not run.spec.cancel:
+        errors.append(FieldError("spec.cancel", "a cancelled run cannot be resumed"))
+    return errors
+
+
+def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[FieldError]:
+    """Every problem with an object being created or updated, each naming its field."""
+    try:
+        resource = parse_resource(obj, source="object")
+    except ManifestError as error:
+        lines = str(error).splitlines()[1:] or [str(error)]
+        return [FieldError(*line.strip().split(": ", 1)) if ": " in line else FieldError("object", line)
+                for line in lines]
+    if isinstance(resource, Agent):
+        return _check_agent(resource)
+    if isinstance(resource, Tool):
+        return _check_tool(resource)
+    if isinstance(resource, Workflow):
+        return _check_workflow(resource)
+    if isinstance(resource, WorkflowRun):
+        previous = parse_resource(old) if old else None
+        return _check_run(resource, previous if isinstance(previous, WorkflowRun) else None)
+    return []
+
+
+def references(resource: Resource) -> list[Reference]:
+    """Objects the resource names, to look up for admission warnings."""
+    refs: list[Reference] = []
+    if isinstance(resource, Agent):
+        refs += [Reference(t.kind, t.name, f"spec.tools[{i}]") for i, t in enumerate(resource.spec.tools or [])]
+        if resource.spec.memory_ref:
+            refs.append(Reference("Memory", resource.spec.memory_ref.name, "spec.memoryRef"))
+    elif isinstance(resource, Tool) and resource.spec.agent:
+        refs.append(Reference("Agent", resource.spec.agent.name, "spec.agent.name"))
+    elif isinstance(resource, Workflow):
+        for i, step in enumerate(resource.spec.steps):
+            if step.agent:
+                refs.append(Reference("Agent", step.agent, f"spec.steps[{i}].agent"))
+            if step.route:
+                names = [c.agent for c in step.route.cases or []] + list(step.route.choices or [])
+                names += [n for n in (step.route.default, step.route.router) if n]
+                refs += [Reference("Agent", n, f"spec.steps[{i}].route") for n in dict.fromkeys(names)]
+    elif isinstance(resource, WorkflowRun):
+        refs.append(Reference("Workflow", resource.spec.workflow_ref.name, "spec.workflowRef.name"))
+    elif isinstance(resource, Memory):
+        pass
+    return refs
+
+
+def defaults(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """JSON patch operations the mutating webhook adds (the schema already fills plain
+    defaults; these need the object's other fields)."""
+    ops: list[dict[str, Any]] = []
+    kind = obj.get("kind")
+    meta = obj.get("metadata") or {}
+    if kind == "Agent" and not (obj.get("spec") or {}).get("displayName") and meta.get("name"):
+        ops.append({"op": "add", "path": "/spec/displayName", "value": meta["name"]})
+    if kind == "WorkflowRun":
+        workflow = ((obj.get("spec") or {}).get("workflowRef") or {}).get("name")
+        labels = meta.get("labels") or {}
+        if workflow and labels.get("kagent.dev/workflow") != workflow:
+            if "labels" not in meta:
+                ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
+            ops.append({"op": "add", "path": "/metadata/labels/kagent.dev~1workflow", "value": workflow})
+    return ops
