@@ -54,14 +54,14 @@ def client(llm: MockLLM) -> anthropic.Anthropic:
 
 def test_plain_message(client: anthropic.Anthropic, llm: MockLLM) -> None:
     message = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-mock",
         max_tokens=256,
         system="You are a pirate.",
         messages=[{"role": "user", "content": "hello matey"}],
     )
     assert [b.type for b in message.content] == ["text"]
     assert message.content[0].text == "Arr, hello matey!"  # type: ignore[union-attr]
-    assert message.stop_reason == "end_turn" and message.model == "claude-sonnet-4-5"
+    assert message.stop_reason == "end_turn" and message.model == "claude-mock"
     assert message.usage.output_tokens == 5
     (call,) = llm.calls
     assert (call.provider, call.rule, call.system) == ("anthropic", "pirate", "You are a pirate.")
@@ -71,7 +71,7 @@ def test_plain_message(client: anthropic.Anthropic, llm: MockLLM) -> None:
 
 def test_streaming_text(client: anthropic.Anthropic) -> None:
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-mock",
         max_tokens=256,
         messages=[{"role": "user", "content": "stream me back please"}],
     ) as stream:
@@ -85,7 +85,7 @@ def test_streaming_text(client: anthropic.Anthropic) -> None:
 
 def _tool_round_trip(client: anthropic.Anthropic, stream: bool) -> tuple[Any, str]:
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Berlin?"}]
-    kwargs: Any = {"model": "claude-sonnet-4-5", "max_tokens": 512, "tools": [WEATHER_TOOL]}
+    kwargs: Any = {"model": "claude-mock", "max_tokens": 512, "tools": [WEATHER_TOOL]}
     if stream:
         with client.messages.stream(messages=messages, **kwargs) as events:
             first = events.get_final_message()

@@ -57,7 +57,7 @@ def openai_model(llm: MockLLM) -> Model:
 
 def anthropic_model(llm: MockLLM) -> Model:
     client = AsyncAnthropic(base_url=llm.url, api_key="sk-anthropic", max_retries=0)
-    return AnthropicModel("claude-sonnet-4-5", provider=AnthropicProvider(anthropic_client=client))
+    return AnthropicModel("claude-mock", provider=AnthropicProvider(anthropic_client=client))
 
 
 def bedrock_model(llm: MockLLM) -> Model:

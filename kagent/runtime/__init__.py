@@ -1,0 +1,1 @@
+"""The agent runtime: what runs in an agent pod (`kagent runtime`)."""
