@@ -30,5 +30,17 @@ def crds(
         typer.echo(f"wrote {path}")
 
 
+@app.command("mock-llm")
+def mock_llm(
+    script: Path = typer.Option(None, "--script", "-s", help="YAML script of scripted answers."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a pod)."),
+) -> None:
+    """Serve the scripted model: OpenAI, Anthropic and Bedrock wire formats, for offline tests."""
+    from kagent.testing.mockllm import serve
+
+    serve(script, port=port, host=host)
+
+
 if __name__ == "__main__":
     app()

@@ -6,6 +6,7 @@ its result — the same path kagent's runtime takes against a real provider.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -87,6 +88,14 @@ def llm() -> Iterator[MockLLM]:
         yield server
 
 
+async def close_client(model: Model) -> None:
+    """Close the SDK client so its pooled connections do not outlive the test."""
+    client: Any = getattr(model, "client", None)
+    closing = client.close() if client is not None else None
+    if inspect.isawaitable(closing):
+        await closing
+
+
 def make_agent(model: Model, seen: list[dict[str, Any]]) -> Agent[None, str]:
     agent = Agent(model, instructions="You convert currencies with the tool.")
 
@@ -105,15 +114,19 @@ async def test_agent_tool_round_trip(llm: MockLLM, provider: str, streaming: boo
     llm.reset()
     build, key = PROVIDERS[provider]
     seen: list[dict[str, Any]] = []
-    agent = make_agent(build(llm), seen)
+    model = build(llm)
+    agent = make_agent(model, seen)
     prompt = "How much is 50 EUR in USD?"
-    if streaming:
-        async with agent.run_stream(prompt) as run:
-            output = await run.get_output()
-            usage = run.usage
-    else:
-        result = await agent.run(prompt)
-        output, usage = result.output, result.usage
+    try:
+        if streaming:
+            async with agent.run_stream(prompt) as run:
+                output = await run.get_output()
+                usage = run.usage
+        else:
+            result = await agent.run(prompt)
+            output, usage = result.output, result.usage
+    finally:
+        await close_client(model)
     # pydantic-ai validated the scripted string "50" against the int parameter, then ran the tool.
     assert seen == [{"amount": 50, "source": "EUR", "target": "USD"}]
     assert output == "That is 100 USD."

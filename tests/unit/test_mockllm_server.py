@@ -81,8 +81,7 @@ def test_serve_runs_the_example_script_in_another_process() -> None:
         assert snapshot["calls"][0]["api_key"] == "sk-from-secret"
     finally:
         process.terminate()
-        process.wait(timeout=10)
-    output = process.stdout.read().decode() if process.stdout else ""
+        output = process.communicate(timeout=10)[0].decode()
     assert "sk-from-secret" not in output  # keys are recorded, never logged
 
 
