@@ -8,6 +8,7 @@ import typer
 
 from kagent.api.crd import default_crd_dir, write_crds
 from kagent.cli import dev
+from kagent.cli.controller import controller_command
 
 app = typer.Typer(
     name="kagent",
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.command("controller")(controller_command)
 
 
 @app.command("crds")

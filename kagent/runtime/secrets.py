@@ -21,6 +21,7 @@ class SecretResolver:
                  environ: Mapping[str, str] | None = None) -> None:
         self._environ = environ if environ is not None else os.environ
         self._values: dict[tuple[str, str], str] = {}
+        self._handed_out: set[str] = set()
         for manifest in secret_manifests or []:
             name = manifest["metadata"]["name"]
             for key, value in (manifest.get("data") or {}).items():
@@ -31,9 +32,9 @@ class SecretResolver:
     def get(self, ref: SecretKeySelector) -> str:
         env_name = secret_env_name(ref)
         if env_name in self._environ:
-            return self._environ[env_name]
+            return self._remember(self._environ[env_name])
         if (ref.name, ref.key) in self._values:
-            return self._values[(ref.name, ref.key)]
+            return self._remember(self._values[(ref.name, ref.key)])
         raise MissingSecretError(
             f'key "{ref.key}" of Secret "{ref.name}" is not available: pass the Secret manifest '
             f"with -f, or set the environment variable {env_name}"
@@ -41,3 +42,18 @@ class SecretResolver:
 
     def get_optional(self, ref: SecretKeySelector | None) -> str | None:
         return None if ref is None else self.get(ref)
+
+    def _remember(self, value: str) -> str:
+        if len(value) >= 4:  # shorter values would blank out ordinary words
+            self._handed_out.add(value)
+        return value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value handed out so far replaced by ``[REDACTED]``.
+
+        Provider error messages sometimes echo the credential they were given; everything the
+        runtime returns to a caller, logs or puts on a span about an error goes through here.
+        """
+        for value in sorted(self._handed_out, key=len, reverse=True):
+            text = text.replace(value, "[REDACTED]")
+        return text

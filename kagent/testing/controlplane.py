@@ -43,7 +43,7 @@ from typing import Any, Self
 import yaml
 
 from kagent.testing import binaries as _binaries
-from kagent.testing.certs import (
+from kagent.certs import (
     CertificateFiles,
     SigningKeyPair,
     load_ca,
