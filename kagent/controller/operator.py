@@ -135,6 +135,13 @@ class Controller:
         self._keda = (now, available)
         return available
 
+    def keda_changed(self) -> None:
+        """KEDA was installed or removed: every Agent's autoscaler may change."""
+        self._keda = None
+        for key in list(self.known):
+            if key[0] == "Agent":
+                self.enqueue(key)
+
     # --- reconciling ------------------------------------------------------------------------
 
     async def handle(self, key: ObjectKey) -> float | None:
@@ -238,6 +245,11 @@ def build_registry(controller: Controller, with_webhooks: bool) -> kopf.Operator
                    labels={"app.kubernetes.io/managed-by": "kagent", AGENT_LABEL: kopf.PRESENT})
     async def on_deployment(labels: dict[str, str], namespace: str, **_: Any) -> None:
         controller.enqueue(("Agent", namespace, labels[AGENT_LABEL]))
+
+    @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", registry=registry,
+                   id="watch-keda", when=lambda name, **_: name == "scaledobjects.keda.sh")
+    async def on_keda_crd(**_: Any) -> None:
+        controller.keda_changed()
 
     if with_webhooks:
         register_webhooks(registry, controller.client)

@@ -263,3 +263,20 @@ def helm() -> Path:
 if __name__ == "__main__":
     found = control_plane_binaries()
     print(json.dumps({k: str(v) for k, v in found.__dict__.items()}, indent=2))
+
+
+KEDA_VERSION = "2.21.0"
+
+
+def keda_crd_files() -> list[Path]:
+    """KEDA's real CRDs (ScaledObject, TriggerAuthentication, …), from the KEDA Go module.
+
+    KEDA publishes its CRDs inside its Go module, so the Go module proxy serves exactly what a
+    KEDA release installs; the module cache keeps them after the first download.
+    """
+    with tempfile.TemporaryDirectory(prefix="kagent-keda-") as tmp:
+        info = json.loads(
+            _run_go(["mod", "download", "-json", f"github.com/kedacore/keda/v2@v{KEDA_VERSION}"], cwd=Path(tmp))
+        )
+    folder = Path(info["Dir"]) / "config" / "crd" / "bases"
+    return sorted(folder.glob("keda.sh_*.yaml"))

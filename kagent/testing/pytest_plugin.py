@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -94,3 +94,20 @@ if pytest_asyncio is not None:
         )
         yield client
         await client.close()
+
+
+@pytest.fixture(scope="session")
+def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
+    """The Kagent controller and webhook, running as a process against the session's control
+    plane with Kagent's CRDs installed."""
+    from kagent.cli.dev import install_crds
+    from kagent.testing.controller import ControllerProcess, remove_webhook_configurations
+
+    install_crds(control_plane)
+    controller = ControllerProcess(control_plane, identity="test-controller")
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+        remove_webhook_configurations(control_plane)

@@ -1,0 +1,143 @@
+"""Run the Kagent controller as a separate process against a control plane, the way it runs in
+a cluster: its own process, its own leader Lease, the webhook served over TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kagent.testing.controlplane import ControlPlane
+
+CONTROLLER_NAMESPACE = "kagent-system"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ControllerProcess:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        *,
+        identity: str = "controller-0",
+        lease_seconds: int = 4,
+        webhook: bool = True,
+        log_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.plane = plane
+        self.identity = identity
+        self.lease_seconds = lease_seconds
+        self.webhook = webhook
+        self.webhook_port = free_port()
+        self.metrics_port = free_port()
+        self.log_file = (log_dir or plane.workdir) / f"controller-{identity}.log"
+        self.extra_args = extra_args or []
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        args = [
+            sys.executable, "-m", "kagent", "controller",
+            "--kubeconfig", str(self.plane.kubeconfig),
+            "--namespace", CONTROLLER_NAMESPACE,
+            "--identity", self.identity,
+            "--lease-seconds", str(self.lease_seconds),
+            "--metrics-port", str(self.metrics_port),
+            "--image", "kagent:test",
+        ]
+        if self.webhook:
+            args += ["--webhook-host", "127.0.0.1", "--webhook-listen", "127.0.0.1",
+                     "--webhook-port", str(self.webhook_port)]
+        else:
+            args.append("--no-webhook")
+        return args + self.extra_args
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> ControllerProcess:
+        self.plane.create_namespace(CONTROLLER_NAMESPACE)
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **self.env},
+        )
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /metrics answers and, with the webhook, the webhook port accepts TLS."""
+        deadline = time.monotonic() + timeout
+        ports = [self.metrics_port] + ([self.webhook_port] if self.webhook else [])
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"the controller exited ({self.process.returncode}):\n{self.log_tail()}")
+            if all(_accepts(port) for port in ports) and (not self.webhook or self._webhook_registered()):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"the controller did not become ready:\n{self.log_tail()}")
+
+    def _webhook_registered(self) -> bool:
+        result = self.plane.kubectl("get", "validatingwebhookconfiguration", "kagent.dev", "-o",
+                                    "jsonpath={.webhooks[0].clientConfig.url}", check=False)
+        return f":{self.webhook_port}/" in result.stdout
+
+    def is_leader(self) -> bool:
+        result = self.plane.kubectl("get", "lease", "kagent-controller", "-n", CONTROLLER_NAMESPACE,
+                                    "-o", "jsonpath={.spec.holderIdentity}", check=False)
+        return result.stdout.strip() == self.identity
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as rsp:
+            return rsp.read().decode()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: the controller gets no chance to clean up (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> ControllerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def remove_webhook_configurations(plane: ControlPlane) -> None:
+    """A stopped controller's webhook would refuse every Kagent object; remove its registration."""
+    plane.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "kagent.dev",
+                  "--ignore-not-found", check=False)
