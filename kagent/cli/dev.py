@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import typer
 from rich.console import Console
 
 from kagent.api.crd import all_crds, render_yaml
+from kagent.testing.controller import ControllerProcess
 from kagent.testing.controlplane import ControlPlane, ControlPlaneError
 
 app = typer.Typer(help="Run Kagent locally on a real control plane.", no_args_is_help=True)
@@ -60,10 +64,23 @@ def up(
             plane.stop()
             console.print(f"[red]installing the CRDs failed:[/] {error}")
             raise typer.Exit(1) from None
+    if not crds_only:
+        with console.status("starting the controller and admission webhook…"):
+            try:
+                controller = ControllerProcess(plane, identity="kagent-dev", log_dir=workdir,
+                                               lease_seconds=15).start()
+            except (RuntimeError, TimeoutError) as error:
+                plane.stop()
+                console.print(f"[red]the controller did not start:[/] {error}")
+                raise typer.Exit(1) from None
+        assert controller.process is not None
+        _controller_state(workdir).write_text(json.dumps({
+            "pid": controller.process.pid, "log": str(controller.log_file),
+            "metrics": f"http://127.0.0.1:{controller.metrics_port}/metrics",
+        }))
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plane.kubeconfig, target)
     target.chmod(0o600)
-    del crds_only  # the controller joins `dev up` with the controller issue
     console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s — API server {plane.server}")
     typer.echo(f"export KUBECONFIG={target}")
     console.print("then:  kubectl get kagent -A      stop:  kagent dev down"
@@ -74,6 +91,7 @@ def up(
 def down(kubeconfig: Path = KubeconfigOption) -> None:
     """Stop the local control plane started by `kagent dev up`."""
     target, workdir = dev_paths(kubeconfig)
+    _stop_controller(workdir)
     if not ControlPlane.stop_detached(workdir):
         console.print(f"nothing is running for {target}")
         raise typer.Exit(0)
@@ -90,6 +108,42 @@ def status(kubeconfig: Path = KubeconfigOption) -> None:
         console.print("not running")
         raise typer.Exit(3)
     console.print(f"running — kubeconfig {target}")
+
+
+def _controller_state(workdir: Path) -> Path:
+    return workdir / "controller.json"
+
+
+def _stop_controller(workdir: Path) -> None:
+    """Stop the dev controller's process group (SIGTERM, then SIGKILL)."""
+    state = _controller_state(workdir)
+    try:
+        pid = int(json.loads(state.read_text())["pid"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            break
+    state.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _attached(workdir: Path) -> ControlPlane | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def _kagent(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> None:
     config = tmp_path / "dev" / "kubeconfig"
-    up = _kagent("dev", "up", "--kubeconfig", str(config), "--crds-only")
+    up = _kagent("dev", "up", "--kubeconfig", str(config))
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={config}" in up.stdout
     workdir = config.parent / f".{config.name}.kagent-dev"
@@ -39,6 +40,15 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
         assert _kagent("dev", "status", "--kubeconfig", str(config)).returncode == 0
         pids = list(ControlPlane.attach(workdir).pids.values())
         assert len(pids) == 5 and all(_alive(pid) for pid in pids)
+        controller_pid = json.loads((workdir / "controller.json").read_text())["pid"]
+        assert _alive(controller_pid)
+        pids.append(controller_pid)
+        # The controller and its webhook are live: a cyclic workflow is refused by the webhook.
+        cyclic = "apiVersion: kagent.dev/v1alpha1\nkind: Workflow\nmetadata: {name: c, namespace: default}\n" \
+                 "spec: {steps: [{name: a, agent: x, dependsOn: [a]}]}\n"
+        refused = subprocess.run([str(kubectl()), "apply", "-f", "-"], input=cyclic, env=env,
+                                 capture_output=True, text=True, check=False)
+        assert refused.returncode != 0 and "admission webhook" in refused.stderr
     finally:
         down = _kagent("dev", "down", "--kubeconfig", str(config))
     assert down.returncode == 0, down.stderr
