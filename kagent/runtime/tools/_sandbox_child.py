@@ -74,15 +74,15 @@ def _enter_network_namespace(status):
         return
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-        status["network"] = "shared (no namespace: %s)" % os.strerror(ctypes.get_errno())
+        status["network"] = f"shared (no namespace: {os.strerror(ctypes.get_errno())})"
         return
     try:
         with open("/proc/self/setgroups", "w") as f:
             f.write("deny")
         with open("/proc/self/uid_map", "w") as f:
-            f.write("%d %d 1" % (uid, uid))
+            f.write(f"{uid} {uid} 1")
         with open("/proc/self/gid_map", "w") as f:
-            f.write("%d %d 1" % (gid, gid))
+            f.write(f"{gid} {gid} 1")
     except OSError:
         pass  # unmapped ids still work for the scratch directory we own; nothing else is allowed
     status["network"] = "user+network namespace"
@@ -92,7 +92,7 @@ def _landlock(scratch, read_dirs, read_files, rw_files, status):
     ctypes, libc = _libc()
     abi = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, None, 0, LANDLOCK_CREATE_RULESET_VERSION)
     if abi < 1:
-        status["landlock"] = "unavailable (%s)" % os.strerror(ctypes.get_errno())
+        status["landlock"] = f"unavailable ({os.strerror(ctypes.get_errno())})"
         return
     fs = (1 << 13) - 1
     if abi >= 2:
@@ -115,7 +115,7 @@ def _landlock(scratch, read_dirs, read_files, rw_files, status):
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     ruleset = libc.syscall(SYS_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:
-        status["landlock"] = "failed (%s)" % os.strerror(ctypes.get_errno())
+        status["landlock"] = f"failed ({os.strerror(ctypes.get_errno())})"
         return
     file_rights = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE
     if abi >= 3:
@@ -124,7 +124,8 @@ def _landlock(scratch, read_dirs, read_files, rw_files, status):
         file_rights |= FS_IOCTL_DEV
     scratch_rights = fs & ~(FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_EXECUTE)
     rules = [(scratch, scratch_rights)]
-    rules += [(d, FS_EXECUTE | FS_READ_FILE | FS_READ_DIR) for d in read_dirs]
+    # No EXECUTE anywhere: execve is refused by the kernel (shared libraries only need READ).
+    rules += [(d, FS_READ_FILE | FS_READ_DIR) for d in read_dirs]
     rules += [(f, FS_READ_FILE) for f in read_files]
     rules += [(f, FS_READ_FILE | FS_WRITE_FILE | (file_rights & FS_TRUNCATE)) for f in rw_files]
     for path, rights in rules:
@@ -139,14 +140,14 @@ def _landlock(scratch, read_dirs, read_files, rw_files, status):
         finally:
             os.close(fd)
     if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        status["landlock"] = "failed (no_new_privs: %s)" % os.strerror(ctypes.get_errno())
+        status["landlock"] = f"failed (no_new_privs: {os.strerror(ctypes.get_errno())})"
         return
     if libc.syscall(SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) != 0:
-        status["landlock"] = "failed (%s)" % os.strerror(ctypes.get_errno())
+        status["landlock"] = f"failed ({os.strerror(ctypes.get_errno())})"
         return
     os.close(ruleset)
-    status["landlock"] = "abi %d (files%s%s)" % (
-        abi, ", tcp" if net else "", ", unix+signals" if scoped else "")
+    extras = (", tcp" if net else "") + (", unix+signals" if scoped else "")
+    status["landlock"] = f"abi {abi} (files{extras})"
 
 
 def _drop_capabilities(status):
@@ -162,23 +163,25 @@ def _drop_capabilities(status):
 
     header = Header(0x20080522, 0)
     data = (Data * 2)()
-    ok = libc.syscall(125 if os.uname().machine == "x86_64" else 91, ctypes.byref(header), data) == 0
-    status["capabilities"] = "dropped" if ok else "kept (%s)" % os.strerror(ctypes.get_errno())
+    capset = {"x86_64": 126, "aarch64": 91}.get(os.uname().machine)
+    ok = capset is not None and libc.syscall(capset, ctypes.byref(header), data) == 0
+    error = os.strerror(ctypes.get_errno())
+    status["capabilities"] = "dropped" if ok else f"kept ({error})"
 
 
 def _set_limits(limits, status):
     import resource
 
-    def cap(which, value):
-        soft, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(which, (value, value if which != resource.RLIMIT_CPU else
-                                   min(value + 1, hard) if hard != resource.RLIM_INFINITY
-                                   else value + 1))
+    def cap(which, soft, hard=None):
+        hard = soft if hard is None else hard
+        _, current_hard = resource.getrlimit(which)
+        if current_hard != resource.RLIM_INFINITY:
+            soft, hard = min(soft, current_hard), min(hard, current_hard)
+        resource.setrlimit(which, (soft, hard))
 
     cap(resource.RLIMIT_CORE, 0)
-    cap(resource.RLIMIT_CPU, limits["cpu_seconds"])
+    # SIGXCPU at the soft limit (reported as a CPU-time kill), SIGKILL a second later.
+    cap(resource.RLIMIT_CPU, limits["cpu_seconds"], limits["cpu_seconds"] + 1)
     cap(resource.RLIMIT_AS, limits["memory_bytes"])
     cap(resource.RLIMIT_FSIZE, limits["file_size_bytes"])
     cap(resource.RLIMIT_NOFILE, limits["open_files"])
@@ -186,18 +189,86 @@ def _set_limits(limits, status):
     status["limits"] = "set"
 
 
+def _forget_ctypes():
+    """Unload ctypes after the kernel layers used it, so importing it again is an audited import
+    the guard refuses (a loaded ctypes would give the model's code raw memory access)."""
+    for name in [n for n in sys.modules if n == "ctypes" or n.startswith(("ctypes.", "_ctypes"))]:
+        del sys.modules[name]
+
+
+def _disable_fork_exec():
+    """subprocess forks through _posixsubprocess.fork_exec, which raises no audit event."""
+    import _posixsubprocess
+
+    def fork_exec(*args, **kwargs):
+        raise PermissionError("sandbox: starting processes is not allowed")
+
+    _posixsubprocess.fork_exec = fork_exec
+
+
+def _make_realpath(lstat, readlink, getcwd, permission):
+    """realpath() from C functions bound now: the model's code can monkeypatch os.path and
+    posixpath, but not these references."""
+
+    def realpath(path):
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        pending = [p for p in path.split("/") if p not in ("", ".")]
+        resolved = []
+        links = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/" + "/".join([*resolved, part])
+            try:
+                mode = lstat(candidate).st_mode
+            except OSError:
+                resolved.append(part)  # does not exist (yet): resolve the rest lexically
+                continue
+            if mode & 0o170000 == 0o120000:  # a symbolic link
+                links += 1
+                if links > 40:
+                    raise permission("sandbox: too many symbolic links")
+                target = readlink(candidate)
+                if target.startswith("/"):
+                    resolved = []
+                pending[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                continue
+            resolved.append(part)
+        return "/" + "/".join(resolved)
+
+    return realpath
+
+
 def _install_guard(scratch, read_dirs, read_files, rw_files):
-    """The audit hook. Everything it needs is bound now, as immutable default values."""
-    import socket as _socket_module
+    """The audit hook. Everything it needs is bound now, as default values: immutable data,
+    C functions and builtins, so patching modules or builtins later cannot change its answers."""
+    import _socket
+    import builtins
+    import pathlib
 
     def make_hook(
         scratch=scratch,
         read_roots=tuple(read_dirs),
         read_only=frozenset(read_files),
         read_write=frozenset(rw_files),
-        realpath=os.path.realpath,
+        realpath=_make_realpath(os.lstat, os.readlink, os.getcwd, PermissionError),  # noqa: B008
         fspath=os.fspath,
-        af_unix=_socket_module.AF_UNIX,
+        family_of=_socket.socket.__dict__["family"].__get__,
+        af_unix=_socket.AF_UNIX,
+        write_flags=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+        isinstance=builtins.isinstance,
+        type=builtins.type,
+        path_types=frozenset((builtins.str, builtins.bytes, pathlib.PosixPath,
+                              pathlib.PurePosixPath, os.DirEntry)),
+        len=builtins.len,
+        str=builtins.str,
+        bytes=builtins.bytes,
+        int=builtins.int,
+        base_socket=_socket.socket,
         refuse=frozenset((
             "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
             "subprocess.Popen", "pty.spawn", "os.startfile",
@@ -206,10 +277,12 @@ def _install_guard(scratch, read_dirs, read_files, rw_files):
             "gc.get_objects", "gc.get_referrers", "gc.get_referents",
             "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
             "function.__new__", "os.kill", "os.killpg", "signal.pthread_kill",
-            "socket.gethostbyname", "socket.gethostbyaddr", "socket.getaddrinfo",
-            "socket.getnameinfo", "socket.sethostname", "mmap.__new__",
         )),
-        refused_modules=frozenset(("ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters")),
+        network_events=frozenset((
+            "socket.gethostbyname", "socket.gethostbyaddr", "socket.getaddrinfo",
+            "socket.getnameinfo", "socket.sethostname",
+        )),
+        refused_modules=frozenset(("ctypes", "_ctypes", "_xxsubinterpreters")),
         path_events=frozenset((
             "os.chdir", "os.chmod", "os.chown", "os.link", "os.listdir", "os.mkdir",
             "os.remove", "os.rename", "os.rmdir", "os.scandir", "os.symlink", "os.truncate",
@@ -220,21 +293,33 @@ def _install_guard(scratch, read_dirs, read_files, rw_files):
         )),
         read_events=frozenset(("os.listdir", "os.scandir", "os.getxattr", "os.listxattr",
                                "glob.glob", "glob.glob/2")),
+        socket_events=frozenset(("socket.connect", "socket.bind", "socket.sendto",
+                                 "socket.sendmsg")),
         permission=PermissionError,
     ):
-        def inside(path, write):
-            try:
-                path = fspath(path)
-            except TypeError:
-                return True  # a file descriptor: it was opened under these same rules
-            if isinstance(path, bytes):
+        def as_text(path):
+            """The path as text, or None for a file descriptor (opened under these rules).
+
+            Only types whose path cannot change between this check and the system call are
+            accepted: an object with its own __fspath__ could answer differently the second
+            time."""
+            kind = type(path)
+            if kind is int:
+                return None
+            if kind not in path_types:
+                raise permission(f"sandbox: paths must be str, bytes or pathlib paths, "
+                                 f"not {kind.__name__}")
+            path = fspath(path)
+            if kind is bytes or isinstance(path, bytes):
                 path = path.decode("utf-8", "surrogateescape")
-            if path in ("", "."):
-                path = "."
-            real = realpath(path)
-            if real == scratch or real.startswith(scratch + "/"):
+            return path or "."
+
+        def inside(path, write):
+            text = as_text(path)
+            if text is None:
                 return True
-            if real in read_write:
+            real = realpath(text)
+            if real == scratch or real.startswith(scratch + "/") or real in read_write:
                 return True
             if write:
                 return False
@@ -252,42 +337,38 @@ def _install_guard(scratch, read_dirs, read_files, rw_files):
                     return
                 write = False
                 if isinstance(mode, str):
-                    write = any(c in mode for c in "wax+")
+                    write = "w" in mode or "a" in mode or "x" in mode or "+" in mode
                 elif isinstance(flags, int):
-                    write = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
-                                          | os.O_APPEND))
+                    write = (flags & write_flags) != 0
                 if not inside(path, write):
-                    raise permission("sandbox: access to %r is not allowed" % (path,))
+                    raise permission(f"sandbox: access to {path!r} is not allowed")
                 return
             if event in refuse:
-                raise permission("sandbox: %s is not allowed" % event)
+                raise permission(f"sandbox: {event} is not allowed")
+            if event in network_events:
+                raise permission(f"sandbox: network access is not allowed ({event})")
             if event == "import":
                 if args[0].split(".")[0] in refused_modules:
-                    raise permission("sandbox: importing %s is not allowed" % args[0])
+                    raise permission(f"sandbox: importing {args[0]} is not allowed")
                 return
             if event == "socket.__new__":
                 if args[1] != af_unix:
                     raise permission("sandbox: network access is not allowed")
                 return
-            if event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
-                sock, address = args[0], args[1] if len(args) > 1 else None
-                if getattr(sock, "family", None) != af_unix:
+            if event in socket_events:
+                sock = args[0]
+                address = args[1] if len(args) > 1 else None
+                if not isinstance(sock, base_socket) or family_of(sock) != af_unix:
                     raise permission("sandbox: network access is not allowed")
                 if isinstance(address, (str, bytes)) and address[:1] not in ("\x00", b"\x00") \
                         and inside(address, True):
                     return
                 raise permission("sandbox: this socket address is not allowed")
-            if event == "object.__setattr__":
-                if args[1] in ("__code__", "__defaults__", "__kwdefaults__", "__closure__",
-                               "cell_contents"):
-                    raise permission("sandbox: changing %s is not allowed" % args[1])
-                return
             if event in path_events:
                 write = event not in read_events
                 for arg in args[:2]:
-                    if isinstance(arg, (str, bytes)) or hasattr(arg, "__fspath__"):
-                        if not inside(arg, write):
-                            raise permission("sandbox: access to %r is not allowed" % (arg,))
+                    if type(arg) in path_types and not inside(arg, write):
+                        raise permission(f"sandbox: access to {arg!r} is not allowed")
                 return
 
         return hook
@@ -311,7 +392,9 @@ def main():
     if layers.get("namespaces") or layers.get("landlock"):
         _drop_capabilities(status)
     _set_limits(config["limits"], status)
+    _forget_ctypes()
     if layers.get("guard"):
+        _disable_fork_exec()
         _install_guard(scratch, read_dirs, read_files, rw_files)
         status["guard"] = "audit hook"
     sys.stderr.write(STATUS_MARKER + json.dumps(status) + "\n")

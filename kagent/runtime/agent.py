@@ -1,0 +1,426 @@
+"""The agent loop: one conversational turn, from the caller's message to the stored answer.
+
+Both protocols (A2A and the OpenAI-compatible API) hand a :class:`Turn` to
+:meth:`AgentRuntime.stream` and get text deltas and a :class:`TurnResult` back, or a
+:class:`TurnFailed` saying clearly why not. Everything they share lives here: history from
+session memory (and back into it), human questions and their answers, long-term recall,
+compression, per-request limits, the request span and the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic_ai import (
+    Agent,
+    AgentRunResultEvent,
+    DeferredToolRequests,
+    DeferredToolResults,
+    InstrumentationSettings,
+    PartDeltaEvent,
+    PartStartEvent,
+    RunUsage,
+    TextPartDelta,
+    UsageLimits,
+)
+from pydantic_ai.exceptions import RunTimedOut
+from pydantic_ai.messages import ModelMessage, TextPart
+from pydantic_ai.toolsets import AbstractToolset
+
+from kagent.api.base import parse_duration
+from kagent.runtime.config import RuntimeConfig
+from kagent.runtime.context import DEFAULT_AGENT_URL_TEMPLATE, RuntimeContext
+from kagent.runtime.errors import RequestFailure, describe_failure
+from kagent.runtime.human import HumanTool, human_tools, human_toolset, pending_questions
+from kagent.runtime.memory.base import (
+    SessionStore,
+    close_pending_calls,
+    pending_tool_calls,
+    usable_history,
+)
+from kagent.runtime.memory.compression import Compressor
+from kagent.runtime.memory.factory import open_session_store
+from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
+from kagent.runtime.metering import ModelMetrics
+from kagent.runtime.models import build_model, model_settings
+from kagent.telemetry.runtime import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
+
+logger = logging.getLogger("kagent.runtime")
+
+Protocol = Literal["a2a", "openai"]
+
+INTERRUPTED_NOTE = "The request was interrupted before this tool returned; it did not run."
+UNANSWERED_NOTE = "The person did not answer this question; the conversation moved on."
+DEFAULT_MAX_TURNS = 50
+
+
+@dataclass
+class Turn:
+    """One message from a caller."""
+
+    conversation_id: str
+    text: str | None
+    protocol: Protocol
+    history: list[ModelMessage] | None = None
+    """History sent by a stateless caller; None means session memory holds it."""
+    instructions: str | None = None
+    """Extra instructions from the caller (an OpenAI client's system messages)."""
+    answers_question: bool | None = None
+    """True: the text answers the pending human question; False: it is a new request even if
+    a question is pending; None: answer a pending question if there is one."""
+    trace_context: Context | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass
+class TurnResult:
+    text: str
+    input_required: bool = False
+    """The run paused on a human question; ``text`` is the question."""
+    usage: RunUsage = field(default_factory=RunUsage)
+
+
+class TurnFailed(Exception):
+    def __init__(self, failure: RequestFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class AgentRuntime:
+    """One agent, ready to hold conversations."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        ctx: RuntimeContext | None = None,
+        tracer_provider: TracerProvider | None = None,
+        store: SessionStore | None = None,
+        agent_url_template: str | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        spec = config.agent.spec
+        self.ctx = ctx or RuntimeContext(
+            agent_name=self.name,
+            namespace=config.namespace,
+            secrets=config.secrets,
+            agent_url_template=agent_url_template or DEFAULT_AGENT_URL_TEMPLATE,
+            http=httpx.AsyncClient(timeout=60.0),
+        )
+        self.tracer_provider = tracer_provider
+        self.tracer = (tracer_provider or trace.NoOpTracerProvider()).get_tracer("kagent.runtime")
+        self.store = store or open_session_store(
+            config.memory, namespace=config.namespace, agent_name=self.name,
+            secrets=config.secrets,
+        )
+        self.human: dict[str, HumanTool] = human_tools(config.tools)
+        self.limits = spec.limits
+        self.model_label = f"{spec.model.provider}/{spec.model.name}"
+        self.compressor: Compressor | None = None
+        self.longterm: LongTermMemory | None = None
+        self.agent: Agent[None, str | DeferredToolRequests] | None = None
+        self._in_flight: dict[str, int] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the model and tools and connect memory; errors here stop the runtime.
+
+        Idempotent, so a caller can start it early to report configuration errors plainly."""
+        if self.agent is not None:
+            return
+        spec = self.config.agent.spec
+        model = build_model(spec.model, self.config.secrets)
+        metrics = ModelMetrics(agent_name=self.name, model_name=self.model_label)
+        toolsets = await self._toolsets()
+        agent: Agent[None, Any] = Agent(
+            model,
+            instructions=spec.system_prompt or None,
+            name=self.name,
+            description=spec.description,
+            model_settings=model_settings(spec.model),
+            toolsets=toolsets,
+            output_type=[str, DeferredToolRequests],
+            capabilities=[metrics],
+        )
+        instrumentation = None
+        if self.tracer_provider is not None:
+            instrumentation = InstrumentationSettings(tracer_provider=self.tracer_provider)
+            agent.instrument = instrumentation
+        memory = self.config.memory
+        if memory and memory.compression and memory.compression.enabled:
+            summary_spec = memory.compression.model or spec.model
+            summary_model = (
+                model if memory.compression.model is None
+                else build_model(summary_spec, self.config.secrets)
+            )
+            config = memory.config
+            self.compressor = Compressor(
+                memory.compression, summary_model, model_settings(summary_spec),
+                max_history=config.max_history if config else None,
+                capabilities=[ModelMetrics(
+                    agent_name=self.name,
+                    model_name=f"{summary_spec.provider}/{summary_spec.name}",
+                )],
+                instrument=instrumentation,
+            )
+        if memory and memory.long_term and memory.long_term.enabled:
+            self.longterm = LongTermMemory(memory.long_term, self.ctx, agent_name=self.name)
+        await self.store.start()
+        self.agent = agent
+
+    async def _toolsets(self) -> list[AbstractToolset[Any]]:
+        from kagent.runtime.tools import agent_toolset, build_toolset
+
+        toolsets: list[AbstractToolset[Any]] = []
+        for tool in self.config.tools:
+            built = await build_toolset(tool, self.ctx)
+            if built is not None:
+                toolsets.append(built)
+        for ref in self.config.agent_tools:
+            toolsets.append(agent_toolset(ref.name, None, self.ctx))
+        human = human_toolset(self.human)
+        if human is not None:
+            toolsets.append(human)
+        return toolsets
+
+    async def ready(self) -> None:
+        """Raise unless the memory backend answers."""
+        await self.store.ping()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.store.close()
+        if self.longterm is not None:
+            with contextlib.suppress(Exception):
+                await self.longterm.close()
+        await self.ctx.http.aclose()
+
+    # -- one turn ----------------------------------------------------------------------------
+
+    async def run(self, turn: Turn) -> TurnResult:
+        result: TurnResult | None = None
+        async for event in self.stream(turn):
+            if isinstance(event, TurnResult):
+                result = event
+        assert result is not None
+        return result
+
+    async def stream(self, turn: Turn) -> AsyncIterator[TextDelta | TurnResult]:
+        """Text as the model writes it, then the :class:`TurnResult`; raises TurnFailed.
+
+        The turn runs in its own task (so its span and context never leak into the caller);
+        closing this iterator early cancels it.
+        """
+        queue: asyncio.Queue[TextDelta | TurnResult | BaseException] = asyncio.Queue()
+        task = asyncio.create_task(self._execute(turn, queue.put_nowait))
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, TurnResult):
+                    break
+        finally:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _execute(self, turn: Turn, emit: Any) -> None:
+        started = time.perf_counter()
+        outcome = "error"
+        self._enter(turn.conversation_id)
+        attributes = {
+            "gen_ai.agent.name": self.name,
+            "gen_ai.conversation.id": turn.conversation_id,
+            "kagent.protocol": turn.protocol,
+        }
+        with self.tracer.start_as_current_span(
+            f"kagent.request {self.name}", context=turn.trace_context, kind=SpanKind.SERVER,
+            attributes=attributes, record_exception=False, set_status_on_exception=False,
+        ) as span:
+            try:
+                result = await self._turn(turn, emit)
+                outcome = "success"
+                span.set_attribute("kagent.input_required", result.input_required)
+                emit(result)
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                span.set_status(Status(StatusCode.ERROR, "cancelled"))
+                emit(TurnFailed(describe_failure(asyncio.CancelledError(), provider="", model="")))
+                raise
+            except TurnFailed as failed:
+                outcome = failed.failure.outcome
+                span.set_status(Status(StatusCode.ERROR, failed.failure.message))
+                emit(failed)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a clear answer
+                failure = self._failure(error)
+                outcome = failure.outcome
+                span.set_status(Status(StatusCode.ERROR, failure.message))
+                span.set_attribute("error.type", failure.code)
+                logger.warning("request in conversation %s failed: %s", turn.conversation_id,
+                               failure.message)
+                emit(TurnFailed(failure))
+            finally:
+                self._leave(turn.conversation_id)
+                REQUESTS.labels(agent=self.name, protocol=turn.protocol, outcome=outcome).inc()
+                REQUEST_DURATION.labels(agent=self.name, protocol=turn.protocol).observe(
+                    time.perf_counter() - started
+                )
+
+    def _failure(self, error: BaseException) -> RequestFailure:
+        model = self.config.agent.spec.model
+        failure = describe_failure(error, provider=model.provider, model=model.name)
+        if isinstance(error, RunTimedOut) and self.limits is not None and self.limits.timeout:
+            failure = replace(failure, message=f"{failure.message} ({self.limits.timeout}, "
+                              "limits.timeout)")
+        return replace(failure, message=self.config.secrets.redact(failure.message))
+
+    async def _turn(self, turn: Turn, emit: Any) -> TurnResult:
+        assert self.agent is not None, "AgentRuntime.start() was not called"
+        stateless = turn.history is not None
+        if stateless:
+            history = list(turn.history or [])
+        else:
+            history = usable_history(await self.store.load(turn.conversation_id))
+        prefix: list[ModelMessage] = []
+        """Messages the runtime itself adds to the history (closing dangling calls)."""
+        deferred: DeferredToolResults | None = None
+        prompt = turn.text
+        pending = pending_tool_calls(history)
+        questions = pending_questions(pending, history, self.human)
+        if questions and turn.text is not None and turn.answers_question is not False:
+            expired = [q for q in questions if q.expired()]
+            if expired:
+                note = f"The person did not answer within {expired[0].tool.timeout}."
+                closing = close_pending_calls(history, note)[len(history):]
+                if not stateless:
+                    await self.store.append(turn.conversation_id, closing)
+                raise TurnFailed(RequestFailure(
+                    "question_timed_out",
+                    f"the question was not answered within {expired[0].tool.timeout} "
+                    "(the human tool's timeout)",
+                    409, "error",
+                ))
+            answered = {q.call.tool_call_id for q in questions}
+            deferred = DeferredToolResults(calls={cid: turn.text for cid in answered})
+            for call in pending:
+                if call.tool_call_id not in answered:
+                    deferred.calls[call.tool_call_id] = INTERRUPTED_NOTE
+            for question in questions:
+                TOOL_CALLS.labels(agent=self.name, tool=question.tool.name,
+                                  outcome="success").inc()
+            prompt = None
+        elif pending:
+            note = UNANSWERED_NOTE if questions else INTERRUPTED_NOTE
+            prefix = close_pending_calls(history, note)[len(history):]
+            history = history + prefix
+
+        instructions = [turn.instructions] if turn.instructions else []
+        if self.longterm is not None and prompt:
+            try:
+                facts = await self.longterm.recall(prompt, turn.conversation_id)
+            except Exception as error:  # noqa: BLE001 - recall is best effort
+                logger.warning("long-term recall failed: %s", self.config.secrets.redact(str(error)))
+                facts = []
+            recalled = recall_instructions(facts)
+            if recalled:
+                instructions.append(recalled)
+
+        text_parts: list[str] = []
+        result = None
+        async with self.agent.run_stream_events(
+            prompt,
+            message_history=history,
+            deferred_tool_results=deferred,
+            conversation_id=turn.conversation_id,
+            instructions="\n\n".join(instructions) or None,
+            usage_limits=self._usage_limits(),
+            timeout=self._timeout(),
+        ) as events:
+            async for event in events:
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    if event.part.content:
+                        text_parts.append(event.part.content)
+                        emit(TextDelta(event.part.content))
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    if event.delta.content_delta:
+                        text_parts.append(event.delta.content_delta)
+                        emit(TextDelta(event.delta.content_delta))
+                elif isinstance(event, AgentRunResultEvent):
+                    result = event.result
+        assert result is not None, "the agent run ended without a result"
+
+        new_messages = [*prefix, *result.new_messages()]
+        if not stateless:
+            count = await self.store.append(turn.conversation_id, new_messages)
+            if self.compressor is not None and self.compressor.due(count):
+                try:
+                    await self.compressor.compress(self.store, turn.conversation_id)
+                except Exception as error:  # noqa: BLE001 - the answer is already there
+                    logger.warning("compression failed: %s",
+                                   self.config.secrets.redact(str(error)))
+        if self.longterm is not None and prompt:
+            try:
+                await self.longterm.remember(turn.conversation_id, [prompt])
+            except Exception as error:  # noqa: BLE001 - remembering is best effort
+                logger.warning("long-term memory write failed: %s",
+                               self.config.secrets.redact(str(error)))
+
+        output = result.output
+        if isinstance(output, DeferredToolRequests):
+            asked = [
+                str((output.metadata.get(call.tool_call_id) or {}).get("question", ""))
+                or self.human[call.tool_name].question(call.args_as_dict())
+                for call in output.calls
+                if call.tool_name in self.human
+            ]
+            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage)
+        return TurnResult(str(output), usage=result.usage)
+
+    def _usage_limits(self) -> UsageLimits:
+        limits = self.limits
+        if limits is None:
+            return UsageLimits(request_limit=DEFAULT_MAX_TURNS)
+        return UsageLimits(
+            request_limit=limits.max_turns or DEFAULT_MAX_TURNS,
+            tool_calls_limit=limits.max_tool_calls,
+            total_tokens_limit=limits.max_tokens,
+        )
+
+    def _timeout(self) -> float | None:
+        if self.limits is None or self.limits.timeout is None:
+            return None
+        return parse_duration(self.limits.timeout).total_seconds()
+
+    # -- active sessions ---------------------------------------------------------------------
+
+    def _enter(self, conversation_id: str) -> None:
+        self._in_flight[conversation_id] = self._in_flight.get(conversation_id, 0) + 1
+        ACTIVE_SESSIONS.labels(agent=self.name).set(len(self._in_flight))
+
+    def _leave(self, conversation_id: str) -> None:
+        left = self._in_flight.get(conversation_id, 1) - 1
+        if left <= 0:
+            self._in_flight.pop(conversation_id, None)
+        else:
+            self._in_flight[conversation_id] = left
+        ACTIVE_SESSIONS.labels(agent=self.name).set(len(self._in_flight))

@@ -1,0 +1,39 @@
+"""Model-call metrics, recorded where the calls happen: a pydantic-ai capability whose hooks
+run after every model response and every failed model call (streamed or not, summariser
+included), so token counts are right even for requests that fail later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai import RunContext
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.messages import ModelResponse
+
+from kagent.telemetry.runtime import LLM_REQUESTS, LLM_TOKENS
+
+
+@dataclass
+class ModelMetrics(AbstractCapability[Any]):
+    agent_name: str
+    model_name: str
+
+    async def after_model_request(
+        self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
+    ) -> ModelResponse:
+        LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="success").inc()
+        usage = response.usage
+        if usage.input_tokens:
+            LLM_TOKENS.labels(agent=self.agent_name, model=self.model_name,
+                              direction="input").inc(usage.input_tokens)
+        if usage.output_tokens:
+            LLM_TOKENS.labels(agent=self.agent_name, model=self.model_name,
+                              direction="output").inc(usage.output_tokens)
+        return response
+
+    async def on_model_request_error(
+        self, ctx: RunContext[Any], *, request_context: Any, error: Exception
+    ) -> ModelResponse:
+        LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="error").inc()
+        raise error
