@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help test test-unit test-integration dev dev-down crds bench lint clean system-deps
+.PHONY: help test test-unit test-integration dev dev-down crds docs bench lint clean system-deps
 
 help:
 	@echo "make test      run the whole test suite (unit + integration on a real control plane)"
 	@echo "make dev       start a local control plane with Kagent's CRDs (kagent dev up)"
 	@echo "make dev-down  stop it"
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
+	@echo "make docs      regenerate docs/reference/api.md from the API types"
 	@echo "make bench     run the benchmarks"
 
 $(STAMP): pyproject.toml
@@ -42,6 +43,9 @@ dev-down: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/kagent crds
+
+docs: $(STAMP)
+	$(BIN)/kagent docs
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks

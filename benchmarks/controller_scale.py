@@ -57,7 +57,10 @@ async def count_accepted(client: AsyncClient, namespace: str) -> int:
 async def wait_accepted(client: AsyncClient, namespace: str, count: int, timeout: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if await count_accepted(client, namespace) >= count:
+        accepted = await count_accepted(client, namespace)
+        print(f"  {accepted}/{count} accepted after {time.monotonic() - started:.0f}s", file=sys.stderr,
+              flush=True)
+        if accepted >= count:
             return time.monotonic() - started
         await asyncio.sleep(1.0)
     raise TimeoutError(f"{namespace}: not all {count} agents accepted within {timeout}s")

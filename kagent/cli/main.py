@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kagent.api.crd import default_crd_dir, write_crds
-from kagent.cli import dev
+from kagent.cli import chat, dev, install, resources
 from kagent.cli.controller import controller_command
 
 app = typer.Typer(
@@ -18,6 +18,14 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.command("controller")(controller_command)
+app.command("get")(resources.get)
+app.command("describe")(resources.describe)
+app.command("logs")(resources.logs)
+app.command("invoke")(chat.invoke)
+app.command("chat")(chat.chat)
+app.command("run")(chat.run)
+app.command("install")(install.install)
+app.command("uninstall")(install.uninstall)
 
 
 @app.command("crds")
@@ -30,6 +38,18 @@ def crds(
     directory = output or default_crd_dir()
     for path in write_crds(directory):
         typer.echo(f"wrote {path}")
+
+
+@app.command("docs")
+def docs(
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Docs folder; writes reference/api.md in it (default: docs/)."
+    ),
+) -> None:
+    """Generate the API reference (Markdown) from the API types."""
+    from kagent.api.docs import default_docs_dir, write_api_reference
+
+    typer.echo(f"wrote {write_api_reference(output or default_docs_dir())}")
 
 
 @app.command("runtime")

@@ -33,6 +33,7 @@ from kagent.controller.mcp_discovery import mcp_discoverer
 from kagent.controller.queue import WorkQueue
 from kagent.controller.references import McpDiscovery, reconcile_references
 from kagent.controller.render import AGENT_LABEL, DEFAULT_IMAGE
+from kagent.controller.workflows import WorkflowReconciler
 from kagent.kube import KAGENT_RESOURCES, ScaledObject, async_client
 from kagent.telemetry.controller import (
     IS_LEADER,
@@ -50,7 +51,8 @@ from kagent.webhook.server import (
 
 log = logging.getLogger("kagent.controller")
 
-RECONCILED_KINDS = ("Agent", "Tool", "Memory")
+RECONCILED_KINDS = ("Agent", "Tool", "Memory", "Workflow", "WorkflowRun")
+WORKFLOW_KINDS = ("Workflow", "WorkflowRun")
 
 
 @dataclass
@@ -92,6 +94,7 @@ class Controller:
         self.discover_mcp = discover_mcp
         self._keda: tuple[float, bool] | None = None
         self.known: set[ObjectKey] = set()
+        self.workflows = WorkflowReconciler(client, self.index, self.enqueue)
 
     # --- queueing ---------------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class Controller:
         if event_type == "DELETED":
             self.known.discard(key)
             self.index.forget(key)
+            if kind == "WorkflowRun":
+                self.workflows.deleted(namespace, name)
         elif kind in RECONCILED_KINDS:
             self.known.add(key)
         if kind in RECONCILED_KINDS and event_type != "DELETED":
@@ -148,7 +153,9 @@ class Controller:
         kind, namespace, name = key
         started = time.perf_counter()
         try:
-            if kind == "Agent":
+            if kind in WORKFLOW_KINDS:
+                result = await self.workflows.handle(kind, namespace, name)
+            elif kind == "Agent":
                 outcome = await reconcile_agent(
                     self.client, namespace, name, await self.keda_available(), self.settings.image
                 )
@@ -206,6 +213,7 @@ class Controller:
             await self.queue.run(self.handle, self.settings.workers)
         finally:
             IS_LEADER.set(0)
+            await self.workflows.shutdown()
 
     async def resync_all(self) -> None:
         for kind in RECONCILED_KINDS:
@@ -221,7 +229,7 @@ def build_registry(controller: Controller, with_webhooks: bool) -> kopf.Operator
     def login(**kwargs: Any) -> Any:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
-    for kind in RECONCILED_KINDS + ("WorkflowRun", "Workflow"):
+    for kind in RECONCILED_KINDS:
         plural = KIND_BY_NAME[kind].plural
 
         def make_handler(kind_name: str) -> Any:

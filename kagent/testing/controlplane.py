@@ -55,7 +55,7 @@ from kagent.certs import (
 
 NODE_NAME = "kwok-node-0"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 NODE_IP = "10.250.0.10"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -65,7 +65,7 @@ STATE_VERSION = 1
 # In-cluster names of the API server; the serving certificate carries them so a client that
 # reaches it through the `kubernetes` Service would also verify it.
 _APISERVER_HOSTS = (
-    "10.0.0.1",
+    "10.96.0.1",
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",

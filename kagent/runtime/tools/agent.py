@@ -64,11 +64,19 @@ def answer_text(agent_name: str, response: Any) -> str:
 async def ask_agent(agent_name: str, message: str, ctx: RuntimeContext,
                     timeout: float = DEFAULT_TIMEOUT) -> str:
     """Send ``message`` to the agent and return its final text."""
+    return await ask_agent_at(ctx.agent_url(agent_name), agent_name, message, timeout=timeout)
+
+
+async def ask_agent_at(url: str, agent_name: str, message: str, *,
+                       timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> str:
+    """Send ``message`` to the agent served at ``url`` and return its final text.
+
+    ``message_id`` is the A2A message id; a caller that may resend the same request (the
+    workflow engine after a restart) passes a stable one as the idempotency key."""
     from a2a.client import ClientCallContext, ClientConfig, ClientFactory
     from a2a.client.errors import A2AClientError
     from a2a.types import Message, Part, Role, SendMessageRequest
 
-    url = ctx.agent_url(agent_name)
     trace_headers: dict[str, str] = {}
     propagate.inject(trace_headers)
     async with httpx.AsyncClient(timeout=timeout, headers=trace_headers) as http:
@@ -78,7 +86,7 @@ async def ask_agent(agent_name: str, message: str, ctx: RuntimeContext,
         except (A2AClientError, httpx.HTTPError, ValueError) as exc:
             raise ToolFailed(f"cannot reach agent {agent_name} at {url}: {exc}") from None
         request = SendMessageRequest(
-            message=Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()),
+            message=Message(role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()),
                             parts=[Part(text=message)]),
         )
         call_context = ClientCallContext(timeout=timeout, service_parameters=dict(trace_headers))

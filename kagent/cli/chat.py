@@ -1,0 +1,283 @@
+"""`kagent invoke`, `kagent chat` and `kagent run`: talking to an agent.
+
+Both speak the runtime's OpenAI-compatible ``POST /v1/chat/completions`` (``model`` = the agent's
+name, ``X-Conversation-Id`` for memory). The agent is reached either directly (``--url``, a
+local runtime) or, in a cluster, through the API server's service proxy with the kubeconfig's
+own credentials — so no port-forward and no Ingress are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# lightkube (whose kubeconfig auth we reuse) is built on httpx2, the maintained httpx fork.
+import httpx2 as httpx
+import typer
+
+from kagent.cli.common import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    KubeconfigOption,
+    NamespaceOption,
+    err_console,
+    fail,
+    load_config,
+    resolve_namespace,
+)
+
+CONVERSATION_HEADER = "X-Conversation-Id"
+SERVICE_PORT_NAME = "http"
+EXIT_COMMANDS = ("/exit", "/quit")
+
+
+def service_proxy_path(namespace: str, service: str, port: str = SERVICE_PORT_NAME) -> str:
+    """The API server path that proxies to an agent's Service (``…/proxy`` + the agent's path)."""
+    return f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy"
+
+
+@dataclass
+class AgentTarget:
+    """Where an agent's OpenAI-compatible API is, and the HTTP client that reaches it."""
+
+    agent: str
+    base_url: str
+    client_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completions_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/v1/chat/completions"
+
+    def client(self, timeout: float) -> httpx.Client:
+        params = {**self.client_params, "timeout": httpx.Timeout(timeout, connect=10)}
+        return httpx.Client(**params)
+
+    def request_body(self, text: str, stream: bool) -> dict[str, Any]:
+        return {"model": self.agent, "messages": [{"role": "user", "content": text}],
+                "stream": stream}
+
+    def headers(self, conversation: str | None) -> dict[str, str]:
+        return {CONVERSATION_HEADER: conversation} if conversation else {}
+
+
+def direct_target(agent: str | None, url: str) -> AgentTarget:
+    """A runtime reached directly; with no agent name, ask it (``GET /v1/models``)."""
+    base = url.rstrip("/").removesuffix("/v1")
+    if not agent:
+        try:
+            models = httpx.get(f"{base}/v1/models", timeout=10, trust_env=False).json()
+            agent = models["data"][0]["id"]
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as error:
+            fail(f"cannot reach an agent runtime at {url}: {error}",
+                 "is `kagent runtime` (or `kagent run --serve`) running there?")
+    return AgentTarget(agent=str(agent), base_url=base, client_params={"trust_env": False})
+
+
+def proxy_target(agent: str, namespace: str, config: Any) -> AgentTarget:
+    """An agent in the cluster, through the API server's service proxy, authenticated exactly
+    as the kubeconfig's user (client certificate, token or exec plugin)."""
+    from lightkube.config.client_adapter import ConnectionParams
+
+    params = ConnectionParams(trust_env=False).httpx_params(config)
+    server = str(params.pop("base_url")).rstrip("/")
+    params.pop("timeout", None)
+    return AgentTarget(agent=agent, base_url=server + service_proxy_path(namespace, agent),
+                       client_params=params)
+
+
+def resolve_target(agent: str | None, url: str | None, namespace: str | None,
+                   kubeconfig: Path | None) -> AgentTarget:
+    if url:
+        return direct_target(agent, url)
+    if not agent:
+        fail("name the agent (or give --url of a local runtime)", code=EXIT_USAGE)
+    ns = resolve_namespace(namespace, kubeconfig)
+    _check_agent_exists(agent, ns, kubeconfig)
+    return proxy_target(agent, ns, load_config(kubeconfig))
+
+
+def _check_agent_exists(agent: str, namespace: str, kubeconfig: Path | None) -> None:
+    from kagent.cli.common import api_failure, client
+    from kagent.kube import KAGENT_RESOURCES
+
+    try:
+        client(kubeconfig).get(KAGENT_RESOURCES["Agent"], agent, namespace=namespace)
+    except Exception as error:  # noqa: BLE001
+        api_failure(error, f"Agent {agent!r} in namespace {namespace!r}")
+
+
+def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text.strip()[:500] or response.reason_phrase
+    if response.status_code == 404:
+        fail(f"agent {target.agent!r} answered 404: {message}",
+             "check the agent's name; `kagent get agents` lists them", EXIT_NOT_FOUND)
+    if response.status_code == 503:
+        fail(f"agent {target.agent!r} is not reachable yet: {message}",
+             f"is it Ready? see `kagent describe agent {target.agent}`")
+    fail(f"agent {target.agent!r} failed ({response.status_code}): {message}")
+
+
+def complete(target: AgentTarget, text: str, conversation: str | None, timeout: float) -> str:
+    """One turn, not streamed; returns the answer."""
+    with target.client(timeout) as http:
+        try:
+            response = http.post(target.completions_url, json=target.request_body(text, False),
+                                 headers=target.headers(conversation))
+        except httpx.HTTPError as error:
+            fail(f"cannot reach agent {target.agent!r} at {target.base_url}: {error}",
+                 "check --url, or that the cluster and the agent are up")
+    if response.status_code != 200:
+        _http_failure(target, response)
+    return str(response.json()["choices"][0]["message"]["content"] or "")
+
+
+def stream(http: httpx.Client, target: AgentTarget, text: str,
+           conversation: str | None) -> Iterator[str]:
+    """One turn, streamed: yields pieces of the answer as they arrive (server-sent events)."""
+    with http.stream("POST", target.completions_url, json=target.request_body(text, True),
+                     headers=target.headers(conversation)) as response:
+        if response.status_code != 200:
+            response.read()
+            _http_failure(target, response)
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                return
+            event = json.loads(data)
+            if "error" in event:
+                fail(f"agent {target.agent!r} failed: {event['error'].get('message')}")
+            for choice in event.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    yield piece
+
+
+UrlOption = typer.Option(None, "--url", help="Base URL of a runtime to talk to directly "
+                         "(e.g. http://127.0.0.1:8080), instead of the cluster.")
+
+
+def invoke(
+    agent: str = typer.Argument(None, help="The Agent's name (optional with --url)."),
+    message: str = typer.Option(..., "--message", "-m", help="What to ask."),
+    conversation: str = typer.Option(None, "--conversation", "-c",
+                                     help="Conversation id, to continue a conversation (memory)."),
+    url: str = UrlOption,
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+    timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the answer."),
+) -> None:
+    """Ask an agent one question and print its answer."""
+    target = resolve_target(agent, url, namespace, kubeconfig)
+    typer.echo(complete(target, message, conversation, timeout))
+
+
+def chat(
+    agent: str = typer.Argument(None, help="The Agent's name (optional with --url)."),
+    url: str = UrlOption,
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+    conversation: str = typer.Option(None, "--conversation", "-c",
+                                     help="Conversation id (default: a new one per session)."),
+    timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for each answer."),
+) -> None:
+    """Chat with an agent: streamed answers, one conversation (memory) per session; /exit leaves."""
+    target = resolve_target(agent, url, namespace, kubeconfig)
+    chat_loop(target, conversation or str(uuid.uuid4()), timeout)
+
+
+def chat_loop(target: AgentTarget, conversation: str, timeout: float) -> None:
+    from rich.console import Console
+
+    out = Console(highlight=False)
+    out.print(f"[bold]Chatting with {target.agent}[/] (conversation {conversation}). "
+              "Type /exit to leave.")
+    with target.client(timeout) as http:
+        while True:
+            try:
+                text = out.input("[bold cyan]you>[/] ").strip()
+            except (EOFError, KeyboardInterrupt):
+                out.print()
+                return
+            if not text:
+                continue
+            if text in EXIT_COMMANDS:
+                return
+            out.print(f"[bold green]{target.agent}>[/] ", end="")
+            try:
+                for piece in stream(http, target, text, conversation):
+                    out.print(piece, end="", markup=False, soft_wrap=True)
+            except httpx.HTTPError as error:
+                out.print()
+                err_console.print(f"[red]error:[/] cannot reach {target.agent}: {error}")
+                continue
+            except KeyboardInterrupt:
+                out.print("\n[dim](interrupted)[/]")
+                continue
+            out.print()
+
+
+def run(
+    files: list[Path] = typer.Option(..., "--file", "-f",
+                                     help="Manifests (Agent, Tool, Memory, Secret) or folders."),
+    port: int = typer.Option(8080, "--port", "-p", help="Port for the local runtime."),
+    serve: bool = typer.Option(False, "--serve", help="Only serve (no chat); Ctrl-C stops."),
+    timeout: float = typer.Option(60, "--startup-timeout", help="Seconds to wait for readiness."),
+) -> None:
+    """Run an agent from manifests on this machine, no cluster, and chat with it."""
+    for path in files:
+        if not path.exists():
+            fail(f"{path} does not exist", "give manifest files or folders with -f", EXIT_USAGE)
+    command = [sys.executable, "-m", "kagent", "runtime", "--port", str(port),
+               "--host", "127.0.0.1"]
+    for path in files:
+        command += ["-f", str(path)]
+    if serve:
+        os.execv(sys.executable, command)
+    err_console.print(f"starting the agent runtime on 127.0.0.1:{port}…")
+    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 — lives as long as the child process
+        prefix="kagent-run-", suffix=".log", delete=False)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = process.poll()
+            if code is not None:
+                detail = Path(log.name).read_text(errors="replace")
+                fail(f"the runtime exited with status {code}: {detail.strip()[-2000:]}",
+                     "fix the manifests (see the message above) and run again",
+                     EXIT_USAGE if code == 2 else EXIT_ERROR)
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                fail(f"the runtime did not become ready in {timeout:.0f}s",
+                     f"see its log: {log.name}")
+            time.sleep(0.1)
+        chat_loop(direct_target(None, base), str(uuid.uuid4()), 300)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)

@@ -1,0 +1,141 @@
+"""What every user command shares: the cluster options, exit codes, output formats, errors.
+
+Exit codes are part of the interface, so scripts can branch on them:
+0 ok, 1 error (cluster unreachable, request failed), 2 usage (bad arguments), 3 not found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Output(str, Enum):
+    table = "table"
+    yaml = "yaml"
+    json = "json"
+
+
+NamespaceOption = typer.Option(
+    None, "--namespace", "-n",
+    help="Namespace (default: the kubeconfig context's namespace, else 'default').",
+)
+KubeconfigOption = typer.Option(
+    None, "--kubeconfig", envvar="KUBECONFIG",
+    help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
+)
+OutputOption = typer.Option(Output.table, "--output", "-o", help="Output format.")
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> NoReturn:
+    """Print an error (and what to do about it) on stderr and exit with ``code``."""
+    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    if hint:
+        err_console.print(f"  {hint}", highlight=False, style="dim")
+    raise typer.Exit(code)
+
+
+def kubeconfig_path(kubeconfig: Path | None) -> Path | None:
+    """The kubeconfig to use; KUBECONFIG may list several files — the first existing one wins."""
+    if kubeconfig is not None:
+        return Path(str(kubeconfig).split(os.pathsep)[0]).expanduser()
+    return None
+
+
+def load_config(kubeconfig: Path | None) -> Any:
+    """The selected lightkube ``SingleConfig`` of the kubeconfig (or in-cluster config)."""
+    from lightkube import KubeConfig
+    from lightkube.core.exceptions import ConfigError
+
+    path = kubeconfig_path(kubeconfig)
+    try:
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_env()
+        return config.get()
+    except (ConfigError, OSError) as error:
+        where = str(path) if path else "$KUBECONFIG / ~/.kube/config"
+        fail(f"cannot load a kubeconfig from {where}: {error}",
+             "point --kubeconfig (or KUBECONFIG) at a valid kubeconfig, e.g. the one "
+             "`kagent dev up` prints")
+
+
+def resolve_namespace(namespace: str | None, kubeconfig: Path | None) -> str:
+    if namespace:
+        return namespace
+    return load_config(kubeconfig).namespace
+
+
+def client(kubeconfig: Path | None) -> Any:
+    """A synchronous lightkube client for the CLI (no proxies from the environment: the API
+    server is reached directly, as kubectl does by default for local clusters)."""
+    from lightkube import Client
+
+    return Client(config=load_config(kubeconfig), field_manager="kagent-cli", trust_env=False)
+
+
+def api_failure(error: Exception, what: str) -> NoReturn:
+    """Turn a Kubernetes API error or a connection error into a message and an exit code."""
+    import httpx
+    import httpx2
+    from lightkube.core.exceptions import ApiError
+
+    if isinstance(error, ApiError):
+        code = error.status.code
+        if code == 404:
+            fail(f"{what} not found", "check the name and namespace (-n), or list them with "
+                 "`kagent get`", EXIT_NOT_FOUND)
+        if code in (401, 403):
+            fail(f"not allowed to read {what}: {error.status.message}",
+                 "check your kubeconfig's user and its RBAC permissions")
+        fail(f"{what}: {error.status.message}")
+    if isinstance(error, httpx.HTTPError | httpx2.HTTPError | OSError):
+        fail(f"cannot reach the Kubernetes API server: {error}",
+             "is the cluster running and is --kubeconfig right? (`kagent dev up` starts a local one)")
+    raise error
+
+
+def age(timestamp: Any, now: datetime | None = None) -> str:
+    """kubectl-style age: 5s, 3m, 2h, 4d."""
+    if not timestamp:
+        return "-"
+    if isinstance(timestamp, str):
+        timestamp = datetime.fromisoformat(timestamp)
+    seconds = int(((now or datetime.now(UTC)) - timestamp).total_seconds())
+    return duration(max(seconds, 0))
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def print_documents(documents: list[dict[str, Any]], output: Output, single: bool) -> None:
+    """yaml/json output: one object as itself, several as a kubectl-style List."""
+    body: Any = documents[0] if single and documents else {
+        "apiVersion": "v1", "kind": "List", "items": documents,
+    }
+    if output == Output.json:
+        typer.echo(json.dumps(body, indent=2, default=str))
+    else:
+        typer.echo(yaml.safe_dump(body, sort_keys=False, default_flow_style=False).rstrip())

@@ -1,0 +1,367 @@
+"""`kagent get`, `kagent describe`, `kagent logs`: Kagent's resources at a glance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from kagent.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    KubeconfigOption,
+    NamespaceOption,
+    Output,
+    OutputOption,
+    age,
+    api_failure,
+    client,
+    console,
+    duration,
+    fail,
+    print_documents,
+    resolve_namespace,
+)
+
+AGENT_LABEL = "kagent.dev/agent"
+
+# Every name a user may type for a kind: plural, singular, short names, kind.
+_ALIASES = {
+    "Agent": ("agents", "agent", "ag"),
+    "Tool": ("tools", "tool", "tl"),
+    "Memory": ("memories", "memory", "mem"),
+    "Workflow": ("workflows", "workflow", "wf"),
+    "WorkflowRun": ("runs", "run", "workflowruns", "workflowrun", "wfr"),
+}
+KIND_BY_ALIAS = {alias: kind for kind, names in _ALIASES.items() for alias in names}
+KIND_BY_ALIAS.update({kind.lower(): kind for kind in _ALIASES})
+
+
+def kind_of(text: str) -> str:
+    kind = KIND_BY_ALIAS.get(text.lower())
+    if kind is None:
+        fail(f"unknown kind {text!r}",
+             "use one of: agents, tools, memories, workflows, runs", EXIT_USAGE)
+    return kind
+
+
+def _resource(kind: str) -> Any:
+    from kagent.kube import KAGENT_RESOURCES
+
+    return KAGENT_RESOURCES[kind]
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def _condition_text(status: dict[str, Any], kind: str) -> str:
+    condition = _condition(status, kind)
+    if condition is None:
+        return "[dim]-[/]"
+    value = condition.get("status", "Unknown")
+    color = {"True": "green", "False": "red"}.get(value, "yellow")
+    reason = condition.get("reason")
+    return f"[{color}]{value}[/]" + (f" ({reason})" if reason and value != "True" else "")
+
+
+def _run_duration(status: dict[str, Any]) -> str:
+    if status.get("duration"):
+        return str(status["duration"])
+    started = status.get("startedAt")
+    if not started:
+        return "-"
+    end = status.get("finishedAt")
+    begin = datetime.fromisoformat(str(started))
+    finish = datetime.fromisoformat(str(end)) if end else datetime.now(UTC)
+    return duration((finish - begin).total_seconds())
+
+
+def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
+    spec, status = doc.get("spec") or {}, doc.get("status") or {}
+    created = doc.get("metadata", {}).get("creationTimestamp")
+    if kind == "Agent":
+        model = spec.get("model") or {}
+        desired = spec.get("replicas")
+        if desired is None:
+            desired = status.get("replicas")
+        if desired is None:
+            desired = (spec.get("scaling") or {}).get("minReplicas", 1)
+        return [model.get("provider", "-"), model.get("name", "-"), _condition_text(status, "Ready"),
+                f"{status.get('readyReplicas') or 0}/{desired}", age(created)]
+    if kind in ("Tool", "Memory"):
+        return [spec.get("type", "-"), _condition_text(status, "Accepted"), age(created)]
+    if kind == "Workflow":
+        return [str(len(spec.get("steps") or [])), _condition_text(status, "Accepted"),
+                str(status.get("running", 0)), str(status.get("pending", 0)), age(created)]
+    phase = status.get("phase") or "Pending"
+    color = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(phase, "yellow")
+    return [(spec.get("workflowRef") or {}).get("name", "-"), f"[{color}]{phase}[/]",
+            status.get("reason") or "-", age(status.get("startedAt")) if status.get("startedAt")
+            else "-", _run_duration(status), age(created)]
+
+
+HEADERS = {
+    "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"],
+    "Tool": ["TYPE", "ACCEPTED", "AGE"],
+    "Memory": ["TYPE", "ACCEPTED", "AGE"],
+    "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
+    "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "STARTED", "DURATION", "AGE"],
+}
+
+
+def get(
+    kind: str = typer.Argument(..., help="agents | tools | memories | workflows | runs"),
+    name: str = typer.Argument(None, help="One object's name (default: all of them)."),
+    namespace: str = NamespaceOption,
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
+                                        help="List across all namespaces."),
+    output: Output = OutputOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """List Kagent resources with their status at a glance."""
+    kind = kind_of(kind)
+    if name and all_namespaces:
+        fail("a NAME cannot be combined with --all-namespaces", "give -n NAMESPACE instead",
+             EXIT_USAGE)
+    res = _resource(kind)
+    ns = None if all_namespaces else resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    try:
+        if name:
+            docs = [_as_dict(kube.get(res, name, namespace=ns))]
+        else:
+            from lightkube import ALL_NS
+
+            docs = [_as_dict(o) for o in kube.list(res, namespace=ALL_NS if ns is None else ns)]
+    except Exception as error:  # noqa: BLE001 — turned into a message and exit code
+        api_failure(error, f"{kind} {name!r} in namespace {ns!r}" if name else f"{kind}s")
+    if output != Output.table:
+        print_documents(docs, output, single=bool(name))
+        return
+    if not docs:
+        where = "any namespace" if ns is None else f"namespace {ns!r}"
+        console.print(f"No {kind} found in {where}.", highlight=False)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    if ns is None:
+        table.add_column("NAMESPACE")
+    table.add_column("NAME")
+    for header in HEADERS[kind]:
+        table.add_column(header)
+    for doc in sorted(docs, key=lambda d: (d["metadata"].get("namespace", ""),
+                                           d["metadata"]["name"])):
+        row = [doc["metadata"]["name"], *_columns(kind, doc)]
+        if ns is None:
+            row.insert(0, doc["metadata"].get("namespace", ""))
+        table.add_row(*row)
+    console.print(table)
+
+
+def _events(kube: Any, kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
+    from lightkube.resources.core_v1 import Event
+
+    events = kube.list(Event, namespace=namespace,
+                       fields={"involvedObject.name": name, "involvedObject.kind": kind})
+    docs = [e.to_dict() for e in events]
+    return sorted(docs, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime")
+                                          or e["metadata"].get("creationTimestamp") or ""))
+
+
+def _children(kube: Any, name: str, namespace: str) -> list[tuple[str, str, str]]:
+    """(kind, name, state) of the objects the controller made for an Agent."""
+    from lightkube.resources.apps_v1 import Deployment
+    from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+    from lightkube.resources.core_v1 import ConfigMap, Service, ServiceAccount
+    from lightkube.resources.policy_v1 import PodDisruptionBudget
+
+    from kagent.kube import ScaledObject
+
+    selector = {AGENT_LABEL: name}
+    found: list[tuple[str, str, str]] = []
+    for res in (ServiceAccount, ConfigMap, Deployment, Service, HorizontalPodAutoscaler,
+                ScaledObject, PodDisruptionBudget):
+        try:
+            objects = list(kube.list(res, namespace=namespace, labels=selector))
+        except Exception:  # noqa: BLE001, S112 — KEDA's CRD may simply not be installed
+            continue
+        for obj in objects:
+            doc = _as_dict(obj)
+            found.append((doc.get("kind") or res.__name__, doc["metadata"]["name"],
+                          _child_state(res.__name__, doc)))
+    return found
+
+
+def _child_state(kind: str, doc: dict[str, Any]) -> str:
+    spec, status = doc.get("spec") or {}, doc.get("status") or {}
+    if kind == "Deployment":
+        return (f"{status.get('readyReplicas') or 0}/{spec.get('replicas', 1)} ready, "
+                f"{status.get('updatedReplicas') or 0} up-to-date, "
+                f"{status.get('availableReplicas') or 0} available")
+    if kind == "Service":
+        ports = ", ".join(f"{p.get('name', '')}:{p.get('port')}" for p in spec.get("ports") or [])
+        return f"{spec.get('type', 'ClusterIP')} {spec.get('clusterIP', '')} {ports}".strip()
+    if kind == "HorizontalPodAutoscaler":
+        return (f"{spec.get('minReplicas', 1)}-{spec.get('maxReplicas')} replicas, "
+                f"current {status.get('currentReplicas', 0)}")
+    if kind == "PodDisruptionBudget":
+        return f"{status.get('currentHealthy', 0)} healthy, {status.get('disruptionsAllowed', 0)} " \
+               "disruptions allowed"
+    if kind == "ConfigMap":
+        return f"{len(doc.get('data') or {})} keys"
+    if kind == "ScaledObject":
+        ready = _condition(status, "Ready")
+        return f"Ready={ready.get('status')}" if ready else "-"
+    return "-"
+
+
+def describe(
+    kind: str = typer.Argument(..., help="agent | tool | memory | workflow | run"),
+    name: str = typer.Argument(..., help="The object's name."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Show one object: its spec, conditions, recent events and (for Agents) its children."""
+    import yaml
+
+    kind = kind_of(kind)
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    try:
+        doc = _as_dict(kube.get(_resource(kind), name, namespace=ns))
+        events = _events(kube, kind, name, ns)
+        children = _children(kube, name, ns) if kind == "Agent" else []
+    except Exception as error:  # noqa: BLE001
+        api_failure(error, f"{kind} {name!r} in namespace {ns!r}")
+    meta, status = doc["metadata"], doc.get("status") or {}
+    console.print(f"[bold]Name:[/]       {meta['name']}", highlight=False)
+    console.print(f"[bold]Namespace:[/]  {meta.get('namespace')}", highlight=False)
+    console.print(f"[bold]Kind:[/]       {kind}", highlight=False)
+    console.print(f"[bold]Age:[/]        {age(meta.get('creationTimestamp'))}", highlight=False)
+    console.print(f"[bold]Generation:[/] {meta.get('generation')} (observed "
+                  f"{status.get('observedGeneration', '-')})", highlight=False)
+    for key in ("endpoint", "phase", "reason"):
+        if status.get(key):
+            console.print(f"[bold]{key.capitalize()}:[/] {status[key]}", highlight=False)
+    console.print("\n[bold]Spec:[/]")
+    spec_text = yaml.safe_dump(doc.get("spec") or {}, sort_keys=False).rstrip()
+    console.print("\n".join("  " + line for line in spec_text.splitlines()), highlight=False,
+                  markup=False)
+
+    console.print("\n[bold]Conditions:[/]")
+    conditions = status.get("conditions") or []
+    if conditions:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for header in ("TYPE", "STATUS", "REASON", "AGE", "MESSAGE"):
+            table.add_column(header, overflow="fold")
+        for c in conditions:
+            table.add_row(c.get("type", ""), c.get("status", ""), c.get("reason", ""),
+                          age(c.get("lastTransitionTime")), c.get("message", ""))
+        console.print(table)
+    else:
+        console.print("  none yet (is the kagent controller running?)")
+
+    if kind == "Agent":
+        console.print("\n[bold]Children:[/]")
+        if children:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for header in ("KIND", "NAME", "STATE"):
+                table.add_column(header)
+            for child in children:
+                table.add_row(*child)
+            console.print(table)
+        else:
+            console.print("  none")
+
+    console.print("\n[bold]Events:[/]")
+    if events:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for header in ("TYPE", "REASON", "AGE", "FROM", "MESSAGE"):
+            table.add_column(header, overflow="fold")
+        for e in events[-20:]:
+            when = e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get(
+                "creationTimestamp")
+            source = (e.get("source") or {}).get("component") or e.get("reportingComponent", "")
+            table.add_row(e.get("type", ""), e.get("reason", ""), age(when), source,
+                          e.get("message", ""))
+        console.print(table)
+    else:
+        console.print("  none")
+
+
+def logs(
+    agent: str = typer.Argument(..., help="The Agent's name."),
+    namespace: str = NamespaceOption,
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming new lines."),
+    tail: int = typer.Option(None, "--tail", help="Only the last N lines of each pod."),
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Print the logs of an Agent's pods (label kagent.dev/agent=AGENT)."""
+    from lightkube.resources.core_v1 import Pod
+
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    try:
+        kube.get(_resource("Agent"), agent, namespace=ns)
+        pods = [p for p in kube.list(Pod, namespace=ns, labels={AGENT_LABEL: agent})]
+    except Exception as error:  # noqa: BLE001
+        api_failure(error, f"Agent {agent!r} in namespace {ns!r}")
+    if not pods:
+        fail(f"Agent {agent!r} has no pods yet",
+             f"see why with `kagent describe agent {agent} -n {ns}`", EXIT_NOT_FOUND)
+    prefix = len(pods) > 1
+    if follow and prefix:
+        _follow_all(kube, pods, ns, tail)
+        return
+    for pod in pods:
+        _print_pod_log(kube, pod, ns, follow, tail, prefix)
+
+
+def _print_pod_log(kube: Any, pod: Any, namespace: str, follow: bool, tail: int | None,
+                   prefix: bool) -> None:
+    pod_name = pod.metadata.name
+    container = "agent" if _has_container(pod, "agent") else None
+    try:
+        for line in kube.log(pod_name, namespace=namespace, follow=follow, tail_lines=tail,
+                             container=container):
+            typer.echo(f"[{pod_name}] {line}" if prefix else line, nl=False)
+    except Exception as error:  # noqa: BLE001
+        api_failure(error, f"logs of pod {pod_name!r}")
+
+
+def _follow_all(kube: Any, pods: list[Any], namespace: str, tail: int | None) -> None:
+    """Follow several pods at once, each line prefixed with its pod (like kubectl -l … -f)."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def follow_one(pod: Any) -> None:
+        try:
+            _print_pod_log(kube, pod, namespace, True, tail, True)
+        except BaseException as error:  # noqa: BLE001 — typer.Exit from api_failure included
+            failures.append(error)
+
+    threads = [threading.Thread(target=follow_one, args=(pod,), daemon=True) for pod in pods]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        return
+    if failures and len(failures) == len(pods):
+        raise typer.Exit(1)
+
+
+def _has_container(pod: Any, name: str) -> bool:
+    return any(c.name == name for c in (pod.spec.containers if pod.spec else []))

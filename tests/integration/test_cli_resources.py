@@ -1,0 +1,140 @@
+"""`kagent get`, `kagent describe` and `kagent logs` as a user runs them (separate processes)
+against a real control plane with the Kagent controller reconciling the seed's resources."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import seed_documents
+
+pytestmark = pytest.mark.integration
+
+SECRETS = {"openai-api-key": "api-key", "knowledge-db": "password", "ticketing-api": "token"}
+AGENT = "customer-support-agent"
+
+
+def kagent(plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "kagent", *args], capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def setup(plane: Any, namespace: str) -> None:
+    for name, key in SECRETS.items():
+        manifest = plane.kubectl("create", "secret", "generic", name, "-n", namespace,
+                                 f"--from-literal={key}=s3cr3t", "--dry-run=client",
+                                 "-o", "yaml").stdout
+        plane.kubectl("apply", "-f", "-", input=manifest)
+    docs = copy.deepcopy(seed_documents())
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+    docs[0]["spec"].pop("scaling")  # no KEDA in this cluster: a plain Deployment
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def _agent_ready(plane: Any, namespace: str) -> bool:
+    result = kagent(plane, "get", "agents", AGENT, "-n", namespace, "-o", "json")
+    if result.returncode != 0:
+        return False
+    status = json.loads(result.stdout).get("status") or {}
+    return any(c["type"] == "Ready" and c["status"] == "True"
+               for c in status.get("conditions") or [])
+
+
+def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
+    plane = kagent_controller.plane
+    setup(plane, namespace)
+    wait_for(lambda: _agent_ready(plane, namespace), what="the seed agent to be Ready")
+
+    agents = kagent(plane, "get", "agents", "-n", namespace)
+    assert agents.returncode == 0, agents.stderr
+    header, row = agents.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"]
+    assert row.split()[:5] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1"] or \
+        row.split()[:4] == [AGENT, "openai", "gpt-4-turbo", "True"]
+
+    tools = kagent(plane, "get", "tools", "-n", namespace)
+    assert tools.returncode == 0, tools.stderr
+    assert "search-knowledge-base" in tools.stdout and "retrieval" in tools.stdout
+    assert "create-ticket" in tools.stdout and "api" in tools.stdout
+    memories = kagent(plane, "get", "mem", "-n", namespace)
+    assert "support-memory" in memories.stdout and "redis" in memories.stdout
+    workflows = kagent(plane, "get", "workflows", "-n", namespace)
+    assert "research-report" in workflows.stdout and "STEPS" in workflows.stdout
+    runs = kagent(plane, "get", "runs", "-n", namespace)
+    assert runs.returncode == 0, runs.stderr
+    assert "research-report-ai-agents" in runs.stdout and "PHASE" in runs.stdout
+
+    everywhere = kagent(plane, "get", "agents", "-A")
+    assert everywhere.returncode == 0
+    assert any(line.split()[:2] == [namespace, AGENT] for line in everywhere.stdout.splitlines())
+
+    as_yaml = yaml.safe_load(kagent(plane, "get", "tool", "create-ticket", "-n", namespace,
+                                    "-o", "yaml").stdout)
+    assert as_yaml["kind"] == "Tool" and as_yaml["spec"]["type"] == "api"
+    listed = json.loads(kagent(plane, "get", "tools", "-n", namespace, "-o", "json").stdout)
+    assert listed["kind"] == "List" and len(listed["items"]) == 2
+
+    described = kagent(plane, "describe", "agent", AGENT, "-n", namespace)
+    assert described.returncode == 0, described.stderr
+    text = described.stdout
+    for expected in ("Spec:", "gpt-4-turbo", "Conditions:", "Accepted", "Ready", "Children:",
+                     "Deployment", "Service", "ConfigMap", "1/1 ready", "Events:", "RolledOut"):
+        assert expected in text, f"{expected!r} missing from:\n{text}"
+
+    tool = kagent(plane, "describe", "tool", "create-ticket", "-n", namespace)
+    assert tool.returncode == 0 and "Accepted" in tool.stdout and "Children:" not in tool.stdout
+
+    # Pods on the fake node have no kubelet to serve logs: the command finds the pod through
+    # the Agent's label, asks the API server for its agent container's log, and reports the
+    # API server's answer (its attempt to reach the node) with exit code 1.
+    logs = kagent(plane, "logs", AGENT, "-n", namespace)
+    assert logs.returncode == 1
+    assert f"logs of pod '{AGENT}-" in logs.stderr
+    assert "/agent" in logs.stderr  # the agent container was asked for
+
+    # invoke without --url goes through the API server's service proxy with the kubeconfig's
+    # credentials; the API server accepts it (no 401/403) but cannot dial a pod on the fake
+    # node, so the answer is a clean error naming the agent, with exit code 1.
+    invoked = kagent(plane, "invoke", AGENT, "-n", namespace, "-m", "hello", "--timeout", "20")
+    assert invoked.returncode == 1
+    assert f"agent {AGENT!r}" in invoked.stderr
+    assert "not allowed" not in invoked.stderr
+
+
+def test_errors_have_exit_codes_and_hints(kagent_controller: Any, namespace: str) -> None:
+    plane = kagent_controller.plane
+    missing = kagent(plane, "get", "agents", "nope", "-n", namespace)
+    assert missing.returncode == 3
+    assert "not found" in missing.stderr and "kagent get" in missing.stderr
+    assert kagent(plane, "describe", "workflow", "nope", "-n", namespace).returncode == 3
+    assert kagent(plane, "logs", "nope", "-n", namespace).returncode == 3
+    assert kagent(plane, "invoke", "nope", "-n", namespace, "-m", "hi").returncode == 3
+    empty = kagent(plane, "get", "agents", "-n", namespace)
+    assert empty.returncode == 0 and "No Agent found" in empty.stdout
+    assert kagent(plane, "get", "gadgets").returncode == 2
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "kagent", "get", "agents", "--kubeconfig", "/nonexistent/config"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert unreachable.returncode == 1 and "kubeconfig" in unreachable.stderr
