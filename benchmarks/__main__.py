@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["controller_scale"]
+BENCHMARKS = ["runtime_overhead", "controller_scale"]
 
 
 def run(names: list[str]) -> None:

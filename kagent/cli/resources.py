@@ -250,7 +250,7 @@ def describe(
     console.print(f"[bold]Age:[/]        {age(meta.get('creationTimestamp'))}", highlight=False)
     console.print(f"[bold]Generation:[/] {meta.get('generation')} (observed "
                   f"{status.get('observedGeneration', '-')})", highlight=False)
-    for key in ("endpoint", "phase", "reason"):
+    for key in ("endpoint", "phase", "reason", "message"):
         if status.get(key):
             console.print(f"[bold]{key.capitalize()}:[/] {status[key]}", highlight=False)
     console.print("\n[bold]Spec:[/]")
@@ -271,6 +271,12 @@ def describe(
     else:
         console.print("  none yet (is the kagent controller running?)")
 
+    if kind == "WorkflowRun":
+        _print_steps(status)
+    if kind == "Tool" and status.get("discoveredTools"):
+        console.print("\n[bold]Discovered tools:[/]")
+        for tool in status["discoveredTools"]:
+            console.print(f"  {tool.get('name')}: {tool.get('description', '')}", highlight=False)
     if kind == "Agent":
         console.print("\n[bold]Children:[/]")
         if children:
@@ -297,6 +303,21 @@ def describe(
         console.print(table)
     else:
         console.print("  none")
+
+
+def _print_steps(status: dict[str, Any]) -> None:
+    console.print("\n[bold]Steps:[/]")
+    steps = status.get("steps") or []
+    if not steps:
+        console.print("  none started yet")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for header in ("STEP", "PHASE", "ATTEMPTS", "STARTED", "DURATION", "ERROR"):
+        table.add_column(header, overflow="fold")
+    for step in steps:
+        table.add_row(step.get("name", ""), step.get("phase") or "-", str(step.get("attempts", 0)),
+                      age(step.get("startedAt")), _run_duration(step), str(step.get("error") or ""))
+    console.print(table)
 
 
 def logs(

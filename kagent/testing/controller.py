@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from kagent.testing.controlplane import ControlPlane
+from kagent.testing.services import free_port
+
+__all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
 
 CONTROLLER_NAMESPACE = "kagent-system"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ControllerProcess:

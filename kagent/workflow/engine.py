@@ -303,7 +303,7 @@ class RunExecutor:
                     answer, agent = await self.attempt(spec_step, step)
                 except (asyncio.CancelledError, RunGone):
                     raise
-                except Exception as error:  # an agent's failure is the step's, never the engine's
+                except Exception as error:  # noqa: BLE001 - a failed agent fails the step, not the engine
                     metrics.STEP_DURATION.labels(self.workflow, "failure").observe(time.perf_counter() - started)
                     failures += 1
                     retryable = not isinstance(error, StepError) or error.retryable
@@ -516,8 +516,8 @@ class WorkflowEngine:
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         for attempt in range(6):
             try:
-                await self.client.patch(self.run_type, name, {"status": status}, namespace=namespace,
-                                        subresource="status", patch_type=PatchType.MERGE)
+                await self.client.patch(self.run_type.Status, name, {"status": status},
+                                        namespace=namespace, patch_type=PatchType.MERGE)
                 return
             except ApiError as error:
                 if is_not_found(error):
@@ -764,8 +764,7 @@ class WorkflowEngine:
         metrics.QUEUE_DEPTH.labels(namespace, name).set(len(pending))
         if any(status.get(k) != v for k, v in wanted.items() if k != "conditions") or old is None or (
                 old not in conditions):
-            await self.client.patch(KAGENT_RESOURCES["Workflow"], name, {"status": wanted},
-                                    namespace=namespace, subresource="status",
-                                    patch_type=PatchType.MERGE)
+            await self.client.patch(KAGENT_RESOURCES["Workflow"].Status, name, {"status": wanted},
+                                    namespace=namespace, patch_type=PatchType.MERGE)
         return pending
 

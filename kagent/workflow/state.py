@@ -194,7 +194,7 @@ def admit(name: str, limit: int, policy: str, running: list[tuple[str, str]],
         return Admission("start")
     if policy == "reject":
         return Admission("reject")
-    oldest = sorted(running)[0][1]
+    oldest = min(running)[1]
     return Admission("replace", replace=oldest)
 
 
@@ -207,7 +207,7 @@ def sum_usage(steps: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

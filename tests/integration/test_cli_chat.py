@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +126,31 @@ def test_run_serves_manifests_locally_and_chats(tmp_path: Path, llm: MockLLM) ->
 def test_run_reports_bad_manifests(tmp_path: Path) -> None:
     missing = kagent("run", "-f", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_run_serve_only_serves(tmp_path: Path, llm: MockLLM) -> None:
+    import httpx
+
+    manifest = write_manifests(_documents(llm), tmp_path / "agent.yaml")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "kagent", "run", "-f", str(manifest),
+                               "--serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, "kagent run --serve exited"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "kagent run --serve did not become ready"
+            time.sleep(0.1)
+        answer = kagent("invoke", "-m", "ping", "--url", url)
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.strip() == "echo: ping"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

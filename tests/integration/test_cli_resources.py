@@ -71,8 +71,7 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert agents.returncode == 0, agents.stderr
     header, row = agents.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"]
-    assert row.split()[:5] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1"] or \
-        row.split()[:4] == [AGENT, "openai", "gpt-4-turbo", "True"]
+    assert row.split()[:5] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1"]
 
     tools = kagent(plane, "get", "tools", "-n", namespace)
     assert tools.returncode == 0, tools.stderr
@@ -102,6 +101,10 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     for expected in ("Spec:", "gpt-4-turbo", "Conditions:", "Accepted", "Ready", "Children:",
                      "Deployment", "Service", "ConfigMap", "1/1 ready", "Events:", "RolledOut"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
+
+    run = kagent(plane, "describe", "run", "research-report-ai-agents", "-n", namespace)
+    assert run.returncode == 0, run.stderr
+    assert "Kind:       WorkflowRun" in run.stdout and "Steps:" in run.stdout
 
     tool = kagent(plane, "describe", "tool", "create-ticket", "-n", namespace)
     assert tool.returncode == 0 and "Accepted" in tool.stdout and "Children:" not in tool.stdout

@@ -4,7 +4,6 @@ runtimes as processes behind the scripted model, and the engine pointed at those
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,3 +174,160 @@ def test_research_report_runs_researcher_then_parallel_analysts_then_writer(
         steps["write"]["startedAt"])
     assert llm.rule_counts() == {"researcher": 1, "analyst": 2, "writer": 1}
     assert status["startedAt"] and status["finishedAt"] and status["duration"]
+
+
+def test_sequential_pipeline_feeds_each_output_to_the_next_step(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "pipeline", {
+        "steps": [{"name": "research", "agent": "researcher"},
+                  {"name": "analyze", "agent": "analyst"},
+                  {"name": "write", "agent": "writer"}],
+    }, {"p1": {"topic": "kelp"}})
+    run = wait_finished(plane, ns, "p1")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["output"] == {"result": "report[analysis[findings[kelp]]]"}
+
+
+def test_fan_out_with_when_skips_a_branch(plane: ControlPlane, ns: str, llm: MockLLM) -> None:
+    apply_workflow(plane, ns, "fanout", {
+        "steps": [{"name": "a", "agent": "analyst", "parallel": True, "input": "a"},
+                  {"name": "b", "agent": "analyst", "parallel": True, "input": "b"},
+                  {"name": "c", "agent": "analyst", "parallel": True, "input": "c",
+                   "when": "input.deep == true"},
+                  {"name": "join", "agent": "writer",
+                   "input": "{{ steps.a.output }}{{ steps.b.output }}{{ steps.c.output }}"}],
+    }, {"f1": {"deep": False}})
+    run = wait_finished(plane, ns, "f1")
+    steps = steps_of(run)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert steps["c"]["phase"] == "Skipped" and steps["c"]["attempts"] == 0
+    assert steps["join"]["output"] == "report[analysis[a]analysis[b]]"
+    assert llm.rule_counts() == {"analyst": 2, "writer": 1}
+
+
+def test_failing_step_is_retried_then_fails_the_run_fast(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "failfast", {
+        "steps": [{"name": "bad", "agent": "flaky", "parallel": True,
+                   "retry": {"limit": 2, "backoff": {"duration": "100ms"}}},
+                  {"name": "slow", "agent": "slow", "parallel": True},
+                  {"name": "after", "agent": "writer"}],
+    }, {"ff": {"topic": "x"}})
+    run = wait_finished(plane, ns, "ff")
+    steps = steps_of(run)
+    assert run["status"]["phase"] == "Failed" and run["status"]["reason"] == "StepFailed"
+    assert steps["bad"]["phase"] == "Failed" and steps["bad"]["attempts"] == 3
+    assert steps["slow"]["phase"] == "Failed"  # cancelled, not left running
+    assert steps["after"]["phase"] == "Pending"
+
+
+def test_continue_lets_independent_branches_finish(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "cont", {
+        "errorHandling": {"strategy": "continue"},
+        "steps": [{"name": "bad", "agent": "flaky"},
+                  {"name": "after-bad", "agent": "writer", "dependsOn": ["bad"]},
+                  {"name": "good", "agent": "analyst", "dependsOn": [], "input": "g"}],
+    }, {"c1": {"topic": "x"}})
+    run = wait_finished(plane, ns, "c1")
+    steps = steps_of(run)
+    assert run["status"]["phase"] == "Failed" and run["status"]["reason"] == "StepFailed"
+    assert steps["good"]["phase"] == "Succeeded" and steps["good"]["output"] == "analysis[g]"
+    assert steps["after-bad"]["phase"] == "Skipped"
+
+
+def test_loop_ends_by_its_condition_and_by_max_iterations(plane: ControlPlane, ns: str,
+                                                          llm: MockLLM) -> None:
+    apply_workflow(plane, ns, "loops", {
+        "steps": [{"name": "draft", "agent": "writer",
+                   "input": "{{ input.topic }} {{ steps.review.output }}"},
+                  {"name": "review", "agent": "reviewer",
+                   "loop": {"until": 'steps.review.output.contains("APPROVED")',
+                            "maxIterations": 5, "repeatFrom": "draft"}},
+                  {"name": "critique", "agent": "critic",
+                   "loop": {"until": 'steps.critique.output == "OK"', "maxIterations": 2}}],
+    }, {"l1": {"topic": "essay"}})
+    run = wait_finished(plane, ns, "l1")
+    steps = steps_of(run)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert steps["review"]["iterations"] == 3 and steps["review"]["output"] == "APPROVED"
+    assert steps["draft"]["attempts"] == 3
+    assert steps["critique"]["iterations"] == 2 and steps["critique"]["output"] == "REVISE"
+    assert llm.rule_counts()["critic"] == 2
+
+
+def test_routing_by_cases_and_by_router_agent(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "routes", {
+        "steps": [{"name": "by-case", "input": "{{ input.question }}",
+                   "route": {"cases": [{"when": 'content.contains("invoice")', "agent": "billing"}],
+                             "default": "support"}},
+                  {"name": "by-router", "dependsOn": [], "input": "{{ input.question }}",
+                   "route": {"router": "router", "choices": ["billing", "support"]}}],
+    }, {"q1": {"question": "where is my invoice"}})
+    run = wait_finished(plane, ns, "q1")
+    steps = steps_of(run)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert steps["by-case"]["agent"] == "billing"
+    assert steps["by-case"]["output"] == "billing[where is my invoice]"
+    assert steps["by-router"]["agent"] == "billing"
+
+
+def test_timeout_and_cancel_leave_no_step_running(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "slowwf", {"timeout": "3s", "steps": [{"name": "s", "agent": "slow"}]},
+                   {"t1": {"topic": "x"}})
+    run = wait_finished(plane, ns, "t1")
+    assert run["status"]["phase"] == "Failed" and run["status"]["reason"] == "Timeout"
+    assert steps_of(run)["s"]["phase"] == "Failed"
+    apply_workflow(plane, ns, "slow2", {"steps": [{"name": "s", "agent": "slow"}]}, {"k1": {"t": "x"}})
+    wait_for(lambda: steps_of(get_run(plane, ns, "k1"))["s"]["phase"] == "Running"
+             if (get_run(plane, ns, "k1").get("status") or {}).get("steps") else False)
+    plane.kubectl("patch", "workflowrun", "k1", "-n", ns, "--type", "merge", "-p",
+                  '{"spec": {"cancel": true}}')
+    run = wait_finished(plane, ns, "k1", timeout=20)
+    assert run["status"]["reason"] == "Cancelled"
+    assert steps_of(run)["s"]["phase"] == "Failed"
+
+
+def test_concurrency_policies(plane: ControlPlane, ns: str) -> None:
+    for policy in ("queue", "reject", "replace"):
+        apply_workflow(plane, ns, f"c-{policy}", {
+            "concurrency": {"limit": 1, "policy": policy},
+            "steps": [{"name": "s", "agent": "slow"}]})
+        start_run(plane, ns, f"{policy}-1", f"c-{policy}", {"t": "1"})
+        wait_for(lambda p=policy: (get_run(plane, ns, f"{p}-1").get("status") or {}).get("phase")
+                 == "Running")
+        start_run(plane, ns, f"{policy}-2", f"c-{policy}", {"t": "2"})
+    wait_for(lambda: (get_run(plane, ns, "queue-2").get("status") or {}).get("reason") == "Queued")
+    rejected = wait_finished(plane, ns, "reject-2")
+    assert rejected["status"]["reason"] == "ConcurrencyLimit"
+    replaced = wait_finished(plane, ns, "replace-1")
+    assert replaced["status"]["reason"] == "Replaced"
+    assert wait_finished(plane, ns, "replace-2")["status"]["phase"] == "Succeeded"
+    first = wait_finished(plane, ns, "queue-1")
+    second = wait_finished(plane, ns, "queue-2")
+    assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
+    assert second["status"]["startedAt"] >= first["status"]["finishedAt"]
+
+
+def test_controller_killed_mid_run_resumes_without_rerunning_completed_steps(
+        plane: ControlPlane, ns: str, llm: MockLLM, controller: ControllerProcess,
+        runtimes: dict[str, RuntimeProcess]) -> None:
+    apply_workflow(plane, ns, "durable", {
+        "steps": [{"name": "research", "agent": "researcher"},
+                  {"name": "wait", "agent": "slow"},
+                  {"name": "write", "agent": "writer"}],
+    }, {"d1": {"topic": "crash"}})
+    wait_for(lambda: (get_run(plane, ns, "d1").get("status") or {}).get("steps")
+             and steps_of(get_run(plane, ns, "d1"))["wait"]["phase"] == "Running", what="slow step")
+    controller.kill()
+    successor = ControllerProcess(plane, identity="wf-1", webhook=False, lease_seconds=3,
+                                  env=controller_env(runtimes)).start()
+    _CONTROLLERS.append(successor)
+    try:
+        run = wait_finished(plane, ns, "d1", timeout=120)
+        steps = steps_of(run)
+        assert run["status"]["phase"] == "Succeeded", run["status"]
+        assert run["status"]["output"] == {"result": "report[slow[findings[crash]]]"}
+        counts = llm.rule_counts()
+        assert counts["researcher"] == 1 and counts["writer"] == 1
+        assert counts["slow"] <= 2  # the in-flight step is sent again, with the same message id
+        assert steps["wait"]["attempts"] == 1
+    finally:
+        successor.stop()

@@ -68,6 +68,14 @@ def test_stream_parses_server_sent_events() -> None:
         assert list(stream(http, target, "hi", "c")) == ["Hel", "lo"]
 
 
+def test_namespace_defaults_to_the_kubeconfig_context(tmp_path: Path) -> None:
+    from kagent.cli.common import resolve_namespace
+
+    path = _kubeconfig(tmp_path)
+    assert resolve_namespace(None, path) == "team"
+    assert resolve_namespace("other", path) == "other"
+
+
 def test_server_version_check() -> None:
     assert server_version_ok({"major": "1", "minor": "28"})
     assert server_version_ok({"major": "1", "minor": "34+"})
