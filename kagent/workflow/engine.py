@@ -55,7 +55,6 @@ from kagent.workflow.state import (
 )
 
 log = logging.getLogger("kagent.workflow")
-tracer = trace.get_tracer("kagent.workflow")
 
 RunKey = tuple[str, str]
 """(namespace, name) of a WorkflowRun."""
@@ -161,7 +160,7 @@ class RunExecutor:
         return next(s for s in self.spec.steps if s.name == name)
 
     async def main(self) -> None:
-        with tracer.start_as_current_span(
+        with self.engine.tracer.start_as_current_span(
             "workflow.run", attributes={"kagent.workflow": self.workflow, "kagent.run": self.name,
                                         "k8s.namespace.name": self.namespace},
         ):
@@ -288,7 +287,8 @@ class RunExecutor:
         spec_step = self.spec_step(name)
         policy = retry_policy(self.spec, spec_step)
         failures = 0
-        with tracer.start_as_current_span("workflow.step", attributes={"kagent.step": name}):
+        with self.engine.tracer.start_as_current_span(
+                "workflow.step", attributes={"kagent.step": name, "kagent.run": self.name}):
             while True:
                 step = self.step(name)
                 if not (resume and step.get("taskId")):
@@ -490,7 +490,10 @@ class WorkflowEngine:
                  caller: AgentCaller = a2a_caller,
                  on_change: Callable[[str, str], None] | None = None,
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
-                 ) -> None:
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
+        from kagent.workflow.tracing import controller_tracer_provider
+
+        self.tracer = (tracer_provider or controller_tracer_provider()).get_tracer("kagent.workflow")
         self.client = client
         self.resolver = resolver
         self.caller = caller
