@@ -52,5 +52,10 @@ async def apply(client: AsyncClient, manifest: dict[str, Any]) -> Any:
     )
 
 
-def is_not_found(error: ApiError) -> bool:
-    return error.status.code == 404
+def is_not_found(error: Exception) -> bool:
+    """A 404: an object that does not exist, or an API (e.g. KEDA's) that is not served —
+    the latter answers without a Status body, so lightkube raises the HTTP error itself."""
+    if isinstance(error, ApiError):
+        return error.status.code == 404
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None) == 404

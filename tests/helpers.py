@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,3 +23,26 @@ def seed_documents() -> list[dict[str, Any]]:
     for name in ("agent.yaml", "tools.yaml", "memory.yaml", "workflow.yaml"):
         out.extend(documents(EXAMPLES / "seed" / name))
     return out
+
+
+SEED_SECRETS = {"openai-api-key": "api-key", "knowledge-db": "password", "ticketing-api": "token"}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll until ``check`` returns something truthy; fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def create_seed_secrets(plane: Any, namespace: str, value: str = "s3cr3t") -> None:
+    """The Secrets the seed's Agent and Tools refer to (created or updated)."""
+    for name, key in SEED_SECRETS.items():
+        manifest = plane.kubectl("create", "secret", "generic", name, "-n", namespace,
+                                 f"--from-literal={key}={value}", "--dry-run=client", "-o", "yaml").stdout
+        plane.kubectl("apply", "-f", "-", input=manifest)

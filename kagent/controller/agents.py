@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -48,20 +47,10 @@ class AgentOutcome:
 async def _get_raw(client: AsyncClient, res: Any, name: str, namespace: str) -> dict[str, Any] | None:
     try:
         return (await client.get(res, name, namespace=namespace)).to_dict()
-    except ApiError as error:
+    except Exception as error:  # noqa: BLE001 - 404s of unserved APIs are not ApiErrors
         if is_not_found(error):
             return None
         raise
-
-
-async def _deployment(client: AsyncClient, name: str, namespace: str) -> dict[str, Any] | None:
-    try:
-        obj = await client.get(Deployment, name, namespace=namespace)
-    except ApiError as error:
-        if is_not_found(error):
-            return None
-        raise
-    return obj.to_dict()
 
 
 async def _prune(client: AsyncClient, agent: Agent, wanted: set[str], keda_available: bool) -> None:
@@ -77,7 +66,7 @@ async def _prune(client: AsyncClient, agent: Agent, wanted: set[str], keda_avail
             log.info("pruning %s %s/%s", kind, agent.metadata.namespace, agent.metadata.name)
             try:
                 await client.delete(res, str(agent.metadata.name), namespace=agent.metadata.namespace)
-            except ApiError as error:
+            except Exception as error:  # noqa: BLE001
                 if not is_not_found(error):
                     raise
 
@@ -107,7 +96,6 @@ async def reconcile_agent(
     if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
         return None
     generation = raw["metadata"].get("generation", 0)
-    previous_status = raw.get("status") or {}
     try:
         agent = parse_resource(raw)
     except ManifestError as error:
@@ -147,7 +135,7 @@ async def _write_status(
 ) -> AgentOutcome:
     namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
     previous = raw.get("status") or {}
-    deployment = await _deployment(client, name, namespace)
+    deployment = await _get_raw(client, Deployment, name, namespace)
     expected_hash = config_hash if config_hash is not None else previous.get("configHash")
     rollout: Rollout = deployment_rollout(deployment, expected_hash)
     autoscaling = _autoscaling_condition(agent, keda_available) if agent is not None else None

@@ -34,7 +34,7 @@ from kagent.controller.queue import WorkQueue
 from kagent.controller.references import McpDiscovery, reconcile_references
 from kagent.controller.render import AGENT_LABEL, DEFAULT_IMAGE
 from kagent.controller.workflows import WorkflowReconciler
-from kagent.kube import KAGENT_RESOURCES, ScaledObject, async_client
+from kagent.kube import KAGENT_RESOURCES, ScaledObject, async_client, is_not_found
 from kagent.telemetry.controller import (
     IS_LEADER,
     QUEUE_DEPTH,
@@ -130,11 +130,8 @@ class Controller:
             async for _ in self.client.list(ScaledObject, namespace="default", chunk_size=1):
                 break
             available = True
-        except ApiError as error:
-            available = error.status.code != 404
-        except Exception as error:  # an unknown API group answers 404 without a Status body
-            response = getattr(error, "response", None)
-            if getattr(response, "status_code", None) != 404:
+        except Exception as error:
+            if not is_not_found(error):
                 raise
             available = False
         self._keda = (now, available)

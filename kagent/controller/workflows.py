@@ -8,6 +8,8 @@ at again).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 from lightkube import AsyncClient
@@ -23,10 +25,12 @@ class WorkflowReconciler:
                  caller: AgentCaller = a2a_caller) -> None:
         self.index = index
         self.enqueue = enqueue
+        self._timers: dict[ObjectKey, tuple[float, asyncio.TimerHandle]] = {}
         self.engine = WorkflowEngine(
             client, resolver or ClusterAgentResolver.from_environment(client), caller,
             on_change=lambda namespace, workflow: enqueue(("Workflow", namespace, workflow)),
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
+            requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
         )
 
     async def handle(self, kind: str, namespace: str, name: str) -> float | None:
@@ -35,14 +39,40 @@ class WorkflowReconciler:
                 self.enqueue(("WorkflowRun", namespace, run))
             return None
         try:
-            return await self.engine.reconcile(namespace, name)
+            after = await self.engine.reconcile(namespace, name)
         except RunGone:
             self.deleted(namespace, name)
             return None
+        if after is not None:
+            self.look_again(("WorkflowRun", namespace, name), after)
+        return None
+
+    def look_again(self, key: ObjectKey, after: float) -> None:
+        """Queue the key after ``after`` seconds, unless it is already due sooner. (The work
+        queue keeps the first delay it was given — the periodic resync — but a run's deadline
+        or TTL needs its own, earlier, look.)"""
+        due = time.monotonic() + after
+        current = self._timers.get(key)
+        if current is not None and current[0] <= due:
+            return
+        if current is not None:
+            current[1].cancel()
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            self.enqueue(key)
+
+        self._timers[key] = (due, asyncio.get_running_loop().call_later(after, fire))
 
     def deleted(self, namespace: str, name: str) -> None:
+        timer = self._timers.pop(("WorkflowRun", namespace, name), None)
+        if timer is not None:
+            timer[1].cancel()
         self.engine.forget(namespace, name)
         self.index.forget(("WorkflowRun", namespace, name))
 
     async def shutdown(self) -> None:
+        for _, timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         await self.engine.shutdown()

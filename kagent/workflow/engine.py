@@ -146,6 +146,16 @@ class RunExecutor:
 
     def start(self) -> None:
         self.task = asyncio.create_task(self.main(), name=f"workflowrun-{self.namespace}-{self.name}")
+        self.task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # e.g. the apiserver unreachable for long: look at the run again
+            log.error("run %s/%s stopped unexpectedly: %r; it will be resumed", self.namespace,
+                      self.name, error)
+        self.engine.requeue_run(self.namespace, self.name)
 
     def stop(self, reason: str, message: str) -> None:
         """End the run as Failed with ``reason``; in-flight steps are cancelled."""
@@ -490,7 +500,8 @@ class WorkflowEngine:
                  caller: AgentCaller = a2a_caller,
                  on_change: Callable[[str, str], None] | None = None,
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 tracer_provider: trace.TracerProvider | None = None,
+                 requeue_run: Callable[[str, str], None] | None = None) -> None:
         from kagent.workflow.tracing import controller_tracer_provider
 
         self.tracer = (tracer_provider or controller_tracer_provider()).get_tracer("kagent.workflow")
@@ -499,6 +510,7 @@ class WorkflowEngine:
         self.caller = caller
         self.on_change = on_change or (lambda namespace, workflow: None)
         self.record_dependencies = record_dependencies or (lambda key, deps: None)
+        self.requeue_run = requeue_run or (lambda namespace, name: None)
         self.executors: dict[RunKey, RunExecutor] = {}
         self._admission: dict[tuple[str, str], asyncio.Lock] = {}
 

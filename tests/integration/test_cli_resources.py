@@ -8,18 +8,15 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import seed_documents
+from tests.helpers import create_seed_secrets, seed_documents, wait_for
 
 pytestmark = pytest.mark.integration
 
-SECRETS = {"openai-api-key": "api-key", "knowledge-db": "password", "ticketing-api": "token"}
 AGENT = "customer-support-agent"
 
 
@@ -29,23 +26,8 @@ def kagent(plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120, check=False, env=env)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 def setup(plane: Any, namespace: str) -> None:
-    for name, key in SECRETS.items():
-        manifest = plane.kubectl("create", "secret", "generic", name, "-n", namespace,
-                                 f"--from-literal={key}=s3cr3t", "--dry-run=client",
-                                 "-o", "yaml").stdout
-        plane.kubectl("apply", "-f", "-", input=manifest)
+    create_seed_secrets(plane, namespace)
     docs = copy.deepcopy(seed_documents())
     for doc in docs:
         doc["metadata"]["namespace"] = namespace

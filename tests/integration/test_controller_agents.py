@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,23 +14,9 @@ import yaml
 
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
 from kagent.testing.binaries import keda_crd_files
-from tests.helpers import seed_documents
+from tests.helpers import create_seed_secrets, seed_documents, wait_for
 
 pytestmark = pytest.mark.integration
-
-SECRETS = {"openai-api-key": "api-key", "knowledge-db": "password", "ticketing-api": "token"}
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
 
 def get(cp: Any, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     result = cp.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
@@ -52,11 +37,7 @@ def apply(cp: Any, docs: list[dict[str, Any]], namespace: str) -> Any:
     return cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-def create_secrets(cp: Any, namespace: str, value: str = "s3cr3t") -> None:
-    for name, key in SECRETS.items():
-        manifest = cp.kubectl("create", "secret", "generic", name, "-n", namespace,
-                              f"--from-literal={key}={value}", "--dry-run=client", "-o", "yaml").stdout
-        cp.kubectl("apply", "-f", "-", input=manifest)
+create_secrets = create_seed_secrets
 
 
 def config_hash(cp: Any, name: str, namespace: str) -> str | None:

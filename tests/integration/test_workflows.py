@@ -71,7 +71,9 @@ def plane() -> Iterator[ControlPlane]:
 
 
 def controller_env(runtimes: dict[str, RuntimeProcess]) -> dict[str, str]:
-    return {"KAGENT_WORKFLOW_AGENT_URLS": json.dumps({n: r.url for n, r in runtimes.items()})}
+    urls = {n: r.url for n, r in runtimes.items()}
+    urls["late"] = runtimes["writer"].url  # an Agent applied after its run
+    return {"KAGENT_WORKFLOW_AGENT_URLS": json.dumps(urls)}
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +297,13 @@ def test_concurrency_policies(plane: ControlPlane, ns: str) -> None:
                  == "Running")
         start_run(plane, ns, f"{policy}-2", f"c-{policy}", {"t": "2"})
     wait_for(lambda: (get_run(plane, ns, "queue-2").get("status") or {}).get("reason") == "Queued")
+
+    def counts() -> tuple[int, int]:
+        workflow = json.loads(plane.kubectl("get", "workflow", "c-queue", "-n", ns, "-o", "json").stdout)
+        status = workflow.get("status") or {}
+        return status.get("running"), status.get("pending")
+
+    wait_for(lambda: counts() == (1, 1), what="the Workflow to count one running and one queued run")
     rejected = wait_finished(plane, ns, "reject-2")
     assert rejected["status"]["reason"] == "ConcurrencyLimit"
     replaced = wait_finished(plane, ns, "replace-1")
@@ -304,6 +313,51 @@ def test_concurrency_policies(plane: ControlPlane, ns: str) -> None:
     second = wait_finished(plane, ns, "queue-2")
     assert first["status"]["phase"] == second["status"]["phase"] == "Succeeded"
     assert second["status"]["startedAt"] >= first["status"]["finishedAt"]
+
+
+def test_run_waits_pending_for_its_agent_then_runs(plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "late-wf", {"steps": [{"name": "s", "agent": "late"}]},
+                   {"w1": {"topic": "x"}})
+    apply_workflow(plane, ns, "never-wf", {"timeout": "4s", "steps": [{"name": "s", "agent": "ghost"}]},
+                   {"w2": {"topic": "x"}})
+
+    def waiting() -> bool:
+        status = get_run(plane, ns, "w1").get("status") or {}
+        return status.get("phase") == "Pending" and status.get("reason") == "WaitingForAgent" and (
+            '"late"' in status.get("message", ""))
+
+    wait_for(waiting, what="the run to wait for its agent")
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+        {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "late", "namespace": ns},
+         "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}}}))
+    run = wait_finished(plane, ns, "w1")
+    assert run["status"]["phase"] == "Succeeded" and run["status"]["output"] == {"result": "report[x]"}
+    timed_out = wait_finished(plane, ns, "w2")
+    assert timed_out["status"]["reason"] == "Timeout" and not timed_out["status"].get("startedAt")
+
+
+def test_large_outputs_go_to_a_configmap_and_finished_runs_are_collected(
+        plane: ControlPlane, ns: str, controller: ControllerProcess) -> None:
+    text = "z" * 6000
+    apply_workflow(plane, ns, "big", {"ttlSecondsAfterFinished": 4,
+                                      "steps": [{"name": "s", "agent": "writer"}]},
+                   {"b1": {"topic": text}})
+    run = wait_finished(plane, ns, "b1")
+    step = steps_of(run)["s"]
+    assert run["status"]["phase"] == "Succeeded"
+    assert len(step["output"]) == 4096 and step["outputRef"] == {"configMap": "b1-outputs", "key": "s"}
+    full = json.loads(plane.kubectl("get", "configmap", "b1-outputs", "-n", ns, "-o", "json").stdout)
+    assert full["data"]["s"] == f"report[{text}]"
+    events = plane.kubectl("get", "events", "-n", ns, "--field-selector",
+                           "involvedObject.name=b1", "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "Started" in events and "Succeeded" in events
+    metrics = controller.metrics()
+    assert 'kagent_workflow_runs_total{phase="Succeeded",reason="Succeeded",workflow="big"} 1.0' in metrics
+    assert "kagent_workflow_step_duration_seconds_bucket" in metrics
+    gone = plane.kubectl("get", "workflowrun", "b1", "-n", ns, check=False)
+    assert gone.returncode == 0  # not yet: the TTL counts from the finish
+    wait_for(lambda: plane.kubectl("get", "workflowrun", "b1", "-n", ns, check=False).returncode != 0,
+             timeout=30, what="the finished run to be deleted after its TTL")
 
 
 def test_controller_killed_mid_run_resumes_without_rerunning_completed_steps(
