@@ -149,11 +149,12 @@ class AsgiServer:
     """
 
     def __init__(self, app: object, *, host: str = "127.0.0.1", port: int = 0,
-                 lifespan: str = "auto") -> None:
+                 lifespan: str = "auto", log_level: str = "warning") -> None:
         self.app = app
         self.host = host
         self.requested_port = port
         self.lifespan = lifespan
+        self.log_level = log_level
         self.port: int | None = None
         self._server: object | None = None
         self._thread: object | None = None
@@ -174,7 +175,7 @@ class AsgiServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.requested_port))
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
+        config = uvicorn.Config(self.app, log_level=self.log_level, access_log=False,
                                 lifespan=self.lifespan, timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},

@@ -8,13 +8,12 @@ a test — can reach it at :attr:`MockLLM.url`.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 from types import TracebackType
 
 import uvicorn
+
+from kagent.testing.services import AsgiServer
 
 from .app import create_app
 from .script import Script, ScriptSource, load_script
@@ -38,52 +37,21 @@ class MockLLM:
     ) -> None:
         self.state = MockState(script)
         self._host = host
-        self._port = port
-        self._log_level = log_level
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._bound_port: int | None = None
-        self._socket: socket.socket | None = None
+        self._server = AsgiServer(create_app(self.state), host=host, port=port, lifespan="off",
+                                  log_level=log_level)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> MockLLM:
-        if self._thread is not None:
-            return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
-        self._bound_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(self.state),
-            log_level=self._log_level,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="mockllm", daemon=True
-        )
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                server.should_exit = True
-                sock.close()
-                raise RuntimeError("the mock LLM server did not start")
-            time.sleep(0.01)
-        self._server, self._thread, self._socket = server, thread, sock
+        if self._server.port is None:
+            try:
+                self._server.start(timeout)
+            except RuntimeError:
+                raise RuntimeError("the mock LLM server did not start") from None
         return self
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        if self._socket is not None:
-            self._socket.close()
-        self._server = self._thread = self._socket = None
+        self._server.stop()
 
     def __enter__(self) -> MockLLM:
         return self.start()
@@ -100,9 +68,9 @@ class MockLLM:
 
     @property
     def port(self) -> int:
-        if self._bound_port is None:
+        if self._server.port is None:
             raise RuntimeError("MockLLM is not started")
-        return self._bound_port
+        return self._server.port
 
     @property
     def url(self) -> str:
