@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +110,20 @@ def run_deadline(run: dict[str, Any], spec: WorkflowSpec) -> float | None:
     return created + parse_duration(spec.timeout).total_seconds()
 
 
+def run_trace_context(uid: str) -> Any:
+    """A parent context whose trace id is the run's uid, so the run keeps one trace even when a
+    new leader resumes it (and the trace is found from the run: its uid without dashes)."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    try:
+        trace_id = uuid.UUID(uid).int
+    except ValueError:
+        trace_id = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:16], "big")
+    span_id = (trace_id >> 64) or 1
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
 def workflow_agents(spec: WorkflowSpec) -> list[str]:
     """Every agent a run of the workflow may call, in order of first mention."""
     names: list[str] = []
@@ -171,7 +187,7 @@ class RunExecutor:
 
     async def main(self) -> None:
         with self.engine.tracer.start_as_current_span(
-            "workflow.run", attributes={"kagent.workflow": self.workflow, "kagent.run": self.name,
+            "workflow.run", context=run_trace_context(self.uid), attributes={"kagent.workflow": self.workflow, "kagent.run": self.name,
                                         "k8s.namespace.name": self.namespace},
         ):
             try:
@@ -586,7 +602,11 @@ class WorkflowEngine:
             return None
         workflow = await self.get("Workflow", namespace, workflow_name)
         if workflow is None:
-            await self.set_pending(run, "WorkflowNotFound", f'Workflow "{workflow_name}" does not exist')
+            message = f'Workflow "{workflow_name}" does not exist'
+            if phase == "Running":  # deleted while the run was under way: nothing to resume
+                await self.end(run, "WorkflowNotFound", message)
+                return None
+            await self.set_pending(run, "WorkflowNotFound", message)
             return 10.0
         try:
             spec = WorkflowSpec.model_validate(workflow["spec"])

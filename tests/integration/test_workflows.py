@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - ``receiver`` is the OTLP receiver fixture shared with the tracing tests
 """The workflow engine end to end: a real control plane, the controller as a process, agent
 runtimes as processes behind the scripted model, and the engine pointed at those processes."""
 
@@ -16,6 +17,7 @@ from kagent.testing.controlplane import ControlPlane
 from kagent.testing.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from tests.integration.test_controller_agents import wait_for
+from tests.integration.test_runtime_tracing import Receiver, receiver, tracing  # noqa: F401
 from tests.runtime_manifests import agent, model, secret
 
 pytestmark = pytest.mark.integration
@@ -51,11 +53,13 @@ def llm() -> Iterator[MockLLM]:
 
 
 @pytest.fixture(scope="module")
-def runtimes(llm: MockLLM) -> Iterator[dict[str, RuntimeProcess]]:
+def runtimes(llm: MockLLM, receiver: Receiver) -> Iterator[dict[str, RuntimeProcess]]:
     started: dict[str, RuntimeProcess] = {}
     try:
         for role in ROLES:
-            docs = [agent(role, model("openai", llm.url), systemPrompt=f"ROLE {role}"), secret()]
+            observability = tracing(receiver) if role == "writer" else None
+            docs = [agent(role, model("openai", llm.url), systemPrompt=f"ROLE {role}",
+                          **({"observability": observability} if observability else {})), secret()]
             started[role] = RuntimeProcess(docs).start()
         yield started
     finally:
@@ -77,9 +81,12 @@ def controller_env(runtimes: dict[str, RuntimeProcess]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def controller(plane: ControlPlane, runtimes: dict[str, RuntimeProcess]) -> Iterator[ControllerProcess]:
+def controller(plane: ControlPlane, runtimes: dict[str, RuntimeProcess],
+               receiver: Receiver) -> Iterator[ControllerProcess]:
+    env = {**controller_env(runtimes), "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+           "OTEL_BSP_SCHEDULE_DELAY": "500"}
     process = ControllerProcess(plane, identity="wf-0", webhook=False, lease_seconds=3,
-                                env=controller_env(runtimes)).start()
+                                env=env).start()
     wait_for(process.is_leader, what="leadership")
     _CONTROLLERS.append(process)
     yield process
@@ -155,7 +162,7 @@ RESEARCH_REPORT = {
 
 
 def test_research_report_runs_researcher_then_parallel_analysts_then_writer(
-        plane: ControlPlane, ns: str, llm: MockLLM) -> None:
+        plane: ControlPlane, ns: str, llm: MockLLM, receiver: Receiver) -> None:
     apply_workflow(plane, ns, "research-report", RESEARCH_REPORT, {"r1": {"topic": "tides"}})
     run = wait_finished(plane, ns, "r1")
     status = run["status"]
@@ -176,6 +183,16 @@ def test_research_report_runs_researcher_then_parallel_analysts_then_writer(
         steps["write"]["startedAt"])
     assert llm.rule_counts() == {"researcher": 1, "analyst": 2, "writer": 1}
     assert status["startedAt"] and status["finishedAt"] and status["duration"]
+    # one trace per run (its id is the run's uid), a span per step, joined by the writer agent
+    trace_id = run["metadata"]["uid"].replace("-", "")
+    spans = receiver.wait_for(lambda found: any(
+        s.trace_id == trace_id and s.service != "kagent-controller" for s in found) and sum(
+        s.trace_id == trace_id and s.name == "workflow.step" for s in found) == 4)
+    step_spans = {s.attributes["kagent.step"]: s for s in spans
+                  if s.trace_id == trace_id and s.name == "workflow.step"}
+    assert sorted(step_spans) == sorted(steps)
+    agent_spans = [s for s in spans if s.trace_id == trace_id and s.service != "kagent-controller"]
+    assert agent_spans and {s.service for s in agent_spans} == {"writer"}
 
 
 def test_sequential_pipeline_feeds_each_output_to_the_next_step(plane: ControlPlane, ns: str) -> None:

@@ -91,6 +91,18 @@ async def test_pipeline_runs_in_order_with_one_trace() -> None:
     assert len(trace_ids) == 1 and all(c["traceparent"] for c in agents.calls)
 
 
+async def test_the_trace_id_is_the_run_uid_so_a_resumed_run_keeps_its_trace() -> None:
+    uid = "3f2b8c1e-0a4d-4e6f-9b7a-1c2d3e4f5a6b"
+    traces = set()
+    for _ in range(2):  # first leader, then a resumed run
+        agents = Agents(ECHO)
+        run = run_of(topic="t")
+        run["metadata"]["uid"] = uid
+        await execute(PIPELINE, agents, run)
+        traces |= {c["traceparent"].split("-")[1] for c in agents.calls}
+    assert traces == {uid.replace("-", "")}
+
+
 async def test_resume_keeps_finished_steps_and_resends_the_in_flight_one_with_its_key() -> None:
     recorded = {"phase": "Running", "startedAt": "2026-01-01T00:00:00Z", "steps": [
         {"name": "research", "phase": "Succeeded", "attempts": 1, "output": "F(t)",
@@ -209,3 +221,24 @@ async def test_router_must_pick_from_its_choices(answer: str, agent: str | None)
         assert "not one of billing, support" in steps(engine)["a"]["error"]
     else:
         assert steps(engine)["a"]["agent"] == agent and steps(engine)["a"]["output"] == "B"
+
+
+async def test_a_deleted_run_stops_its_steps_without_writing() -> None:
+    started = asyncio.Event()
+
+    async def slow(message: str) -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "never"
+
+    engine = MemoryEngine(Agents({"slow": slow}))
+    run = run_of()
+    engine.start(run, WorkflowSpec.model_validate({"steps": [{"name": "a", "agent": "slow"}]}))
+    executor = engine.executors[("ns", "r")]
+    await asyncio.wait_for(started.wait(), 5)
+    writes = len(engine.writes)
+    engine.forget("ns", "r")
+    assert executor.task is not None
+    await asyncio.gather(executor.task, return_exceptions=True)
+    assert executor.task.cancelled() and len(engine.writes) == writes
+    assert not engine.executors
