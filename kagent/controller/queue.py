@@ -32,10 +32,13 @@ class WorkQueue(Generic[Key]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: Key, delay: float) -> None:
-        """Queue a key after a delay (an earlier pending delay for it wins)."""
-        if key in self._timers:
-            return
+        """Queue a key after a delay; if it is already waiting, the sooner time wins."""
         loop = asyncio.get_running_loop()
+        pending = self._timers.get(key)
+        if pending is not None:
+            if pending.when() <= loop.time() + delay:
+                return
+            pending.cancel()
 
         def fire() -> None:
             self._timers.pop(key, None)

@@ -13,7 +13,9 @@ Served: JSON-RPC at ``/``, HTTP+JSON (REST) under ``/rest``, and the agent card 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 
 from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -44,6 +46,7 @@ logger = logging.getLogger("kagent.runtime.a2a")
 
 REST_PREFIX = "/rest"
 ANSWER_ARTIFACT = "answer"
+IDEMPOTENCY_ENTRIES = 10_000
 TEXT = "text/plain"
 
 
@@ -97,6 +100,17 @@ class KagentExecutor(AgentExecutor):
 
     def __init__(self, runtime: AgentRuntime) -> None:
         self.runtime = runtime
+        self._by_message_id: OrderedDict[str, asyncio.Future[TurnResult]] = OrderedDict()
+
+    def _remember(self, message_id: str) -> asyncio.Future[TurnResult]:
+        """A message id is an idempotency key: a re-sent message (a workflow step resumed by a
+        new controller leader) gets the first answer instead of running the model again."""
+        future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._by_message_id[message_id] = future
+        while len(self._by_message_id) > IDEMPOTENCY_ENTRIES:
+            self._by_message_id.popitem(last=False)
+        return future
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id and context.context_id and context.message is not None
@@ -106,6 +120,27 @@ class KagentExecutor(AgentExecutor):
         resuming = task is not None and task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
         await updater.start_work()
+        message_id = context.message.message_id
+        if message_id and not resuming:
+            earlier = self._by_message_id.get(message_id)
+            if earlier is not None:
+                try:
+                    await self._finish(updater, await asyncio.shield(earlier))
+                except TurnFailed as failed:
+                    await self._fail(updater, failed)
+                return
+            outcome = self._remember(message_id)
+        else:
+            outcome = None
+        try:
+            await self._run(context, updater, resuming, outcome)
+        finally:
+            if outcome is not None and not outcome.done():
+                outcome.cancel()
+                self._by_message_id.pop(message_id, None)  # interrupted: a re-send runs again
+
+    async def _run(self, context: RequestContext, updater: TaskUpdater, resuming: bool,
+                   outcome: asyncio.Future[TurnResult] | None) -> None:
         headers = context.call_context.state.get("headers") or {}
         turn = Turn(
             conversation_id=context.context_id,
@@ -124,16 +159,23 @@ class KagentExecutor(AgentExecutor):
                     )
                     started_artifact = True
                 elif isinstance(event, TurnResult):
+                    if outcome is not None:
+                        outcome.set_result(event)
                     await self._finish(updater, event)
         except TurnFailed as failed:
-            failure = failed.failure
-            if failure.outcome == "cancelled":
+            if failed.failure.outcome == "cancelled":
                 return
-            await updater.update_status(
-                TaskState.TASK_STATE_FAILED,
-                message=updater.new_agent_message([Part(text=failure.message)]),
-                metadata={"kagent.error": failure.code},
-            )
+            if outcome is not None:
+                outcome.set_exception(failed)
+            await self._fail(updater, failed)
+
+    async def _fail(self, updater: TaskUpdater, failed: TurnFailed) -> None:
+        failure = failed.failure
+        await updater.update_status(
+            TaskState.TASK_STATE_FAILED,
+            message=updater.new_agent_message([Part(text=failure.message)]),
+            metadata={"kagent.error": failure.code},
+        )
 
     async def _finish(self, updater: TaskUpdater, result: TurnResult) -> None:
         message = updater.new_agent_message([Part(text=result.text)])

@@ -223,3 +223,21 @@ async def test_provider_failure_fails_the_task_clearly(runtime: Any,
     assert "rejected the agent's API key" in task.status.message.parts[0].text
     assert task.metadata["kagent.error"] == "provider_authentication_error"
     await client.close()
+
+
+async def test_a_resent_message_id_is_answered_once(runtime: Any, llm: MockLLM) -> None:
+    """The workflow engine re-sends an in-flight step with the same message id after a
+    controller failover; the agent must not run it twice."""
+    from kagent.runtime.tools.agent import ask_agent_at
+
+    key = f"run-uid-step-1-{uuid.uuid4().hex[:6]}"
+    first, second = await asyncio.gather(
+        ask_agent_at(runtime.url, runtime.name, "summarise the quarter", message_id=key),
+        ask_agent_at(runtime.url, runtime.name, "summarise the quarter", message_id=key),
+    )
+    third = await ask_agent_at(runtime.url, runtime.name, "summarise the quarter", message_id=key)
+    assert first == second == third == "echo: summarise the quarter"
+    assert len([c for c in llm.calls if c.last_user == "summarise the quarter"]) == 1
+    other = await ask_agent_at(runtime.url, runtime.name, "summarise the quarter", message_id=key + "-b")
+    assert other == first
+    assert len([c for c in llm.calls if c.last_user == "summarise the quarter"]) == 2

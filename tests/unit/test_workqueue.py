@@ -58,3 +58,21 @@ async def test_failures_are_retried_with_backoff() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert attempts == 3
     assert queue.retry_delay("x") == 0.01  # success reset the backoff
+
+
+async def test_a_sooner_requeue_replaces_a_later_one() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    seen: list[str] = []
+
+    async def handler(key: str) -> None:
+        seen.append(key)
+        return None
+
+    queue.add_after("k", 300.0)
+    queue.add_after("k", 0.02)
+    queue.add_after("k", 60.0)  # later than what is pending: ignored
+    task = asyncio.create_task(queue.run(handler, workers=1))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen == ["k"]
