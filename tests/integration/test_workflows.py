@@ -5,6 +5,7 @@ runtimes as processes behind the scripted model, and the engine pointed at those
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -402,3 +403,48 @@ def test_controller_killed_mid_run_resumes_without_rerunning_completed_steps(
         assert steps["wait"]["attempts"] == 1
     finally:
         successor.stop()
+
+
+def test_random_controller_kills_across_fifty_runs(
+        plane: ControlPlane, ns: str, llm: MockLLM, controller: ControllerProcess,
+        runtimes: dict[str, RuntimeProcess]) -> None:
+    """SIGKILL the controller at random moments while 50 runs progress: every run still
+    finishes correctly, no step runs twice (the scripted model counts calls), nothing is left
+    Running."""
+    import random
+
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    for process in (controller, *_CONTROLLERS):
+        process.kill()
+    runs = {f"k{i}": {"topic": f"t{i}"} for i in range(50)}
+    apply_workflow(plane, ns, "soak", {
+        "steps": [{"name": "a", "agent": "researcher", "input": "{{ input.topic }}"},
+                  {"name": "b", "agent": "analyst"},
+                  {"name": "c", "agent": "writer"}],
+        "output": {"result": "{{ steps.c.output }}"},
+        "concurrency": {"limit": 50},
+    }, runs)
+    env = controller_env(runtimes)
+    for kill in range(6):
+        victim = ControllerProcess(plane, identity=f"soak-{kill}", webhook=False, lease_seconds=2,
+                                   env=env).start()
+        _CONTROLLERS.append(victim)
+        time.sleep(rng.uniform(2.5, 6.0))  # leadership takes up to one lease; then work happens
+        victim.kill()
+    survivor = ControllerProcess(plane, identity="soak-final", webhook=False, lease_seconds=2,
+                                 env=env).start()
+    _CONTROLLERS.append(survivor)
+    try:
+        for name, run_input in runs.items():
+            run = wait_finished(plane, ns, name, timeout=180)
+            topic = run_input["topic"]
+            assert run["status"]["phase"] == "Succeeded", (seed, run["status"])
+            assert run["status"]["output"] == {"result": f"report[analysis[findings[{topic}]]]"}, seed
+            assert all(s["phase"] == "Succeeded" for s in run["status"]["steps"]), seed
+        for topic in (r["topic"] for r in runs.values()):
+            for expected in (topic, f"findings[{topic}]", f"analysis[findings[{topic}]]"):
+                calls = [c for c in llm.calls if c.last_user == expected]
+                assert len(calls) == 1, f"seed {seed}: {expected!r} was sent {len(calls)} times"
+    finally:
+        survivor.stop()
