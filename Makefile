@@ -6,11 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help test test-unit test-integration dev dev-down crds docs bench lint clean system-deps
+.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps
 
 help:
+	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
+	@echo "make demo-down stop everything make demo started"
 	@echo "make test      run the whole test suite (unit + integration on a real control plane)"
-	@echo "make dev       start a local control plane with Kagent's CRDs (kagent dev up)"
+	@echo "make dev       start a local control plane with Kagent (kagent dev up)"
 	@echo "make dev-down  stop it"
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
 	@echo "make docs      regenerate docs/reference/api.md from the API types"
@@ -34,6 +36,12 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP) system-deps
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/kagent dev demo
+
+demo-down: $(STAMP)
+	$(BIN)/kagent dev down
 
 dev: $(STAMP)
 	$(BIN)/kagent dev up

@@ -20,8 +20,10 @@ def documents(path: Path) -> list[dict[str, Any]]:
 def seed_documents() -> list[dict[str, Any]]:
     """The seed's resources: Agent, Tools, Memory, Workflow and WorkflowRun."""
     out: list[dict[str, Any]] = []
-    for name in ("agent.yaml", "tools.yaml", "memory.yaml", "workflow.yaml"):
-        out.extend(documents(EXAMPLES / "seed" / name))
+    for name in ("customer-support/agent.yaml", "customer-support/tools.yaml",
+                 "customer-support/memory.yaml", "research-report/workflow.yaml",
+                 "research-report/run.yaml"):
+        out.extend(documents(EXAMPLES / name))
     return out
 
 

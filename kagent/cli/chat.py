@@ -103,6 +103,12 @@ def resolve_target(agent: str | None, url: str | None, namespace: str | None,
         fail("name the agent (or give --url of a local runtime)", code=EXIT_USAGE)
     ns = resolve_namespace(namespace, kubeconfig)
     _check_agent_exists(agent, ns, kubeconfig)
+    from kagent.cli.dev import local_agents_url
+
+    local = local_agents_url(kubeconfig)
+    if local is not None:  # a `kagent dev` cluster: its agents are local processes
+        return AgentTarget(agent=agent, base_url=f"{local}/{ns}/{agent}",
+                           client_params={"trust_env": False})
     return proxy_target(agent, ns, load_config(kubeconfig))
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kagent.api.crd import default_crd_dir, write_crds
-from kagent.cli import chat, dev, install, resources
+from kagent.cli import chat, dev, install, resources, workflow
 from kagent.cli.controller import controller_command
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(workflow.app, name="workflow")
 app.command("controller")(controller_command)
 app.command("get")(resources.get)
 app.command("describe")(resources.describe)
@@ -72,14 +73,20 @@ def runtime(
 
 @app.command("mock-llm")
 def mock_llm(
-    script: Path = typer.Option(None, "--script", "-s", help="YAML script of scripted answers."),
+    scripts: list[Path] = typer.Option(
+        None, "--script", "-s", help="YAML script of scripted answers; repeat to merge several."
+    ),
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a pod)."),
 ) -> None:
     """Serve the scripted model: OpenAI, Anthropic and Bedrock wire formats, for offline tests."""
-    from kagent.testing.mockllm import serve
+    from kagent.testing.mockllm import ScriptError, serve
 
-    serve(script, port=port, host=host)
+    try:
+        serve(scripts or None, port=port, host=host)
+    except ScriptError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

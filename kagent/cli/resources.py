@@ -342,15 +342,22 @@ def logs(
              f"see why with `kagent describe agent {agent} -n {ns}`", EXIT_NOT_FOUND)
     prefix = len(pods) > 1
     if follow and prefix:
-        _follow_all(kube, pods, ns, tail)
+        _follow_all(kube, pods, ns, tail, kubeconfig)
         return
     for pod in pods:
-        _print_pod_log(kube, pod, ns, follow, tail, prefix)
+        _print_pod_log(kube, pod, ns, follow, tail, prefix, kubeconfig)
 
 
 def _print_pod_log(kube: Any, pod: Any, namespace: str, follow: bool, tail: int | None,
-                   prefix: bool) -> None:
+                   prefix: bool, kubeconfig: Path | None = None) -> None:
+    from kagent.cli.dev import local_pod_log
+
     pod_name = pod.metadata.name
+    local = local_pod_log(kubeconfig, namespace, pod_name)
+    if local is not None:  # a `kagent dev` pod: its process's output is a local file
+        for line in _file_lines(local, follow, tail):
+            typer.echo(f"[{pod_name}] {line}" if prefix else line, nl=False)
+        return
     container = "agent" if _has_container(pod, "agent") else None
     try:
         for line in kube.log(pod_name, namespace=namespace, follow=follow, tail_lines=tail,
@@ -360,7 +367,23 @@ def _print_pod_log(kube: Any, pod: Any, namespace: str, follow: bool, tail: int 
         api_failure(error, f"logs of pod {pod_name!r}")
 
 
-def _follow_all(kube: Any, pods: list[Any], namespace: str, tail: int | None) -> None:
+def _file_lines(path: Path, follow: bool, tail: int | None) -> Any:
+    """A log file's lines (the last ``tail``), then, with ``follow``, new ones as they come."""
+    import time
+
+    with path.open(errors="replace") as handle:
+        lines = handle.readlines()
+        yield from lines[-tail:] if tail else lines
+        while follow:
+            line = handle.readline()
+            if line:
+                yield line
+            else:
+                time.sleep(0.2)
+
+
+def _follow_all(kube: Any, pods: list[Any], namespace: str, tail: int | None,
+                kubeconfig: Path | None = None) -> None:
     """Follow several pods at once, each line prefixed with its pod (like kubectl -l … -f)."""
     import threading
 
@@ -368,7 +391,7 @@ def _follow_all(kube: Any, pods: list[Any], namespace: str, tail: int | None) ->
 
     def follow_one(pod: Any) -> None:
         try:
-            _print_pod_log(kube, pod, namespace, True, tail, True)
+            _print_pod_log(kube, pod, namespace, True, tail, True, kubeconfig)
         except BaseException as error:  # noqa: BLE001 — typer.Exit from api_failure included
             failures.append(error)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 
 from a2a.helpers.proto_helpers import new_task_from_user_message
@@ -196,6 +197,16 @@ class KagentExecutor(AgentExecutor):
         )
 
 
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
+
+
+def forwarded_prefix(request: Request) -> str:
+    """The path prefix a reverse proxy serves this agent under (``X-Forwarded-Prefix``), so the
+    card's interface URLs are the ones clients can reach; ignored unless it is a plain path."""
+    prefix = request.headers.get("x-forwarded-prefix", "").rstrip("/")
+    return prefix if _PREFIX.fullmatch(prefix) else ""
+
+
 def a2a_routes(runtime: AgentRuntime) -> tuple[list[BaseRoute], DefaultRequestHandler]:
     """Routes for the card, JSON-RPC and REST, and the handler (to close on shutdown)."""
     placeholder = agent_card(runtime.config, "http://localhost")
@@ -206,7 +217,7 @@ def a2a_routes(runtime: AgentRuntime) -> tuple[list[BaseRoute], DefaultRequestHa
     )
 
     async def card(request: Request) -> Response:
-        base = str(request.base_url).rstrip("/")
+        base = str(request.base_url).rstrip("/") + forwarded_prefix(request)
         return JSONResponse(agent_card_to_dict(agent_card(runtime.config, base)))
 
     routes: list[BaseRoute] = [

@@ -56,10 +56,15 @@ def build_runtime(
     env = os.environ if environ is None else environ
     observability = config.agent.spec.observability
     tracing = observability.tracing if observability else None
-    provider = build_tracer_provider(
-        tracing, config.secrets, service_name=config.name, namespace=config.namespace,
-        pod_name=env.get("KAGENT_POD_NAME"), exporter=exporter,
-    )
+    try:
+        provider = build_tracer_provider(
+            tracing, config.secrets, service_name=config.name, namespace=config.namespace,
+            pod_name=env.get("KAGENT_POD_NAME"), exporter=exporter,
+        )
+    except TracingConfigError as error:
+        # Traces are an aid, not the service: answer requests, and say loudly what is missing.
+        logger.warning("tracing is off: %s", error)
+        provider = None
     return AgentRuntime(
         config, tracer_provider=provider, agent_url_template=env.get("KAGENT_AGENT_URL_TEMPLATE")
     )

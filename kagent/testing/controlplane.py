@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import copy
 import ctypes
 import http.client
 import importlib.resources
@@ -290,6 +291,32 @@ def _http_json(port: int, path: str, timeout: float = 2.0) -> Any:
         connection.close()
 
 
+AGENT_POD_LABEL = "kagent.dev/agent"
+LOCAL_READY_ANNOTATION = "kagent.dev/ready-locally"
+
+
+def kwok_stages(*, local_agent_pods: bool = False) -> str:
+    """kwok's stages; with ``local_agent_pods`` an agent pod's ready stage waits until the local
+    process that realises it (``kagent.testing.localpods``) has set its ready annotation."""
+    text = importlib.resources.files("kagent.testing").joinpath("kwok_stages.yaml").read_text()
+    if not local_agent_pods:
+        return text
+    documents = [d for d in yaml.safe_load_all(text) if d]
+    ready = next(d for d in documents if d["metadata"]["name"] == "pod-ready")
+    local = copy.deepcopy(ready)
+    local["metadata"]["name"] = "pod-ready-local-agent"
+    label = f'.metadata.labels["{AGENT_POD_LABEL}"]'
+    ready["spec"]["selector"]["matchExpressions"].append(
+        {"key": label, "operator": "DoesNotExist"})
+    local["spec"]["selector"]["matchExpressions"] += [
+        {"key": label, "operator": "Exists"},
+        {"key": f'.metadata.annotations["{LOCAL_READY_ANNOTATION}"]', "operator": "In",
+         "values": ["true"]},
+    ]
+    documents.append(local)
+    return yaml.safe_dump_all(documents, sort_keys=False, width=10_000)
+
+
 def fake_node(name: str = NODE_NAME, *, ip: str = NODE_IP) -> dict[str, Any]:
     """A Node kwok will manage: big enough for any test, untainted so pods need no tolerations."""
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"}
@@ -336,6 +363,7 @@ class ControlPlane:
         binaries: _binaries.ControlPlaneBinaries | None = None,
         startup_timeout: float = 120.0,
         node_name: str = NODE_NAME,
+        local_agent_pods: bool = False,
     ) -> None:
         if detached and workdir is None:
             raise ValueError("a detached control plane needs a persistent workdir")
@@ -345,6 +373,8 @@ class ControlPlane:
         self.detached = detached
         self.startup_timeout = startup_timeout
         self.node_name = node_name
+        self.local_agent_pods = local_agent_pods
+        """Agent pods become Ready only when their local process is (``kagent dev``)."""
         self._binaries = binaries
         self._components: list[_Component] = []
         self._ports: Ports | None = None
@@ -807,9 +837,7 @@ class ControlPlane:
         kwok_dir = self.workdir / "kwok"
         kwok_dir.mkdir(parents=True, exist_ok=True)
         stages = kwok_dir / "stages.yaml"
-        stages.write_text(
-            importlib.resources.files("kagent.testing").joinpath("kwok_stages.yaml").read_text()
-        )
+        stages.write_text(kwok_stages(local_agent_pods=self.local_agent_pods))
         kwok = self._spawn(
             "kwok",
             [

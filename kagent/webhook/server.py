@@ -26,7 +26,7 @@ from kagent.api.manifests import ManifestError, parse_resource
 from kagent.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 from kagent.telemetry.controller import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
-from kagent.webhook.validate import defaults, references, validate
+from kagent.webhook.validate import advice, defaults, references, validate
 
 log = logging.getLogger("kagent.webhook")
 
@@ -118,6 +118,7 @@ def register_webhooks(registry: kopf.OperatorRegistry, client: AsyncClient) -> N
                 WEBHOOK_REFUSALS.labels(kind_name).inc()
                 WEBHOOK_LATENCY.labels(kind_name).observe(time.perf_counter() - started)
                 raise kopf.AdmissionError("; ".join(str(e) for e in errors), code=422)
+            warnings.extend(advice(obj))
             warnings.extend(await _reference_warnings(client, obj))
             WEBHOOK_LATENCY.labels(kind_name).observe(time.perf_counter() - started)
 

@@ -160,6 +160,24 @@ def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[Fie
     return []
 
 
+def advice(obj: dict[str, Any]) -> list[str]:
+    """Things that will not work as the user likely expects but are not wrong enough to refuse
+    (the brief's own Agent asks for Langfuse tracing without naming the keys): warnings."""
+    try:
+        resource = parse_resource(obj, source="object")
+    except ManifestError:
+        return []
+    found: list[str] = []
+    if isinstance(resource, Agent) and resource.spec.observability is not None:
+        tracing = resource.spec.observability.tracing
+        if tracing is not None and tracing.enabled and tracing.provider in ("langfuse", "langsmith") \
+                and tracing.secret_ref is None:
+            keys = "public-key and secret-key" if tracing.provider == "langfuse" else "api-key"
+            found.append(f"spec.observability.tracing.secretRef: {tracing.provider} needs a Secret "
+                         f"with {keys}; until it is set the agent runs without sending traces")
+    return found
+
+
 def references(resource: Resource) -> list[Reference]:
     """Objects the resource names, to look up for admission warnings."""
     refs: list[Reference] = []

@@ -40,9 +40,11 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
         assert _kagent("dev", "status", "--kubeconfig", str(config)).returncode == 0
         pids = list(ControlPlane.attach(workdir).pids.values())
         assert len(pids) == 5 and all(_alive(pid) for pid in pids)
-        controller_pid = json.loads((workdir / "controller.json").read_text())["pid"]
-        assert _alive(controller_pid)
-        pids.append(controller_pid)
+        processes = json.loads((workdir / "dev.json").read_text())["processes"]
+        assert set(processes) == {"pods", "controller"}  # no --mock-llm: no scripted model
+        for process in processes.values():
+            assert _alive(process["pid"])
+            pids.append(process["pid"])
         # The controller and its webhook are live: a cyclic workflow is refused by the webhook.
         cyclic = "apiVersion: kagent.dev/v1alpha1\nkind: Workflow\nmetadata: {name: c, namespace: default}\n" \
                  "spec: {steps: [{name: a, agent: x, dependsOn: [a]}]}\n"

@@ -417,7 +417,7 @@ def test_random_controller_kills_across_fifty_runs(
     rng = random.Random(seed)
     for process in (controller, *_CONTROLLERS):
         process.kill()
-    runs = {f"k{i}": {"topic": f"t{i}"} for i in range(50)}
+    runs = {f"soak-{i}": {"topic": f"t{i}"} for i in range(50)}  # names unique in the module
     apply_workflow(plane, ns, "soak", {
         "steps": [{"name": "a", "agent": "researcher", "input": "{{ input.topic }}"},
                   {"name": "b", "agent": "analyst"},

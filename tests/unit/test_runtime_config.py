@@ -17,7 +17,8 @@ MODEL = model("openai", "http://127.0.0.1:1")
 
 
 def test_seed_agent_with_its_tools_and_memory_folder() -> None:
-    config = load_runtime_config([EXAMPLES / "seed" / "agent.yaml", EXAMPLES / "seed" / "tools.yaml"],
+    config = load_runtime_config([EXAMPLES / "customer-support" / "agent.yaml",
+                                  EXAMPLES / "customer-support" / "tools.yaml"],
                                  environ={})
     assert config.name == "customer-support-agent"
     assert config.namespace == "ai-agents"
@@ -90,5 +91,5 @@ def test_namespace_comes_from_the_pod_environment() -> None:
 
 def test_workflows_in_a_folder_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent("a", MODEL)))
-    (tmp_path / "workflow.yaml").write_text((EXAMPLES / "seed" / "workflow.yaml").read_text())
+    (tmp_path / "workflow.yaml").write_text((EXAMPLES / "research-report" / "workflow.yaml").read_text())
     assert load_runtime_config([tmp_path], environ={}).name == "a"

@@ -21,6 +21,7 @@ from .script import (
     ToolCallSpec,
     UsageSpec,
     load_script,
+    merge_scripts,
     parse_script,
     parse_script_text,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "create_app",
     "embed_text",
     "load_script",
+    "merge_scripts",
     "parse_script",
     "parse_script_text",
     "serve",

@@ -257,3 +257,16 @@ def load_script(source: ScriptSource) -> Script:
     except OSError as exc:
         raise ScriptError(f"cannot read mock LLM script {str(path)!r}: {exc.strerror}") from None
     return parse_script_text(text, origin=str(path))
+
+
+def merge_scripts(scripts: list[Script]) -> Script:
+    """One script from several (one per example, say): rules in order, the last ``default``
+    and ``embeddings`` a script sets, every listed model. Rule names must stay unique."""
+    defaults = [s.default for s in scripts if "default" in s.model_fields_set]
+    embeddings = [s.embeddings for s in scripts if "embeddings" in s.model_fields_set]
+    return Script(
+        rules=[rule for script in scripts for rule in script.rules],
+        default=defaults[-1] if defaults else DEFAULT_REPLY,
+        embeddings=embeddings[-1] if embeddings else EmbeddingsConfig(),
+        models=list(dict.fromkeys(m for s in scripts for m in s.models)),
+    )

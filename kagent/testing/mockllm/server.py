@@ -8,6 +8,7 @@ a test — can reach it at :attr:`MockLLM.url`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -16,7 +17,7 @@ import uvicorn
 from kagent.testing.services import AsgiServer
 
 from .app import create_app
-from .script import Script, ScriptSource, load_script
+from .script import Script, ScriptSource, load_script, merge_scripts
 from .state import MockState, RecordedCall
 
 
@@ -109,11 +110,16 @@ class MockLLM:
         self.state.reset()
 
 
-def serve(script_path: str | Path | None, port: int = 8000, host: str = "127.0.0.1") -> None:
+def serve(script_paths: str | Path | Sequence[str | Path] | None, port: int = 8000,
+          host: str = "127.0.0.1") -> None:
     """Run the mock in the foreground until interrupted (what ``kagent mock-llm`` calls).
 
-    The script is validated before the port is opened so a bad file fails fast with a message
-    naming the rule and field.
+    Several scripts are merged in order (:func:`merge_scripts`). They are validated before the
+    port is opened so a bad file fails fast with a message naming the rule and field.
     """
-    state = MockState(load_script(script_path))
+    if script_paths is None or isinstance(script_paths, (str, Path)):
+        script = load_script(script_paths)
+    else:
+        script = merge_scripts([load_script(path) for path in script_paths])
+    state = MockState(script)
     uvicorn.run(create_app(state), host=host, port=port, log_level="info", lifespan="off")

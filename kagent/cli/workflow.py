@@ -1,0 +1,270 @@
+"""`kagent workflow run|output|cancel`: start a Workflow, watch its steps live, read its results."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from kagent.cli.common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    KubeconfigOption,
+    NamespaceOption,
+    api_failure,
+    client,
+    console,
+    duration,
+    fail,
+    resolve_namespace,
+)
+
+app = typer.Typer(help="Run Workflows and read their results.", no_args_is_help=True)
+
+FINISHED = ("Succeeded", "Failed")
+PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Skipped": "dim",
+               "Pending": "yellow"}
+OUTPUT_PREVIEW = 40
+PHASE_ICON = {"Succeeded": "✓", "Failed": "✗", "Running": "▶", "Skipped": "–", "Pending": "…"}
+
+
+def _resource(kind: str) -> Any:
+    from kagent.kube import KAGENT_RESOURCES
+
+    return KAGENT_RESOURCES[kind]
+
+
+def parse_inputs(pairs: list[str], parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    """``k=v`` pairs into the run's input, typed by the Workflow's parameters (pure).
+
+    Raises ValueError naming the parameter when a pair is malformed, unknown, of the wrong type
+    or when a required parameter is missing.
+    """
+    by_name = {p["name"]: p for p in parameters}
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--input {pair!r}: write it as NAME=VALUE")
+        parameter = by_name.get(name)
+        if parameter is None:
+            known = ", ".join(by_name) or "none"
+            raise ValueError(f"--input {name}: the workflow has no such input (its inputs: {known})")
+        values[name] = _typed(name, raw, parameter.get("type", "string"))
+        allowed = parameter.get("enum")
+        if allowed and values[name] not in allowed:
+            raise ValueError(f"--input {name}: {raw!r} is not one of {', '.join(map(str, allowed))}")
+    missing = [p["name"] for p in parameters
+               if p.get("required") and p["name"] not in values and "default" not in p]
+    if missing:
+        raise ValueError("missing required input: " + ", ".join(f"--input {m}=…" for m in missing))
+    return values
+
+
+def _typed(name: str, raw: str, kind: str) -> Any:
+    if kind == "string":
+        return raw
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = None
+    checks = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+              "boolean": lambda v: isinstance(v, bool),
+              "object": lambda v: isinstance(v, dict),
+              "array": lambda v: isinstance(v, list)}
+    check = checks.get(kind)
+    if check is not None and not check(value):
+        raise ValueError(f"--input {name}: {raw!r} is not a valid {kind}")
+    return value if check is not None else raw
+
+
+def steps_view(workflow: dict[str, Any], run: dict[str, Any]) -> Group:
+    """The live screen: the run's phase and one row per step of the Workflow (pure)."""
+    status = run.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    header = Text.assemble(
+        ("run ", "bold"), (run["metadata"]["name"], "bold cyan"), "  ",
+        (f"{PHASE_ICON.get(phase, '')} {phase}", PHASE_STYLE.get(phase, "")),
+        f"  {_elapsed(status)}",
+        (f"  {status.get('reason')}: {status.get('message', '')}" if status.get("reason")
+         and phase != "Succeeded" else "", "dim"))
+    recorded = {s["name"]: s for s in status.get("steps") or []}
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("STEP", "AGENT", "PHASE", "TRIES", "TIME", "TOKENS", "OUTPUT"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for step in workflow["spec"].get("steps") or []:
+        seen = recorded.get(step["name"], {})
+        step_phase = seen.get("phase") or "Pending"
+        usage = seen.get("usage") or {}
+        tokens = usage.get("inputTokens", 0) + usage.get("outputTokens", 0)
+        detail = seen.get("error") if step_phase == "Failed" else seen.get("output")
+        table.add_row(
+            step["name"], seen.get("agent") or step.get("agent") or "(routed)",
+            Text(f"{PHASE_ICON.get(step_phase, '')} {step_phase}",
+                 style=PHASE_STYLE.get(step_phase, "")),
+            str(seen.get("attempts", 0)), _elapsed(seen) if seen.get("startedAt") else "-",
+            str(tokens) if tokens else "-", _preview(detail))
+    return Group(header, table)
+
+
+def _preview(text: str | None, width: int = OUTPUT_PREVIEW) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _elapsed(status: dict[str, Any]) -> str:
+    started = status.get("startedAt")
+    if not started:
+        return ""
+    end = status.get("finishedAt")
+    begin = datetime.fromisoformat(str(started))
+    finish = datetime.fromisoformat(str(end)) if end else datetime.now(UTC)
+    seconds = (finish - begin).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else duration(seconds)
+
+
+def _get(kube: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    try:
+        return kube.get(_resource(kind), name, namespace=namespace).to_dict()
+    except Exception as error:  # noqa: BLE001 — a message and an exit code
+        api_failure(error, f"{kind} {name!r} in namespace {namespace!r}")
+
+
+def watch_run(kube: Any, workflow: dict[str, Any], name: str, namespace: str,
+              timeout: float | None) -> dict[str, Any]:
+    """Redraw the steps until the run finishes (or ``timeout`` seconds pass); returns the run."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    run = _get(kube, "WorkflowRun", name, namespace)
+    with Live(steps_view(workflow, run), console=console, refresh_per_second=4,
+              transient=False) as live:
+        while (run.get("status") or {}).get("phase") not in FINISHED:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+            run = _get(kube, "WorkflowRun", name, namespace)
+            live.update(steps_view(workflow, run))
+    return run
+
+
+@app.command("run")
+def run(
+    workflow_name: str = typer.Argument(..., metavar="WORKFLOW", help="The Workflow to run."),
+    inputs: list[str] = typer.Option(None, "--input", "-i", help="NAME=VALUE; repeat for more."),
+    name: str = typer.Option(None, "--name", help="Name of the WorkflowRun (default: generated)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Start a run of WORKFLOW. With --watch, exit 0 if it Succeeded, 1 if it Failed."""
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    workflow = _get(kube, "Workflow", workflow_name, ns)
+    try:
+        values = parse_inputs(inputs or [], workflow["spec"].get("input") or [])
+    except ValueError as error:
+        fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name}`",
+             EXIT_USAGE)
+    metadata: dict[str, Any] = {"namespace": ns, "labels": {"kagent.dev/workflow": workflow_name}}
+    if name:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = f"{workflow_name}-"
+    body = {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun", "metadata": metadata,
+            "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
+    try:
+        created = kube.create(_resource("WorkflowRun")(body)).to_dict()
+    except Exception as error:  # noqa: BLE001
+        from lightkube.core.exceptions import ApiError
+
+        if isinstance(error, ApiError) and error.status.code in (400, 409, 422):
+            fail(f"the run was refused: {error.status.message}", code=EXIT_USAGE)
+        api_failure(error, f"Workflow {workflow_name!r}")
+    run_name = created["metadata"]["name"]
+    console.print(f"workflowrun/{run_name} created", highlight=False)
+    if not watch:
+        console.print(f"  follow it: kagent workflow run … --watch, or "
+                      f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
+                      highlight=False)
+        return
+    try:
+        final = watch_run(kube, workflow, run_name, ns, timeout)
+    except KeyboardInterrupt:
+        console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
+        raise typer.Exit(130) from None
+    status = final.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        for key, value in (status.get("output") or {}).items():
+            console.print(f"\n[bold]{key}[/]")
+            typer.echo(value if isinstance(value, str) else json.dumps(value, indent=2))
+        return
+    if phase == "Failed":
+        fail(f"run {run_name} failed: {status.get('reason')}: {status.get('message', '')}",
+             f"see `kagent describe run {run_name} -n {ns}`")
+    fail(f"run {run_name} is still {phase or 'Pending'} after {timeout:.0f}s",
+         f"follow it with `kagent describe run {run_name} -n {ns}`", EXIT_ERROR)
+
+
+@app.command("output")
+def output(
+    run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun."),
+    step: str = typer.Option(None, "--step", "-s", help="One step's full answer instead."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Print a run's output, or one step's full answer (also when the status holds it cut)."""
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    status = _get(kube, "WorkflowRun", run_name, ns).get("status") or {}
+    if step is None:
+        if "output" not in status:
+            fail(f"run {run_name} has no output yet (phase {status.get('phase') or 'Pending'})")
+        typer.echo(json.dumps(status["output"], indent=2, ensure_ascii=False))
+        return
+    found = next((s for s in status.get("steps") or [] if s["name"] == step), None)
+    if found is None:
+        names = ", ".join(s["name"] for s in status.get("steps") or []) or "none yet"
+        fail(f"run {run_name} has no step {step!r} (steps: {names})", code=EXIT_USAGE)
+    ref = found.get("outputRef")
+    if ref:
+        from lightkube.resources.core_v1 import ConfigMap
+
+        try:
+            data = kube.get(ConfigMap, ref["configMap"], namespace=ns).data or {}
+        except Exception as error:  # noqa: BLE001
+            api_failure(error, f"ConfigMap {ref['configMap']!r} holding the output")
+        typer.echo(data.get(ref["key"], found.get("output") or ""))
+        return
+    if found.get("output") is None:
+        fail(f"step {step} has no output (phase {found.get('phase')})")
+    typer.echo(found["output"])
+
+
+@app.command("cancel")
+def cancel(
+    run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Cancel a run: its in-flight steps stop and it ends Failed with reason Cancelled."""
+    from lightkube.types import PatchType
+
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    try:
+        kube.patch(_resource("WorkflowRun"), run_name, {"spec": {"cancel": True}}, namespace=ns,
+                   patch_type=PatchType.MERGE)
+    except Exception as error:  # noqa: BLE001
+        api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}")
+    console.print(f"workflowrun/{run_name} cancel requested", highlight=False)

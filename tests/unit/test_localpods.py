@@ -1,0 +1,86 @@
+"""How `kagent dev` turns an agent pod into a local command: the pure planning step, fed the
+Deployment pod template the controller really renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kagent.api import Agent
+from kagent.controller.render import AgentInputs, render_agent
+from kagent.testing.controlplane import kwok_stages
+from kagent.testing.localpods import LaunchError, plan_launch, referenced_objects
+
+AGENT = {
+    "apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",
+    "metadata": {"name": "writer", "namespace": "team", "uid": "u-1"},
+    "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini",
+                       "apiKeySecretRef": {"name": "openai-api-key", "key": "api-key"}},
+             "systemPrompt": "You write.",
+             "observability": {"metrics": {"enabled": True, "port": 9090}}},
+}
+
+
+def rendered_pod() -> dict[str, Any]:
+    objects = render_agent(AgentInputs(agent=Agent.model_validate(AGENT))).objects
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    config = next(o for o in objects if o["kind"] == "ConfigMap")
+    template = deployment["spec"]["template"]
+    pod = {"metadata": {"name": "writer-abc", "namespace": "team", "uid": "p-1",
+                        "labels": template["metadata"]["labels"]},
+           "spec": {**template["spec"], "nodeName": "kwok-node-0"}}
+    return {"pod": pod, "config": config["data"]}
+
+
+def test_the_rendered_pod_becomes_kagent_runtime_on_local_ports(tmp_path: Path) -> None:
+    rendered = rendered_pod()
+    pod = rendered["pod"]
+    assert referenced_objects(pod) == {("ConfigMap", "writer"), ("Secret", "openai-api-key")}
+    lookup = {("ConfigMap", "writer"): rendered["config"],
+              ("Secret", "openai-api-key"): {"api-key": "sk-local"}}
+    plan = plan_launch(pod, lookup, pod_dir=tmp_path, ports={8080: 41001, 9090: 41002},
+                       base_env={"PATH": "/bin", "SECRET_OF_THE_HOST": "x"},
+                       overrides={"KAGENT_AGENT_URL_TEMPLATE": "http://127.0.0.1:1/{namespace}/{name}"})
+    assert plan.argv[1:] == ["-m", "kagent", "runtime", "-f",
+                             str(tmp_path / "volumes/config/agent.yaml"), "--port", "41001",
+                             "--metrics-port", "41002", "--host", "127.0.0.1"]
+    assert plan.http_port == 41001
+    config = yaml.safe_load_all(plan.files["volumes/config/agent.yaml"].decode())
+    assert next(config)["metadata"]["name"] == "writer"
+    assert plan.dirs == ["volumes/tmp"]
+    # The pod's environment, resolved as a kubelet would; the host's own variables stay out.
+    assert plan.env["KAGENT_NAMESPACE"] == "team" and plan.env["KAGENT_POD_NAME"] == "writer-abc"
+    assert "sk-local" in plan.env.values()
+    assert plan.env["KAGENT_AGENT_URL_TEMPLATE"] == "http://127.0.0.1:1/{namespace}/{name}"
+    assert plan.env["TMPDIR"] == str(tmp_path / "volumes/tmp")
+    assert plan.env["PATH"] == "/bin" and "SECRET_OF_THE_HOST" not in plan.env
+
+
+def test_a_missing_secret_key_names_it(tmp_path: Path) -> None:
+    rendered = rendered_pod()
+    lookup = {("ConfigMap", "writer"): rendered["config"], ("Secret", "openai-api-key"): {}}
+    with pytest.raises(LaunchError, match='Secret "openai-api-key" has no key "api-key"'):
+        plan_launch(rendered["pod"], lookup, pod_dir=tmp_path, ports={8080: 1, 9090: 2},
+                    base_env={}, overrides={})
+
+
+def test_a_missing_configmap_names_the_volume(tmp_path: Path) -> None:
+    rendered = rendered_pod()
+    lookup = {("Secret", "openai-api-key"): {"api-key": "k"}}
+    with pytest.raises(LaunchError, match='ConfigMap "writer" \\(volume config\\) not found'):
+        plan_launch(rendered["pod"], lookup, pod_dir=tmp_path, ports={8080: 1, 9090: 2},
+                    base_env={}, overrides={})
+
+
+def test_kwok_waits_for_local_readiness_only_for_agent_pods() -> None:
+    assert kwok_stages() == kwok_stages(local_agent_pods=False)
+    stages = {d["metadata"]["name"]: d for d in yaml.safe_load_all(kwok_stages(local_agent_pods=True))}
+    plain = stages["pod-ready"]["spec"]["selector"]["matchExpressions"]
+    local = stages["pod-ready-local-agent"]["spec"]["selector"]["matchExpressions"]
+    assert {"key": '.metadata.labels["kagent.dev/agent"]', "operator": "DoesNotExist"} in plain
+    assert {"key": '.metadata.annotations["kagent.dev/ready-locally"]', "operator": "In",
+            "values": ["true"]} in local
+    assert stages["pod-ready-local-agent"]["spec"]["next"] == stages["pod-ready"]["spec"]["next"]

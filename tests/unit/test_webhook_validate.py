@@ -1,0 +1,43 @@
+"""Admission checks beyond the CRD schema (pure): refusals name the field; advice warns."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kagent.webhook.validate import advice, validate
+from tests.helpers import seed_documents
+
+
+def seed_agent() -> dict[str, Any]:
+    return copy.deepcopy(next(d for d in seed_documents() if d["kind"] == "Agent"))
+
+
+def test_the_seed_agent_is_valid_but_warned_about_its_tracing_keys() -> None:
+    agent = seed_agent()
+    assert validate(agent) == []
+    (warning,) = advice(agent)
+    assert warning.startswith("spec.observability.tracing.secretRef: langfuse needs a Secret")
+    agent["spec"]["observability"]["tracing"]["secretRef"] = {"name": "langfuse-keys"}
+    assert advice(agent) == []
+
+
+def test_workflow_refusals_name_the_field() -> None:
+    workflow = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Workflow",
+                "metadata": {"name": "w", "namespace": "n"},
+                "spec": {"steps": [{"name": "a", "agent": "x", "when": "input.topic ==",
+                                    "input": "{{ input.topic "}]}}
+    fields = {e.field for e in validate(workflow)}
+    assert {"spec.steps[0].when", "spec.steps[0].input"} <= fields
+
+
+def test_a_run_cannot_change_its_input_or_be_uncancelled() -> None:
+    run = {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun",
+           "metadata": {"name": "r", "namespace": "n"},
+           "spec": {"workflowRef": {"name": "w"}, "input": {"topic": "a"}, "cancel": True}}
+    changed = copy.deepcopy(run)
+    changed["spec"]["input"] = {"topic": "b"}
+    changed["spec"]["cancel"] = False
+    assert {e.field for e in validate(changed, run)} == {"spec.input", "spec.cancel"}
+    cancelled = copy.deepcopy(run)
+    assert validate(cancelled, {**run, "spec": {**run["spec"], "cancel": False}}) == []
