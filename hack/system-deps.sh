@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the Debian packages the tests use, when they are missing: the real Redis server.
+# Install the Debian packages the tests use, when they are missing: the real Redis server, and
+# tmux, the terminal the CLI's live views are checked in.
 # Go (to build the test control plane once) and npm (to fetch helm) are expected on the machine.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then

@@ -97,7 +97,7 @@ def steps_view(workflow: dict[str, Any], run: dict[str, Any]) -> Group:
         (f"{PHASE_ICON.get(phase, '')} {phase}", PHASE_STYLE.get(phase, "")),
         f"  {_elapsed(status)}",
         (f"  {status.get('reason')}: {status.get('message', '')}" if status.get("reason")
-         and phase != "Succeeded" else "", "dim"))
+         and phase in ("Pending", "Failed") else "", "dim"))
     recorded = {s["name"]: s for s in status.get("steps") or []}
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("STEP", "AGENT", "PHASE", "TRIES", "TIME", "TOKENS", "OUTPUT"):

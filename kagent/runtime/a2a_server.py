@@ -41,6 +41,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from kagent.runtime.agent import AgentRuntime, TextDelta, Turn, TurnFailed, TurnResult
 from kagent.runtime.config import RuntimeConfig
+from kagent.runtime.tools.agent import USAGE_METADATA
 from kagent.runtime.tracing import incoming_context
 
 logger = logging.getLogger("kagent.runtime.a2a")
@@ -179,7 +180,8 @@ class KagentExecutor(AgentExecutor):
         )
 
     async def _finish(self, updater: TaskUpdater, result: TurnResult) -> None:
-        message = updater.new_agent_message([Part(text=result.text)])
+        message = updater.new_agent_message([Part(text=result.text)],
+                                            metadata={USAGE_METADATA: usage_metadata(result)})
         if result.input_required:
             await updater.requires_input(message=message)
             return
@@ -195,6 +197,12 @@ class KagentExecutor(AgentExecutor):
         await updater.cancel(
             message=updater.new_agent_message([Part(text="The task was cancelled.")])
         )
+
+
+def usage_metadata(result: TurnResult) -> dict[str, int]:
+    usage = result.usage
+    return {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+            "requests": usage.requests}
 
 
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")

@@ -77,11 +77,13 @@ class AgentCaller(Protocol):
 
 async def a2a_caller(url: str, agent: str, message: str, *, timeout: float,
                      message_id: str) -> Answer:
-    """Ask the agent over A2A (the same client agent-as-tool uses). The runtime reports no token
-    usage over A2A, so none is recorded rather than guessed."""
-    from kagent.runtime.tools.agent import ask_agent_at
+    """Ask the agent over A2A (the same client agent-as-tool uses), with the model usage the
+    runtime reports in its answer."""
+    from kagent.runtime.tools.agent import ask_agent_with_usage
 
-    return Answer(await ask_agent_at(url, agent, message, timeout=timeout, message_id=message_id))
+    text, usage = await ask_agent_with_usage(url, agent, message, timeout=timeout,
+                                             message_id=message_id)
+    return Answer(text, usage or None)
 
 
 class RunGone(Exception):

@@ -16,7 +16,12 @@ from starlette.routing import Route
 from kagent.api.model import EmbeddingSpec
 from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
-from kagent.runtime.tools.embeddings import EmbeddingError, embed, embeddings_request_body
+from kagent.runtime.tools.embeddings import (
+    EmbeddingError,
+    embed,
+    embeddings_request_body,
+    embeddings_url,
+)
 from kagent.testing.mockllm import MockLLM, embed_text
 from kagent.testing.services import AsgiServer
 
@@ -105,3 +110,12 @@ async def test_bedrock_titan(monkeypatch: pytest.MonkeyPatch, ctx: RuntimeContex
     assert {s["model"] for s in seen} == {"amazon.titan-embed-text-v2:0"}
     assert sorted(s["body"]["inputText"] for s in seen) == ["another", "one text"]
     assert all(s["auth"].startswith("AWS4-HMAC-SHA256 Credential=AKIDTEST/") for s in seen)
+
+
+def test_url_is_the_endpoint_else_the_sdks_base_url_variable_else_openai() -> None:
+    spec = EmbeddingSpec.model_validate({"provider": "openai", "model": "m"})
+    assert embeddings_url(spec, {}) == "https://api.openai.com/v1/embeddings"
+    assert embeddings_url(spec, {"OPENAI_BASE_URL": "http://gw:8/v1/"}) == "http://gw:8/v1/embeddings"
+    own = EmbeddingSpec.model_validate({"provider": "vllm", "model": "m",
+                                        "endpoint": "http://tei:80/v1/embeddings"})
+    assert embeddings_url(own, {"OPENAI_BASE_URL": "http://gw:8/v1"}) == "http://tei:80/v1/embeddings"

@@ -67,9 +67,24 @@ async def ask_agent(agent_name: str, message: str, ctx: RuntimeContext,
     return await ask_agent_at(ctx.agent_url(agent_name), agent_name, message, timeout=timeout)
 
 
+USAGE_METADATA = "kagent.dev/usage"
+"""Key of a Kagent runtime's answer metadata holding the turn's model usage, so a caller (the
+workflow engine) accounts for tokens without guessing."""
+
+
 async def ask_agent_at(url: str, agent_name: str, message: str, *,
                        timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> str:
-    """Send ``message`` to the agent served at ``url`` and return its final text.
+    """Send ``message`` to the agent served at ``url`` and return its final text."""
+    text, _ = await ask_agent_with_usage(url, agent_name, message, timeout=timeout,
+                                         message_id=message_id)
+    return text
+
+
+async def ask_agent_with_usage(url: str, agent_name: str, message: str, *,
+                               timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None
+                               ) -> tuple[str, dict[str, int]]:
+    """Send ``message`` to the agent served at ``url``; its final text and the model usage it
+    reported (empty when the agent reports none).
 
     ``message_id`` is the A2A message id; a caller that may resend the same request (the
     workflow engine after a restart) passes a stable one as the idempotency key."""
@@ -100,7 +115,21 @@ async def ask_agent_at(url: str, agent_name: str, message: str, *,
             await client.close()
     if final is None:
         raise ToolFailed(f"agent {agent_name} sent no answer")
-    return answer_text(agent_name, final)
+    return answer_text(agent_name, final), reported_usage(final)
+
+
+def reported_usage(response: Any) -> dict[str, int]:
+    """The usage a Kagent runtime puts in its answer's metadata (``kagent.dev/usage``)."""
+    from google.protobuf.json_format import MessageToDict
+
+    if response.HasField("task") and response.task.status.HasField("message"):
+        metadata = response.task.status.message.metadata
+    elif response.HasField("message"):
+        metadata = response.message.metadata
+    else:
+        return {}
+    usage = MessageToDict(metadata).get(USAGE_METADATA) or {}
+    return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
 
 
 def agent_toolset(agent_name: str, description: str | None, ctx: RuntimeContext,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -47,8 +49,11 @@ async def embed(texts: list[str], spec: EmbeddingSpec | None,
     return vectors
 
 
-def embeddings_url(spec: EmbeddingSpec) -> str:
-    base = (spec.endpoint or OPENAI_ENDPOINT).rstrip("/")
+def embeddings_url(spec: EmbeddingSpec, environ: Mapping[str, str] | None = None) -> str:
+    """``endpoint``, else — as the OpenAI SDK does for the chat model — ``OPENAI_BASE_URL``,
+    else OpenAI's own API."""
+    env = os.environ if environ is None else environ
+    base = (spec.endpoint or env.get("OPENAI_BASE_URL") or OPENAI_ENDPOINT).rstrip("/")
     return base if base.endswith("/embeddings") else f"{base}/embeddings"
 
 
