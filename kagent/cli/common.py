@@ -119,6 +119,17 @@ def age(timestamp: Any, now: datetime | None = None) -> str:
     return duration(max(seconds, 0))
 
 
+def elapsed_seconds(status: dict[str, Any]) -> float | None:
+    """Seconds from ``startedAt`` to ``finishedAt`` (or now, while it runs); None before it
+    started. Runs and steps share the two fields."""
+    started = status.get("startedAt")
+    if not started:
+        return None
+    end = status.get("finishedAt")
+    finish = datetime.fromisoformat(str(end)) if end else datetime.now(UTC)
+    return (finish - datetime.fromisoformat(str(started))).total_seconds()
+
+
 def duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds < 120:

@@ -123,6 +123,11 @@ def install(
         fail("the cluster does not meet the prerequisites above")
     if check_only:
         return
+    # Helm installs crds/ on first install only; applying them here makes an upgrade bring
+    # the new schema too (server-side apply: fields of other managers are left alone).
+    with console.status("applying Kagent's CRDs…"):
+        applied = apply_crds(kubeconfig, chart / "crds")
+    console.print(f"[green]✓[/] {applied} CRDs applied", highlight=False)
     args = ["upgrade", "--install", RELEASE, str(chart), "-n", namespace, "--create-namespace"]
     if cert_manager:
         args += ["--set", "webhook.certManager.enabled=true"]
@@ -137,6 +142,25 @@ def install(
              EXIT_ERROR)
     console.print(f"[green]Kagent installed[/] in namespace {namespace}. "
                   "Next: `kagent get agents -A`.", highlight=False)
+
+
+def apply_crds(kubeconfig: Path | None, folder: Path) -> int:
+    """Server-side apply every CRD in ``folder``; returns how many."""
+    import yaml
+    from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+
+    from kagent.cli.common import api_failure, client
+
+    kube = client(kubeconfig)
+    files = sorted(folder.glob("*.yaml"))
+    for path in files:
+        manifest = yaml.safe_load(path.read_text())
+        try:
+            kube.apply(CustomResourceDefinition.from_dict(manifest), field_manager="kagent-install",
+                       force=True)
+        except Exception as error:  # noqa: BLE001 — a message and an exit code
+            api_failure(error, f"CRD {manifest['metadata']['name']}")
+    return len(files)
 
 
 def uninstall(

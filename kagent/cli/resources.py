@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from kagent.cli.common import (
     client,
     console,
     duration,
+    elapsed_seconds,
     fail,
     print_documents,
     resolve_namespace,
@@ -78,13 +78,8 @@ def _condition_text(status: dict[str, Any], kind: str) -> str:
 def _run_duration(status: dict[str, Any]) -> str:
     if status.get("duration"):
         return str(status["duration"])
-    started = status.get("startedAt")
-    if not started:
-        return "-"
-    end = status.get("finishedAt")
-    begin = datetime.fromisoformat(str(started))
-    finish = datetime.fromisoformat(str(end)) if end else datetime.now(UTC)
-    return duration((finish - begin).total_seconds())
+    seconds = elapsed_seconds(status)
+    return "-" if seconds is None else duration(seconds)
 
 
 def _columns(kind: str, doc: dict[str, Any]) -> list[str]:

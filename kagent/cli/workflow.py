@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from kagent.cli.common import (
     client,
     console,
     duration,
+    elapsed_seconds,
     fail,
     resolve_namespace,
 )
@@ -123,13 +123,9 @@ def _preview(text: str | None, width: int = OUTPUT_PREVIEW) -> str:
 
 
 def _elapsed(status: dict[str, Any]) -> str:
-    started = status.get("startedAt")
-    if not started:
+    seconds = elapsed_seconds(status)
+    if seconds is None:
         return ""
-    end = status.get("finishedAt")
-    begin = datetime.fromisoformat(str(started))
-    finish = datetime.fromisoformat(str(end)) if end else datetime.now(UTC)
-    seconds = (finish - begin).total_seconds()
     return f"{seconds:.1f}s" if seconds < 120 else duration(seconds)
 
 

@@ -56,6 +56,15 @@ def test_install_then_uninstall(own_plane: ControlPlane) -> None:
     assert "Kagent installed" in installed.stdout
     deployments = own_plane.kubectl("get", "deployments", "-n", "kagent-system", "-o", "name")
     assert "kagent" in deployments.stdout
+    assert "5 CRDs applied" in installed.stdout
+    # An upgrade is the same command; it re-applies the CRDs, which Helm alone would not.
+    own_plane.kubectl("patch", "crd", "agents.kagent.dev", "--type", "json", "-p",
+                      '[{"op": "replace", "path": "/spec/names/shortNames", "value": ["stale"]}]')
+    upgraded = kagent(own_plane, "install", "--set", f"webhook.url=https://127.0.0.1:{port}")
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    short = own_plane.kubectl("get", "crd", "agents.kagent.dev", "-o",
+                              "jsonpath={.spec.names.shortNames}").stdout
+    assert "stale" not in short and "ag" in short
     removed = kagent(own_plane, "uninstall")
     assert removed.returncode == 0, removed.stderr
     again = kagent(own_plane, "uninstall")

@@ -128,7 +128,10 @@ def test_changes_roll_the_pods_and_unrelated_secrets_do_not(kagent_controller: A
     wait_for(rolled, what="a rollout after the Tool changed")
     hashes.append(config_hash(cp, name, namespace))
     # 3. rotating a referenced Secret
-    create_secrets(cp, namespace, value="rotated")
+    # (one Secret: rotating the three one after another would roll three times)
+    rotated = cp.kubectl("create", "secret", "generic", "openai-api-key", "-n", namespace,
+                         "--from-literal=api-key=rotated", "--dry-run=client", "-o", "yaml").stdout
+    cp.kubectl("apply", "-f", "-", input=rotated)
     wait_for(rolled, what="a rollout after the Secret rotated")
     hashes.append(config_hash(cp, name, namespace))
     # 4. an unrelated Secret: nothing rolls

@@ -158,6 +158,35 @@ def test_workflow_run_watch_shows_the_steps_live_in_a_terminal(demo: Demo) -> No
     assert "announcement" in final  # the run's output mapping, printed at the end
 
 
+def test_workflow_cancel_stops_a_running_run(demo: Demo) -> None:
+    script = httpx.get(f"{demo.llm_url}/_mock/script", timeout=10).json()
+    script["rules"].insert(0, {"name": "test/endless-draft", "system_contains": "copywriter",
+                               "contains": "never finishes", "delay": 60, "content": "late"})
+    httpx.put(f"{demo.llm_url}/_mock/script", json=script, timeout=10).raise_for_status()
+    started = demo.kagent("workflow", "run", "review-revise", "-n", NS, "--name", "to-cancel",
+                          "--input", "brief=never finishes")
+    assert started.returncode == 0 and "workflowrun/to-cancel created" in started.stderr
+
+    def step_running() -> bool:
+        status = demo.kubectl_json("get", "workflowrun", "to-cancel", "-n", NS).get("status") or {}
+        return any(s["phase"] == "Running" for s in status.get("steps") or [])
+
+    wait_for(step_running, what="the draft step to run")
+    cancelled = demo.kagent("workflow", "cancel", "to-cancel", "-n", NS)
+    assert cancelled.returncode == 0, cancelled.stderr
+    status = wait_for(lambda: (lambda s: s if s.get("phase") == "Failed" else None)(
+        demo.kubectl_json("get", "workflowrun", "to-cancel", "-n", NS).get("status") or {}),
+        timeout=30, what="the run to end")
+    assert status["reason"] == "Cancelled"
+    assert not [s for s in status["steps"] if s["phase"] in ("Running", "Pending")]
+    output = demo.kagent("workflow", "output", "to-cancel", "-n", NS, "--step", "nope")
+    assert output.returncode == 2 and "has no step 'nope'" in output.stderr
+    missing = demo.kagent("workflow", "cancel", "no-such-run", "-n", NS)
+    assert missing.returncode == 3
+    bad = demo.kagent("workflow", "run", "review-revise", "-n", NS, "--input", "colour=red")
+    assert bad.returncode == 2 and "no such input" in bad.stderr
+
+
 def test_chat_holds_a_streamed_multi_turn_conversation_in_a_terminal(demo: Demo) -> None:
     child = pexpect.spawn(sys.executable, ["-m", "kagent", "chat", "general-agent", "-n", NS],
                           env=demo.env, encoding="utf-8", timeout=60, dimensions=(30, 120))

@@ -8,12 +8,13 @@ from typer.testing import CliRunner
 from kagent.cli.main import app
 
 COMMANDS = ["get", "describe", "logs", "invoke", "chat", "run", "install", "uninstall", "docs",
-            "crds", "runtime", "controller", "mock-llm", "dev"]
+            "crds", "runtime", "controller", "mock-llm", "dev", "workflow", "dev up", "dev down",
+            "dev status", "dev demo", "workflow run", "workflow output", "workflow cancel"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help(command: str) -> None:
-    result = CliRunner().invoke(app, [command, "--help"])
+    result = CliRunner().invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output
 

@@ -80,3 +80,17 @@ def test_step_and_parameter_lists_are_maps() -> None:
 def test_rendered_yaml_parses_back() -> None:
     for manifest in all_crds().values():
         assert yaml.safe_load(render_yaml(manifest)) == manifest
+
+
+def test_kagent_crds_writes_one_file_per_kind(tmp_path: Any) -> None:
+    """`kagent crds --output DIR`, as a user runs it, writes exactly the committed files."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "kagent", "crds", "--output", str(tmp_path)],
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in tmp_path.glob("*.yaml"))
+    assert written == sorted(all_crds()) and len(written) == len(KINDS)
+    for name in written:
+        assert (tmp_path / name).read_text() == (default_crd_dir() / name).read_text()
