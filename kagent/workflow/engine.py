@@ -474,7 +474,12 @@ class RunExecutor:
 
     async def finish(self, phase: str, reason: str, message: str,
                      output: dict[str, Any] | None = None) -> None:
-        self.status.update(phase=phase, reason=reason, message=message, finishedAt=now_rfc3339())
+        finished = now_rfc3339()
+        self.status.update(phase=phase, reason=reason, message=message, finishedAt=finished)
+        for step in self.steps:
+            if step.get("phase", "Pending") == "Pending":  # never started: it will not run now
+                step.update(phase="Skipped", error=f"not run: the run ended ({reason})",
+                            finishedAt=finished)
         if output is not None:
             self.status["output"] = output
         await self.flush()

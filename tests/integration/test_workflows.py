@@ -236,7 +236,8 @@ def test_failing_step_is_retried_then_fails_the_run_fast(plane: ControlPlane, ns
     assert run["status"]["phase"] == "Failed" and run["status"]["reason"] == "StepFailed"
     assert steps["bad"]["phase"] == "Failed" and steps["bad"]["attempts"] == 3
     assert steps["slow"]["phase"] == "Failed"  # cancelled, not left running
-    assert steps["after"]["phase"] == "Pending"
+    assert steps["after"]["phase"] == "Skipped" and steps["after"]["attempts"] == 0
+    assert steps["after"]["error"] == "not run: the run ended (StepFailed)"
 
 
 def test_continue_lets_independent_branches_finish(plane: ControlPlane, ns: str) -> None:

@@ -133,7 +133,7 @@ async def test_retries_then_fail_fast_cancels_the_other_branch() -> None:
     assert engine.status["phase"] == "Failed" and engine.status["reason"] == "StepFailed"
     assert result["a"]["attempts"] == 3 and result["a"]["error"] == "boom"
     assert result["b"]["phase"] == "Failed" and "cancelled" in result["b"]["error"]
-    assert result["c"]["phase"] == "Pending"
+    assert result["c"]["phase"] == "Skipped" and result["c"]["error"].startswith("not run")
 
 
 async def test_continue_finishes_independent_branches_and_skips_dependents() -> None:
