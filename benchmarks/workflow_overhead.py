@@ -30,18 +30,18 @@ SCRIPT = {"default": {"content": "ok: {{last_user}}"}}
 
 
 def pipeline() -> dict[str, Any]:
-    steps = [{"name": f"s{i}", "agent": "worker", "input": f"step {i} of {{{{ input.n }}}}"}
+    steps = [{"name": f"s{i}", "agent": "worker", "input": f"step {i} of {{{{ input.item }}}}"}
              for i in range(STEPS)]
     return {"apiVersion": "kagent.dev/v1alpha1", "kind": "Workflow",
             "metadata": {"name": "pipeline", "namespace": "bench"},
-            "spec": {"input": [{"name": "n", "type": "string"}], "steps": steps,
+            "spec": {"input": [{"name": "item", "type": "string"}], "steps": steps,
                      "concurrency": {"limit": RUNS, "policy": "queue"}}}
 
 
 def run_doc(name: str) -> dict[str, Any]:
     return {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun",
             "metadata": {"name": name, "namespace": "bench"},
-            "spec": {"workflowRef": {"name": "pipeline"}, "input": {"n": name}}}
+            "spec": {"workflowRef": {"name": "pipeline"}, "input": {"item": name}}}
 
 
 async def direct_run(url: str, n: str) -> None:
