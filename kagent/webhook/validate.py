@@ -53,12 +53,6 @@ def _check_agent(agent: Agent) -> list[FieldError]:
     model = agent.spec.model
     if model.endpoint and not model.endpoint.startswith(("http://", "https://")):
         errors.append(FieldError("spec.model.endpoint", "must be an http:// or https:// URL"))
-    if model.provider == "bedrock" and model.api_key_secret_ref is not None:
-        errors.append(FieldError(
-            "spec.model.apiKeySecretRef",
-            "bedrock authenticates with AWS credentials (the pod's IAM role or AWS_* env), "
-            "not an API key",
-        ))
     scaling = agent.spec.scaling
     if scaling is not None and scaling.keda is not None and not scaling.keda.enabled and scaling.keda.triggers:
         errors.append(FieldError("spec.scaling.keda.triggers", "triggers are only used when keda.enabled is true"))

@@ -41,3 +41,15 @@ def test_a_run_cannot_change_its_input_or_be_uncancelled() -> None:
     assert {e.field for e in validate(changed, run)} == {"spec.input", "spec.cancel"}
     cancelled = copy.deepcopy(run)
     assert validate(cancelled, {**run, "spec": {**run["spec"], "cancel": False}}) == []
+
+
+def test_bedrock_takes_an_api_key_or_the_pods_aws_credentials() -> None:
+    agent = seed_agent()
+    agent["spec"]["model"] = {"provider": "bedrock", "name": "anthropic.claude-sonnet-4-5",
+                              "region": "eu-central-1",
+                              "apiKeySecretRef": {"name": "bedrock", "key": "api-key"}}
+    assert validate(agent) == []  # a Bedrock API key, as the runtime supports
+    del agent["spec"]["model"]["apiKeySecretRef"]
+    assert validate(agent) == []  # IRSA / instance role
+    agent["spec"]["model"]["endpoint"] = "bedrock.internal"
+    assert [e.field for e in validate(agent)] == ["spec.model.endpoint"]
