@@ -88,6 +88,13 @@ def client(kubeconfig: Path | None) -> Any:
     return Client(config=load_config(kubeconfig), field_manager="kagent-cli", trust_env=False)
 
 
+def kagent_resource(kind: str) -> Any:
+    """The lightkube resource class of a Kagent kind (imported late: the CLI starts fast)."""
+    from kagent.kube import KAGENT_RESOURCES
+
+    return KAGENT_RESOURCES[kind]
+
+
 def api_failure(error: Exception, what: str) -> NoReturn:
     """Turn a Kubernetes API error or a connection error into a message and an exit code."""
     import httpx

@@ -22,6 +22,7 @@ from kagent.cli.common import (
     duration,
     elapsed_seconds,
     fail,
+    kagent_resource,
     print_documents,
     resolve_namespace,
 )
@@ -46,12 +47,6 @@ def kind_of(text: str) -> str:
         fail(f"unknown kind {text!r}",
              "use one of: agents, tools, memories, workflows, runs", EXIT_USAGE)
     return kind
-
-
-def _resource(kind: str) -> Any:
-    from kagent.kube import KAGENT_RESOURCES
-
-    return KAGENT_RESOURCES[kind]
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -129,7 +124,7 @@ def get(
     if name and all_namespaces:
         fail("a NAME cannot be combined with --all-namespaces", "give -n NAMESPACE instead",
              EXIT_USAGE)
-    res = _resource(kind)
+    res = kagent_resource(kind)
     ns = None if all_namespaces else resolve_namespace(namespace, kubeconfig)
     kube = client(kubeconfig)
     try:
@@ -233,7 +228,7 @@ def describe(
     ns = resolve_namespace(namespace, kubeconfig)
     kube = client(kubeconfig)
     try:
-        doc = _as_dict(kube.get(_resource(kind), name, namespace=ns))
+        doc = _as_dict(kube.get(kagent_resource(kind), name, namespace=ns))
         events = _events(kube, kind, name, ns)
         children = _children(kube, name, ns) if kind == "Agent" else []
     except Exception as error:  # noqa: BLE001
@@ -328,7 +323,7 @@ def logs(
     ns = resolve_namespace(namespace, kubeconfig)
     kube = client(kubeconfig)
     try:
-        kube.get(_resource("Agent"), agent, namespace=ns)
+        kube.get(kagent_resource("Agent"), agent, namespace=ns)
         pods = [p for p in kube.list(Pod, namespace=ns, labels={AGENT_LABEL: agent})]
     except Exception as error:  # noqa: BLE001
         api_failure(error, f"Agent {agent!r} in namespace {ns!r}")

@@ -25,6 +25,7 @@ from kagent.cli.common import (
     duration,
     elapsed_seconds,
     fail,
+    kagent_resource,
     resolve_namespace,
 )
 
@@ -35,12 +36,6 @@ PHASE_STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Skippe
                "Pending": "yellow"}
 OUTPUT_PREVIEW = 40
 PHASE_ICON = {"Succeeded": "✓", "Failed": "✗", "Running": "▶", "Skipped": "–", "Pending": "…"}
-
-
-def _resource(kind: str) -> Any:
-    from kagent.kube import KAGENT_RESOURCES
-
-    return KAGENT_RESOURCES[kind]
 
 
 def parse_inputs(pairs: list[str], parameters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,7 +126,7 @@ def _elapsed(status: dict[str, Any]) -> str:
 
 def _get(kube: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
     try:
-        return kube.get(_resource(kind), name, namespace=namespace).to_dict()
+        return kube.get(kagent_resource(kind), name, namespace=namespace).to_dict()
     except Exception as error:  # noqa: BLE001 — a message and an exit code
         api_failure(error, f"{kind} {name!r} in namespace {namespace!r}")
 
@@ -179,7 +174,7 @@ def run(
     body = {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun", "metadata": metadata,
             "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
     try:
-        created = kube.create(_resource("WorkflowRun")(body)).to_dict()
+        created = kube.create(kagent_resource("WorkflowRun")(body)).to_dict()
     except Exception as error:  # noqa: BLE001
         from lightkube.core.exceptions import ApiError
 
@@ -259,7 +254,7 @@ def cancel(
     ns = resolve_namespace(namespace, kubeconfig)
     kube = client(kubeconfig)
     try:
-        kube.patch(_resource("WorkflowRun"), run_name, {"spec": {"cancel": True}}, namespace=ns,
+        kube.patch(kagent_resource("WorkflowRun"), run_name, {"spec": {"cancel": True}}, namespace=ns,
                    patch_type=PatchType.MERGE)
     except Exception as error:  # noqa: BLE001
         api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}")
