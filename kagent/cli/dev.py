@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import typer
@@ -411,11 +412,11 @@ def demo_provider(environ: Mapping[str, str]) -> tuple[str, str | None, str, str
 
 
 def demo_documents(examples: Path, provider: tuple[str, str | None, str, str] | None
-                   ) -> list[dict[str, object]]:
+                   ) -> list[dict[str, Any]]:
     """The examples the demo applies, their agents switched to ``provider`` when one is given."""
     import yaml
 
-    documents: list[dict[str, object]] = []
+    documents: list[dict[str, Any]] = []
     for relative in DEMO_EXAMPLES:
         path = examples / relative
         if not path.is_file():
@@ -426,11 +427,11 @@ def demo_documents(examples: Path, provider: tuple[str, str | None, str, str] | 
         name, model, secret, _ = provider
         for doc in documents:
             if doc["kind"] == "Agent":
-                spec_model = doc["spec"]["model"]  # type: ignore[index]
-                spec_model.update({"provider": name,  # type: ignore[union-attr]
+                spec_model = doc["spec"]["model"]
+                spec_model.update({"provider": name,
                                    "apiKeySecretRef": {"name": secret, "key": "api-key"}})
                 if model:
-                    spec_model["name"] = model  # type: ignore[index]
+                    spec_model["name"] = model
     return documents
 
 
@@ -489,8 +490,7 @@ def demo(
         ]
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(setup))
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
-        agents = [str(d["metadata"]["name"]) for d in documents  # type: ignore[index]
-                  if d["kind"] == "Agent"]
+        agents = [str(d["metadata"]["name"]) for d in documents if d["kind"] == "Agent"]
         console.print(f"[green]✓[/] applied {len(documents)} resources from {examples}/ "
                       f"({len(agents)} agents, {sum(d['kind'] == 'Workflow' for d in documents)} "
                       "workflows)")
@@ -530,11 +530,11 @@ def demo(
     raise typer.Exit(exit_code)
 
 
-def _agent_ready(kube: object, name: str) -> bool:
-    from kagent.kube import KAGENT_RESOURCES
+def _agent_ready(kube: Any, name: str) -> bool:
+    from kagent.cli.common import kagent_resource
 
     try:
-        doc = kube.get(KAGENT_RESOURCES["Agent"], name, namespace=DEMO_NAMESPACE).to_dict()  # type: ignore[attr-defined]
+        doc = kube.get(kagent_resource("Agent"), name, namespace=DEMO_NAMESPACE).to_dict()
     except Exception:  # noqa: BLE001 — not there yet
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
