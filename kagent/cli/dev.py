@@ -82,36 +82,48 @@ def _write_state(workdir: Path, processes: Mapping[str, DevProcess]) -> None:
         {"processes": {name: asdict(p) for name, p in processes.items()}}, indent=2))
 
 
+def _live_realiser(kubeconfig: Path | None) -> tuple[Path, DevProcess] | None:
+    """(workdir, pod realiser) of the dev environment ``kubeconfig`` (else $KUBECONFIG) belongs
+    to, while its realiser runs; None for any other cluster."""
+    from kagent.cli.common import kubeconfig_path
+
+    path = kubeconfig_path(kubeconfig or (Path(os.environ["KUBECONFIG"])
+                                          if os.environ.get("KUBECONFIG") else None))
+    if path is None:
+        return None
+    _, workdir = dev_paths(path)
+    pods = read_state(workdir).get("pods")
+    return (workdir, pods) if pods is not None and _alive(pods.pid) else None
+
+
 def local_agents_url(kubeconfig: Path | None) -> str | None:
     """The local proxy that plays the agents' Services, when ``kubeconfig`` is a running dev
     environment's (so `kagent chat` reaches agents there without the API server's proxy)."""
-    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
-    if path is None:
-        return None
-    _, workdir = dev_paths(Path(path))
-    pods = read_state(workdir).get("pods")
-    return pods.url if pods is not None and _alive(pods.pid) else None
+    found = _live_realiser(kubeconfig)
+    return found[1].url if found else None
 
 
 def local_pod_log(kubeconfig: Path | None, namespace: str, pod: str) -> Path | None:
     """The log file of a pod realised by a running dev environment (kwok's node has no
     kubelet to serve logs; the realiser keeps each process's output)."""
-    path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
-    if path is None:
+    found = _live_realiser(kubeconfig)
+    if found is None:
         return None
-    _, workdir = dev_paths(Path(path))
-    if "pods" not in read_state(workdir):
-        return None
-    log = workdir / "pods" / namespace / pod / "agent.log"
+    log = found[0] / "pods" / namespace / pod / "agent.log"
     return log if log.is_file() else None
 
 
-def _spawn(workdir: Path, name: str, argv: list[str], env: Mapping[str, str] | None = None
-           ) -> subprocess.Popen[bytes]:
+def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: int,
+                    health_path: str) -> DevProcess:
+    """Start ``argv`` in its own session (it outlives this command), logging to
+    ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``."""
     log = workdir / f"{name}.log"
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **(env or {})})
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(url + health_path, process, what, log)
+    return DevProcess(pid=process.pid, log=str(log), url=url)
 
 
 def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, log: Path,
@@ -153,10 +165,7 @@ def start_mock_llm(workdir: Path, scripts: list[Path]) -> DevProcess:
     argv = [sys.executable, "-m", "kagent", "mock-llm", "--port", str(port)]
     for script in scripts:
         argv += ["--script", str(script.absolute())]
-    process = _spawn(workdir, "mock-llm", argv)
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(f"{url}/_mock/health", process, "the scripted model", workdir / "mock-llm.log")
-    return DevProcess(pid=process.pid, log=str(workdir / "mock-llm.log"), url=url)
+    return _start_detached(workdir, "mock-llm", "the scripted model", argv, port, "/_mock/health")
 
 
 def start_local_pods(workdir: Path, kubeconfig: Path, overrides: Mapping[str, str]) -> DevProcess:
@@ -165,10 +174,7 @@ def start_local_pods(workdir: Path, kubeconfig: Path, overrides: Mapping[str, st
             "--workdir", str(workdir), "--port", str(port)]
     for key, value in overrides.items():
         argv += ["--env", f"{key}={value}"]
-    process = _spawn(workdir, "pods", argv)
-    url = f"http://127.0.0.1:{port}"
-    _wait_http(f"{url}/_pods", process, "the local pod realiser", workdir / "pods.log")
-    return DevProcess(pid=process.pid, log=str(workdir / "pods.log"), url=url)
+    return _start_detached(workdir, "pods", "the local pod realiser", argv, port, "/_pods")
 
 
 def start_controller(plane: ControlPlane, workdir: Path, agents_url: str) -> DevProcess:
@@ -213,8 +219,6 @@ def _group_alive(pgid: int) -> bool:
             continue
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
-    if _alive(pgid):
-        return True
     return False
 
 
@@ -382,6 +386,10 @@ def pods(
     from kagent.testing.localpods import serve_local_pods
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    malformed = [item for item in env or [] if "=" not in item]
+    if malformed:
+        console.print(f"[red]--env {malformed[0]!r}: write it as KEY=VALUE[/]")
+        raise typer.Exit(2)
     overrides = dict(item.split("=", 1) for item in env or [])
     try:
         asyncio.run(serve_local_pods(kubeconfig, workdir, port, overrides))

@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from kagent.kube import is_not_found
+
 logger = logging.getLogger("kagent.dev.pods")
 
 AGENT_LABEL = "kagent.dev/agent"
@@ -61,8 +63,7 @@ class LaunchPlan:
     dirs: list[str]
     """Empty folders to create, relative to the pod's folder (emptyDir volumes)."""
     http_port: int
-    ports: dict[int, int]
-    """containerPort → local port."""
+    """The local port of the container's ``http`` port."""
 
 
 Lookup = Mapping[tuple[str, str], Mapping[str, str]]
@@ -205,8 +206,7 @@ def plan_launch(
                  if p.get("name") == "http"), None)
     if http is None or http not in ports:
         raise LaunchError("the agent container declares no port named http")
-    return LaunchPlan(argv=argv, env=env, files=files, dirs=dirs, http_port=ports[http],
-                      ports=dict(ports))
+    return LaunchPlan(argv=argv, env=env, files=files, dirs=dirs, http_port=ports[http])
 
 
 @dataclass
@@ -353,7 +353,7 @@ class LocalPods:
             try:
                 obj = await self.client.get(res, name, namespace=doc["metadata"]["namespace"])
             except ApiError as error:
-                if error.status.code == 404:
+                if is_not_found(error):
                     continue
                 raise
             if kind == "ConfigMap":
@@ -387,7 +387,7 @@ class LocalPods:
             await self.client.delete(Pod, meta["name"], namespace=meta["namespace"],
                                      grace_period=0)
         except ApiError as error:
-            if error.status.code != 404:
+            if not is_not_found(error):
                 raise
 
     async def _mark_ready(self, pod: LocalPod) -> None:
@@ -399,7 +399,7 @@ class LocalPods:
             await self.client.patch(Pod, pod.name, {"metadata": {"annotations": {
                 READY_ANNOTATION: "true"}}}, namespace=pod.namespace, patch_type=PatchType.MERGE)
         except ApiError as error:
-            if error.status.code != 404:
+            if not is_not_found(error):
                 raise
         pod.marked_ready = True
         logger.info("pod %s/%s is ready at %s", pod.namespace, pod.name, pod.url)
