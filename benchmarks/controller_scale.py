@@ -17,11 +17,11 @@ from lightkube import AsyncClient, KubeConfig
 
 from benchmarks.common import rss_mib, write_result
 from kagent.api.manifests import parse_resource
-from kagent.cli.dev import install_crds
+from kagent.local.controlplane import install_crds
 from kagent.controller.render import AgentInputs, render_agent
 from kagent.kube import KAGENT_RESOURCES, apply
-from kagent.testing.controller import ControllerProcess
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.controller import ControllerProcess
+from kagent.local.controlplane import ControlPlane
 
 CONCURRENCY = 16
 

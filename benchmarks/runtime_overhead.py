@@ -16,7 +16,7 @@ from typing import Any
 from openai import AsyncOpenAI
 
 from benchmarks.common import percentile, rss_mib, write_result
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 
 SCRIPT = {"default": {"content": "Sure, here is a short answer.", "usage": {"input_tokens": 20, "output_tokens": 8}}}

@@ -16,12 +16,12 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 
 from benchmarks.common import write_result
-from kagent.cli.dev import install_crds
+from kagent.local.controlplane import install_crds
 from kagent.kube import KAGENT_RESOURCES
-from kagent.runtime.tools.agent import ask_agent_at
-from kagent.testing.controller import ControllerProcess
-from kagent.testing.controlplane import ControlPlane
-from kagent.testing.mockllm import MockLLM
+from kagent.agentclient import ask_agent_at
+from kagent.local.controller import ControllerProcess
+from kagent.local.controlplane import ControlPlane
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 
 STEPS = 5

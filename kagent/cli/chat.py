@@ -103,7 +103,7 @@ def resolve_target(agent: str | None, url: str | None, namespace: str | None,
         fail("name the agent (or give --url of a local runtime)", code=EXIT_USAGE)
     ns = resolve_namespace(namespace, kubeconfig)
     _check_agent_exists(agent, ns, kubeconfig)
-    from kagent.cli.dev import local_agents_url
+    from kagent.local.dev import local_agents_url
 
     local = local_agents_url(kubeconfig)
     if local is not None:  # a `kagent dev` cluster: its agents are local processes

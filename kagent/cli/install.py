@@ -86,7 +86,7 @@ def _print_checks(checks: list[Check]) -> None:
 
 
 def _helm(kubeconfig: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
-    from kagent.testing.binaries import helm
+    from kagent.local.binaries import helm
 
     try:
         binary = helm()
@@ -145,22 +145,18 @@ def install(
 
 
 def apply_crds(kubeconfig: Path | None, folder: Path) -> int:
-    """Server-side apply every CRD in ``folder``; returns how many."""
+    """Server-side apply every CRD in ``folder`` and wait until they are Established."""
     import yaml
-    from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
-    from kagent.cli.common import api_failure, client
+    from kagent.cli.common import client
+    from kagent.kube.crds import CrdError
+    from kagent.kube.crds import apply_crds as apply_crd_manifests
 
-    kube = client(kubeconfig)
-    files = sorted(folder.glob("*.yaml"))
-    for path in files:
-        manifest = yaml.safe_load(path.read_text())
-        try:
-            kube.apply(CustomResourceDefinition.from_dict(manifest), field_manager="kagent-install",
-                       force=True)
-        except Exception as error:  # noqa: BLE001 — a message and an exit code
-            api_failure(error, f"CRD {manifest['metadata']['name']}")
-    return len(files)
+    manifests = [yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))]
+    try:
+        return len(apply_crd_manifests(client(kubeconfig), manifests, timeout=120))
+    except CrdError as error:
+        fail(str(error), "check that you may manage CustomResourceDefinitions (cluster-admin)")
 
 
 def uninstall(

@@ -80,7 +80,7 @@ def mock_llm(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 in a pod)."),
 ) -> None:
     """Serve the scripted model: OpenAI, Anthropic and Bedrock wire formats, for offline tests."""
-    from kagent.testing.mockllm import ScriptError, serve
+    from kagent.mockllm import ScriptError, serve
 
     try:
         serve(scripts or None, port=port, host=host)

@@ -340,7 +340,7 @@ def logs(
 
 def _print_pod_log(kube: Any, pod: Any, namespace: str, follow: bool, tail: int | None,
                    prefix: bool, kubeconfig: Path | None = None) -> None:
-    from kagent.cli.dev import local_pod_log
+    from kagent.local.dev import local_pod_log
 
     pod_name = pod.metadata.name
     local = local_pod_log(kubeconfig, namespace, pod_name)

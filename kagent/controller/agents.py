@@ -18,7 +18,7 @@ from lightkube.types import PatchType
 
 from kagent.api import Agent
 from kagent.api.manifests import ManifestError, parse_resource
-from kagent.controller.conditions import condition, now_rfc3339
+from kagent.kube.conditions import condition, now_rfc3339
 from kagent.controller.render import AGENT_LABEL, autoscaler_for, render_agent
 from kagent.controller.resolve import Dependency, resolve_agent
 from kagent.controller.status import Rollout, agent_status, deployment_rollout

@@ -26,7 +26,7 @@ from prometheus_client import start_http_server
 from kagent.api import KIND_BY_NAME
 from kagent.api.base import GROUP, VERSION
 from kagent.controller.agents import reconcile_agent
-from kagent.controller.events import post_event
+from kagent.kube.events import post_event
 from kagent.controller.index import DependencyIndex, ObjectKey
 from kagent.controller.leader import LeaderElector
 from kagent.controller.mcp_discovery import mcp_discoverer
@@ -35,7 +35,7 @@ from kagent.controller.references import McpDiscovery, reconcile_references
 from kagent.controller.render import AGENT_LABEL, DEFAULT_IMAGE
 from kagent.controller.workflows import WorkflowReconciler
 from kagent.kube import KAGENT_RESOURCES, ScaledObject, async_client, is_not_found
-from kagent.telemetry.controller import (
+from kagent.controller.metrics import (
     IS_LEADER,
     QUEUE_DEPTH,
     RECONCILE_DURATION,

@@ -14,7 +14,7 @@ from lightkube.types import PatchType
 from kagent.api import Memory, Tool
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.secrets import iter_secret_refs, unique_refs
-from kagent.controller.conditions import condition, now_rfc3339, set_condition
+from kagent.kube.conditions import condition, now_rfc3339, set_condition
 from kagent.controller.resolve import Dependency, secret_digest
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kagent.controller.conditions import set_condition
+from kagent.kube.conditions import set_condition
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
 
 

@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from kagent.runtime.agent import AgentRuntime, TextDelta, Turn, TurnFailed, TurnResult
 from kagent.runtime.config import RuntimeConfig
-from kagent.runtime.tools.agent import USAGE_METADATA
+from kagent.agentclient import USAGE_METADATA
 from kagent.runtime.tracing import incoming_context
 
 logger = logging.getLogger("kagent.runtime.a2a")

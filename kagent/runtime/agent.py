@@ -54,7 +54,7 @@ from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
 from kagent.runtime.metering import ModelMetrics
 from kagent.runtime.models import build_model, model_settings
-from kagent.telemetry.runtime import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
+from kagent.runtime.metrics import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
 
 logger = logging.getLogger("kagent.runtime")
 

@@ -11,7 +11,7 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse
 
-from kagent.telemetry.runtime import LLM_REQUESTS, LLM_TOKENS
+from kagent.runtime.metrics import LLM_REQUESTS, LLM_TOKENS
 
 
 @dataclass

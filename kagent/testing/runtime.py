@@ -24,7 +24,7 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from kagent.testing.services import AsgiServer, free_port
+from kagent.local.services import AsgiServer, free_port
 
 Documents = Sequence[Mapping[str, Any]]
 

@@ -23,9 +23,9 @@ from lightkube.resources.core_v1 import Secret
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
 from kagent.api.manifests import ManifestError, parse_resource
-from kagent.certs import load_ca, make_ca, make_serving_cert
+from kagent.kube.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
-from kagent.telemetry.controller import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
+from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
 from kagent.webhook.validate import advice, defaults, references, validate
 
 log = logging.getLogger("kagent.webhook")

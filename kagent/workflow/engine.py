@@ -30,8 +30,8 @@ from opentelemetry import trace
 
 from kagent.api.base import parse_duration
 from kagent.api.workflow import WorkflowSpec, WorkflowStep
-from kagent.controller.conditions import now_rfc3339
-from kagent.controller.events import post_event
+from kagent.kube.conditions import now_rfc3339
+from kagent.kube.events import post_event
 from kagent.kube import KAGENT_RESOURCES, apply, is_not_found
 from kagent.workflow import metrics
 from kagent.workflow.expressions import ExpressionError, evaluate_condition, render_template
@@ -79,7 +79,7 @@ async def a2a_caller(url: str, agent: str, message: str, *, timeout: float,
                      message_id: str) -> Answer:
     """Ask the agent over A2A (the same client agent-as-tool uses), with the model usage the
     runtime reports in its answer."""
-    from kagent.runtime.tools.agent import ask_agent_with_usage
+    from kagent.agentclient import ask_agent_with_usage
 
     text, usage = await ask_agent_with_usage(url, agent, message, timeout=timeout,
                                              message_id=message_id)

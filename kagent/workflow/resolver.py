@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
-from kagent.controller.conditions import condition
+from kagent.kube.conditions import condition
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess, write_manifests
-from kagent.testing.services import free_port
+from kagent.local.services import free_port
 from tests.runtime_manifests import agent, model, secret, unique
 
 pytestmark = pytest.mark.integration

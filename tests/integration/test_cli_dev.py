@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kagent.testing.binaries import kubectl
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.binaries import kubectl
+from kagent.local.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kagent.testing.controlplane import ControlPlane
-from kagent.testing.services import free_port
+from kagent.local.controlplane import ControlPlane
+from kagent.local.services import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
-from kagent.testing.binaries import keda_crd_files
+from kagent.local.binaries import keda_crd_files
 from tests.helpers import create_seed_secrets, seed_documents, wait_for
 
 pytestmark = pytest.mark.integration

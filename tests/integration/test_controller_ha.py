@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kagent.cli.dev import install_crds
+from kagent.local.controlplane import install_crds
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
-from kagent.testing.controller import ControllerProcess, remove_webhook_configurations
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.controller import ControllerProcess, remove_webhook_configurations
+from kagent.local.controlplane import ControlPlane
 from tests.integration.test_controller_agents import wait_for
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kagent.testing.services import AsgiServer
+from kagent.local.services import AsgiServer
 from tests.integration.test_controller_agents import condition, get, wait_for
 from tests.integration.test_tools_mcp import HeaderRecorder, make_server
 

@@ -20,8 +20,8 @@ from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Node, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
-from kagent.testing.binaries import KUBERNETES_VERSION
-from kagent.testing.controlplane import NODE_NAME, POD_CIDR, ControlPlane, ControlPlaneError
+from kagent.local.binaries import KUBERNETES_VERSION
+from kagent.local.controlplane import NODE_NAME, POD_CIDR, ControlPlane, ControlPlaneError
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +281,7 @@ def test_detached_control_plane_outlives_its_parent_and_stops_from_its_state_fil
 ) -> None:
     workdir = tmp_path / "dev"
     start_detached = (
-        "import sys; from kagent.testing.controlplane import ControlPlane; "
+        "import sys; from kagent.local.controlplane import ControlPlane; "
         "ControlPlane(workdir=sys.argv[1], detached=True).start()"
     )
     try:

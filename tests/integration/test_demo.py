@@ -21,7 +21,7 @@ import pexpect
 import pytest
 import yaml
 
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.controlplane import ControlPlane
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -309,7 +309,7 @@ def test_example_review_revise_loops_until_approved(demo: Demo) -> None:
 
 @pytest.fixture(scope="module")
 def keda_crds(demo: Demo) -> None:
-    from kagent.testing.binaries import keda_crd_files
+    from kagent.local.binaries import keda_crd_files
 
     plane = demo.plane()
     for path in keda_crd_files():
@@ -363,7 +363,7 @@ def _pid_listening(url: str) -> int:
 
 
 def test_example_mcp_tools_only_the_listed_tools_reach_the_agent(demo: Demo) -> None:
-    from kagent.testing.services import free_port
+    from kagent.local.services import free_port
 
     port = free_port()
     server = subprocess.Popen([sys.executable, str(REPO / "examples/mcp-tools/inventory_server.py"),
@@ -406,7 +406,7 @@ def test_example_customer_support_the_briefs_agent_end_to_end(
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from kagent.testing.services import AsgiServer
+    from kagent.local.services import AsgiServer
 
     tickets: list[dict[str, Any]] = []
 

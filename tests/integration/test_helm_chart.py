@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kagent.testing.binaries import helm, keda_crd_files
-from kagent.testing.controller import ControllerProcess, free_port
-from kagent.testing.controlplane import ControlPlane
+from kagent.local.binaries import helm, keda_crd_files
+from kagent.local.controller import ControllerProcess, free_port
+from kagent.local.controlplane import ControlPlane
 from tests.helpers import REPO, seed_documents
 from tests.integration.test_controller_agents import create_secrets, ready, wait_for
 

@@ -25,7 +25,7 @@ from a2a.types import (
     TaskState,
 )
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from tests.runtime_manifests import agent, human_tool, model, secret, unique
 
 SCRIPT = {
@@ -228,7 +228,7 @@ async def test_provider_failure_fails_the_task_clearly(runtime: Any,
 async def test_a_resent_message_id_is_answered_once(runtime: Any, llm: MockLLM) -> None:
     """The workflow engine re-sends an in-flight step with the same message id after a
     controller failover; the agent must not run it twice."""
-    from kagent.runtime.tools.agent import ask_agent_at
+    from kagent.agentclient import ask_agent_at
 
     key = f"run-uid-step-1-{uuid.uuid4().hex[:6]}"
     first, second = await asyncio.gather(

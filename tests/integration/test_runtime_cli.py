@@ -15,9 +15,9 @@ import pytest
 
 from kagent.api.base import SecretKeySelector
 from kagent.api.secrets import secret_env_name
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess, write_manifests
-from kagent.testing.services import free_port
+from kagent.local.services import free_port
 from tests.runtime_manifests import API_KEY, agent, model, unique
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from kagent.runtime.memory.compression import SUMMARY_INSTRUCTIONS
 from kagent.runtime.memory.factory import open_session_store
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.services import RedisServer
+from kagent.mockllm import MockLLM
+from kagent.local.services import RedisServer
 from tests.runtime_manifests import agent, model, secret, unique
 
 SUMMARY = "The user is Ada; she likes green tea and lives in Lisbon."

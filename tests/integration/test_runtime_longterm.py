@@ -12,8 +12,8 @@ import psycopg
 import pytest
 
 from kagent.runtime.memory.longterm import RECALL_HEADING
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.services import PostgresServer
+from kagent.mockllm import MockLLM
+from kagent.local.services import PostgresServer
 from tests.runtime_manifests import agent, model, secret, unique
 
 SCRIPT = {

@@ -19,8 +19,8 @@ from kagent.api.memory import MemorySpec
 from kagent.runtime.memory.base import SessionStore, usable_history
 from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.secrets import SecretResolver
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.services import PostgresServer, RedisServer
+from kagent.mockllm import MockLLM
+from kagent.local.services import PostgresServer, RedisServer
 from tests.runtime_manifests import agent, memory, model, secret, unique
 
 PG_SECRET = {"name": "pg", "key": "password"}

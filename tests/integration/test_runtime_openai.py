@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from tests.runtime_manifests import API_KEY, agent, model, secret, unique
 
 SCRIPT = {

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.services import AsgiServer
+from kagent.mockllm import MockLLM
+from kagent.local.services import AsgiServer
 from tests.runtime_manifests import API_KEY, agent, model, secret, tool, unique
 
 SCRIPT = {

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
-from kagent.testing.services import AsgiServer
+from kagent.local.services import AsgiServer
 from tests.runtime_manifests import API_KEY, agent, model, secret, unique
 
 SPECIALIST = "specialist"

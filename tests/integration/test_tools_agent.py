@@ -30,7 +30,7 @@ from kagent.api import Tool
 from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
 from kagent.runtime.tools import agent_toolset, build_toolset
-from kagent.testing.services import AsgiServer, free_port
+from kagent.local.services import AsgiServer, free_port
 
 AGENT = "orchestrator"
 
@@ -111,7 +111,7 @@ async def ctx(researcher: tuple[AsgiServer, Researcher, HeaderRecorder]
 
 
 async def run(toolset: Any, tool: str, message: str) -> str:
-    from kagent.testing.mockllm import MockLLM
+    from kagent.mockllm import MockLLM
 
     script = {"rules": [
         {"has_tool_result": False, "tools_offered": tool,

@@ -26,8 +26,8 @@ from kagent.api import Tool
 from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
 from kagent.runtime.tools import build_toolset
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.services import AsgiServer
+from kagent.mockllm import MockLLM
+from kagent.local.services import AsgiServer
 
 TOKEN = "s3cret-token-value"
 AGENT = "api-test-agent"

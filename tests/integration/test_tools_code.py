@@ -17,7 +17,7 @@ from kagent.api import Tool
 from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
 from kagent.runtime.tools import build_toolset
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 
 AGENT = "code-test-agent"
 

@@ -20,8 +20,8 @@ from kagent.api.vectorstore import VectorStore as VectorStoreSpec
 from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
 from kagent.runtime.tools import build_toolset, embed, open_vector_store
-from kagent.testing.mockllm import MockLLM, embed_text
-from kagent.testing.services import PostgresServer
+from kagent.mockllm import MockLLM, embed_text
+from kagent.local.services import PostgresServer
 
 DIMENSIONS = 64
 DOCS = [

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from kagent.cli.dev import install_crds
-from kagent.testing.controller import ControllerProcess
-from kagent.testing.controlplane import ControlPlane
-from kagent.testing.mockllm import MockLLM
+from kagent.local.controlplane import install_crds
+from kagent.local.controller import ControllerProcess
+from kagent.local.controlplane import ControlPlane
+from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from tests.integration.test_controller_agents import wait_for
 from tests.integration.test_runtime_tracing import Receiver, receiver, tracing  # noqa: F401

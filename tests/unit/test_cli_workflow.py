@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kagent.cli.dev import demo_documents, demo_provider
+from kagent.local.dev import demo_documents, demo_provider
 from kagent.cli.workflow import parse_inputs, steps_view
-from kagent.testing.mockllm import load_script, merge_scripts
+from kagent.mockllm import load_script, merge_scripts
 
 PARAMETERS = [
     {"name": "topic", "type": "string", "required": True},

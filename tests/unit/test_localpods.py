@@ -11,8 +11,8 @@ import yaml
 
 from kagent.api import Agent
 from kagent.controller.render import AgentInputs, render_agent
-from kagent.testing.controlplane import kwok_stages
-from kagent.testing.localpods import LaunchError, plan_launch, referenced_objects
+from kagent.local.controlplane import kwok_stages
+from kagent.local.localpods import LaunchError, plan_launch, referenced_objects
 
 AGENT = {
     "apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",

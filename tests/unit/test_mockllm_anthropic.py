@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 
 WEATHER_TOOL: Any = {
     "name": "get_weather",

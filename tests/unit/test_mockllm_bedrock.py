@@ -14,8 +14,8 @@ import pytest
 from botocore.config import Config
 from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 
-from kagent.testing.mockllm import MockLLM
-from kagent.testing.mockllm.eventstream import encode_event
+from kagent.mockllm import MockLLM
+from kagent.mockllm.eventstream import encode_event
 
 TOOL_CONFIG: Any = {
     "tools": [

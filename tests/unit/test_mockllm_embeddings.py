@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from kagent.testing.mockllm import MockLLM, embed_text
-from kagent.testing.mockllm.embeddings import cosine
+from kagent.mockllm import MockLLM, embed_text
+from kagent.mockllm.embeddings import cosine
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 
 WEATHER_TOOL: Any = {
     "type": "function",

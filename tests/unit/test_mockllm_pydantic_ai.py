@@ -22,7 +22,7 @@ from pydantic_ai.providers.anthropic import AnthropicProvider
 from pydantic_ai.providers.bedrock import BedrockProvider
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from kagent.testing.mockllm import MockLLM
+from kagent.mockllm import MockLLM
 
 SCRIPT = {
     "rules": [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kagent.testing.mockllm import (
+from kagent.mockllm import (
     ChatRequest,
     Message,
     MockState,
@@ -16,7 +16,7 @@ from kagent.testing.mockllm import (
     load_script,
     parse_script_text,
 )
-from kagent.testing.mockllm.state import Auth, auth_from_headers
+from kagent.mockllm.state import Auth, auth_from_headers
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mockllm" / "weather.yaml"
 

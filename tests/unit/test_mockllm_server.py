@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from kagent.testing.mockllm import MockLLM, ScriptError
+from kagent.mockllm import MockLLM, ScriptError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mockllm" / "weather.yaml"
 
@@ -50,7 +50,7 @@ def test_set_script_rejects_bad_scripts_and_keeps_the_old_one() -> None:
 def test_serve_runs_the_example_script_in_another_process() -> None:
     port = free_port()
     code = (
-        "import sys; from kagent.testing.mockllm import serve; serve(sys.argv[1], int(sys.argv[2]))"
+        "import sys; from kagent.mockllm import serve; serve(sys.argv[1], int(sys.argv[2]))"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(EXAMPLE), str(port)],
@@ -88,7 +88,7 @@ def test_serve_runs_the_example_script_in_another_process() -> None:
 def test_serve_fails_fast_on_a_bad_script(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - name: typo\n    contians: x\n    content: y\n")
-    code = "import sys; from kagent.testing.mockllm import serve; serve(sys.argv[1], 0)"
+    code = "import sys; from kagent.mockllm import serve; serve(sys.argv[1], 0)"
     result = subprocess.run(
         [sys.executable, "-c", code, str(bad)], capture_output=True, text=True, timeout=60
     )

@@ -22,8 +22,8 @@ from kagent.runtime.tools.embeddings import (
     embeddings_request_body,
     embeddings_url,
 )
-from kagent.testing.mockllm import MockLLM, embed_text
-from kagent.testing.services import AsgiServer
+from kagent.mockllm import MockLLM, embed_text
+from kagent.local.services import AsgiServer
 
 
 @pytest.fixture(scope="module")

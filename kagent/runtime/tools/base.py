@@ -29,7 +29,7 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 from kagent.api.parameters import parameters_json_schema
 from kagent.api.tool import ToolSpec
 from kagent.runtime.context import RuntimeContext
-from kagent.telemetry.runtime import TOOL_CALLS, TOOL_DURATION
+from kagent.runtime.metrics import TOOL_CALLS, TOOL_DURATION
 
 logger = logging.getLogger("kagent.runtime.tools")
 

@@ -299,7 +299,7 @@ class LocalPods:
                 await self._probe(pod)
 
     async def _start(self, pod: LocalPod, doc: dict[str, Any]) -> None:
-        from kagent.testing.services import free_port
+        from kagent.local.services import free_port
 
         loop = asyncio.get_running_loop()
         if pod.process is not None:  # it ran and exited: restart with backoff, like a kubelet

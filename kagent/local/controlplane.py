@@ -43,8 +43,8 @@ from typing import Any, Self
 
 import yaml
 
-from kagent.testing import binaries as _binaries
-from kagent.certs import (
+from kagent.local import binaries as _binaries
+from kagent.kube.certs import (
     CertificateFiles,
     SigningKeyPair,
     load_ca,
@@ -297,8 +297,8 @@ LOCAL_READY_ANNOTATION = "kagent.dev/ready-locally"
 
 def kwok_stages(*, local_agent_pods: bool = False) -> str:
     """kwok's stages; with ``local_agent_pods`` an agent pod's ready stage waits until the local
-    process that realises it (``kagent.testing.localpods``) has set its ready annotation."""
-    text = importlib.resources.files("kagent.testing").joinpath("kwok_stages.yaml").read_text()
+    process that realises it (``kagent.local.localpods``) has set its ready annotation."""
+    text = importlib.resources.files("kagent.local").joinpath("kwok_stages.yaml").read_text()
     if not local_agent_pods:
         return text
     documents = [d for d in yaml.safe_load_all(text) if d]
@@ -976,3 +976,11 @@ def _wait_dead(components: Sequence[_Component], timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def install_crds(plane: ControlPlane) -> None:
+    """Kagent's CRDs into this control plane, Established (see :mod:`kagent.kube.crds`)."""
+    from kagent.kube import sync_client
+    from kagent.kube.crds import apply_crds
+
+    apply_crds(sync_client(plane.kubeconfig))

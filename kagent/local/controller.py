@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kagent.testing.controlplane import ControlPlane
-from kagent.testing.services import free_port
+from kagent.local.controlplane import ControlPlane
+from kagent.local.services import free_port
 
 __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the controller and its admission webhook."""
+"""Prometheus metrics of the controller."""
 
 from __future__ import annotations
 
@@ -16,14 +16,3 @@ RECONCILE_DURATION = Histogram(
 )
 QUEUE_DEPTH = Gauge("kagent_controller_queue_depth", "Keys waiting in the work queue.")
 IS_LEADER = Gauge("kagent_controller_leader", "1 if this replica holds the leader lease.")
-WEBHOOK_REQUESTS = Counter(
-    "kagent_webhook_requests_total", "Admission requests by kind, operation and verdict.",
-    ["kind", "operation", "allowed"],
-)
-WEBHOOK_REFUSALS = Counter(
-    "kagent_webhook_refusals_total", "Admission requests refused, by kind.", ["kind"]
-)
-WEBHOOK_LATENCY = Histogram(
-    "kagent_webhook_latency_seconds", "Time to answer one admission request, by kind.", ["kind"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
-)

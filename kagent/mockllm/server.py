@@ -14,7 +14,7 @@ from types import TracebackType
 
 import uvicorn
 
-from kagent.testing.services import AsgiServer
+from kagent.local.services import AsgiServer
 
 from .app import create_app
 from .script import Script, ScriptSource, load_script, merge_scripts

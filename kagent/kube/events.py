@@ -13,7 +13,7 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 
-log = logging.getLogger("kagent.controller.events")
+log = logging.getLogger("kagent.kube.events")
 COMPONENT = "kagent-controller"
 
 

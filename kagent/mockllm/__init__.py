@@ -4,7 +4,7 @@ No LLM provider is reachable from a test run, so this is the one stand-in kagent
 and it ships so users can test their own agents the same way. It answers the OpenAI Chat
 Completions/Embeddings, Anthropic Messages and Bedrock Converse APIs (plain, streaming and tool
 calls) closely enough that the official SDKs and pydantic-ai work against it unchanged; the
-replies come from a YAML script of rules (see :mod:`kagent.testing.mockllm.script`).
+replies come from a YAML script of rules (see :mod:`kagent.mockllm.script`).
 """
 
 from .app import create_app
