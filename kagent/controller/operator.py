@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,29 +43,15 @@ from kagent.controller.metrics import (
 )
 from kagent.webhook.server import (
     CONFIGURATION_NAME,
-    ServiceWebhookServer,
-    ensure_ca,
+    WebhookSettings,
     register_webhooks,
+    webhook_server,
 )
 
 log = logging.getLogger("kagent.controller")
 
 RECONCILED_KINDS = ("Agent", "Tool", "Memory", "Workflow", "WorkflowRun")
 WORKFLOW_KINDS = ("Workflow", "WorkflowRun")
-
-
-@dataclass
-class WebhookSettings:
-    port: int = 9443
-    listen: str = "0.0.0.0"
-    host: str | None = None
-    """URL host the apiserver uses (dev mode: 127.0.0.1). None: reach it through the Service."""
-    service_name: str = "kagent-webhook"
-    service_port: int = 443
-    manage_configuration: bool = True
-    """Create the webhook configurations and inject the caBundle (off when cert-manager does)."""
-    cert_dir: Path | None = None
-    """Serving certificate from here (tls.crt, tls.key, ca.crt) instead of the managed CA."""
 
 
 @dataclass
@@ -277,25 +262,9 @@ def kopf_settings(settings: ControllerSettings, webhook_server: Any | None) -> k
 
 
 async def _webhook_server(client: AsyncClient, settings: ControllerSettings) -> Any | None:
-    hook = settings.webhook
-    if hook is None:
+    if settings.webhook is None:
         return None
-    if hook.cert_dir is not None:
-        cert_file, key_file = hook.cert_dir / "tls.crt", hook.cert_dir / "tls.key"
-        ca_file = hook.cert_dir / "ca.crt"
-    else:
-        service_dns = f"{hook.service_name}.{settings.namespace}.svc"
-        hosts = [service_dns, f"{service_dns}.cluster.local", "127.0.0.1", "localhost"]
-        if hook.host:
-            hosts.append(hook.host)
-        tls = await ensure_ca(client, settings.namespace, Path(tempfile.mkdtemp(prefix="kagent-webhook-")), hosts)
-        cert_file, key_file, ca_file = tls.cert_file, tls.key_file, tls.ca_file
-    common = {"addr": hook.listen, "port": hook.port, "certfile": str(cert_file),
-              "pkeyfile": str(key_file), "cafile": str(ca_file) if ca_file.exists() else None}
-    if hook.host is not None:
-        return kopf.WebhookServer(host=hook.host, **common)
-    return ServiceWebhookServer(service_namespace=settings.namespace, service_name=hook.service_name,
-                                service_port=hook.service_port, **common)
+    return await webhook_server(client, settings.namespace, settings.webhook)
 
 
 async def run(settings: ControllerSettings) -> None:

@@ -6,8 +6,10 @@ admission responses, looks up references for warnings, and counts requests.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,21 +19,20 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Secret
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
 from kagent.api.manifests import ManifestError, parse_resource
-from kagent.kube.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
+from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates
 from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
 from kagent.webhook.validate import advice, defaults, references, validate
 
 log = logging.getLogger("kagent.webhook")
 
 CONFIGURATION_NAME = "kagent.dev"
-CA_SECRET = "kagent-webhook-ca"
+MAX_REVIEW_BYTES = 3 * 1024 * 1024
+"""An AdmissionReview carries the object (etcd caps objects at 1.5 MiB) and its old version."""
 
 
 def handler_id(action: str, plural: str) -> str:
@@ -39,61 +40,88 @@ def handler_id(action: str, plural: str) -> str:
     return f"{action}-{plural}"
 
 
-@dataclass(frozen=True)
-class WebhookTLS:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+class KagentWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server with certificates that renew while it serves.
 
+    kopf's own server restarts its listener when its certificate files change, and in that gap
+    the API server's calls are refused. This one starts its listener once, with a TLS context
+    whose certificate is swapped in place (see :mod:`kagent.webhook.certificates`), and hands
+    kopf a new client configuration whenever the CA bundle changes, so kopf patches the webhook
+    configurations' ``caBundle``. Reached through a Service in a cluster, or at a URL (dev).
+    """
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """A webhook server reached through a Service (in a cluster) instead of a URL."""
-
-    def __init__(self, *, service_namespace: str, service_name: str, service_port: int, **kwargs: Any) -> None:
+    def __init__(self, *, certificates: CertificateSource, service: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = {"namespace": service_namespace, "name": service_name, "port": service_port}
+        self.certificates = certificates
+        self.service = service
+
+    def _client_config(self, port: int) -> Any:
+        bundle = base64.b64encode(self.certificates.bundle()).decode("ascii")
+        if self.service is not None:
+            return {"service": dict(self.service), "caBundle": bundle}
+        host = self.host or self._get_accessible_addr(self.addr)
+        return {"url": self._build_url("https", host, port, self.path or ""), "caBundle": bundle}
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for config in super().__call__(fn):
-            service_config: dict[str, Any] = {"service": dict(self.service)}
-            if "caBundle" in config:
-                service_config["caBundle"] = config["caBundle"]
-            yield service_config
+        import aiohttp.web
 
+        async def serve(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            return await self._serve(fn, request)
 
-async def ensure_ca(client: AsyncClient, namespace: str, directory: Path, hosts: list[str]) -> WebhookTLS:
-    """Load the shared webhook CA from its Secret (creating it once), and issue this replica a
-    serving certificate signed by it. Every replica trusts the same CA, so the caBundle in the
-    webhook configurations is the same whoever writes it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-    try:
-        secret = await client.get(Secret, CA_SECRET, namespace=namespace)
-    except ApiError as error:
-        if not is_not_found(error):
-            raise
-        ca = make_ca(directory, name="ca", common_name="kagent-webhook-ca")
-        data = {"tls.crt": ca.cert_file.read_bytes(), "tls.key": ca.key_file.read_bytes()}
+        path = self.path.rstrip("/") if self.path else ""
+        app = aiohttp.web.Application(client_max_size=MAX_REVIEW_BYTES)
+        app.add_routes([aiohttp.web.post(f"{path}/{{id:.*}}", serve)])
+        runner = aiohttp.web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        renewal = asyncio.create_task(self.certificates.run(), name="webhook-certificates")
         try:
-            await client.create(Secret(
-                metadata=ObjectMeta(name=CA_SECRET, namespace=namespace,
-                                    labels={"app.kubernetes.io/part-of": "kagent"}),
-                type="kubernetes.io/tls",
-                data={k: base64.b64encode(v).decode() for k, v in data.items()},
-            ))
-        except ApiError as create_error:
-            if create_error.status.code != 409:
-                raise
-            secret = await client.get(Secret, CA_SECRET, namespace=namespace)  # another replica won
-        else:
-            secret = None
-    if secret is not None:
-        ca_cert.write_bytes(base64.b64decode((secret.data or {})["tls.crt"]))
-        ca_key.write_bytes(base64.b64decode((secret.data or {})["tls.key"]))
-        ca_key.chmod(0o600)
-    ca = load_ca(ca_cert, ca_key)
-    serving = make_serving_cert(ca, directory, hosts=hosts, name="serving")
-    return WebhookTLS(ca_file=ca_cert, cert_file=serving.cert_file, key_file=serving.key_file)
+            port = self.port or self._allocate_free_port()
+            site = aiohttp.web.TCPSite(runner, self.addr or None, port,
+                                       ssl_context=self.certificates.ssl_context,
+                                       reuse_port=True, reuse_address=True)
+            await site.start()
+            yield self._client_config(port)
+            async for _ in self.certificates.changes():
+                yield self._client_config(port)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+            await runner.cleanup()
+
+
+@dataclass
+class WebhookSettings:
+    port: int = 9443
+    listen: str = "0.0.0.0"
+    host: str | None = None
+    """URL host the apiserver uses (dev mode: 127.0.0.1). None: reach it through the Service."""
+    service_name: str = "kagent-webhook"
+    service_port: int = 443
+    manage_configuration: bool = True
+    """Create the webhook configurations and inject the caBundle (off when cert-manager does)."""
+    cert_dir: Path | None = None
+    """Serving certificate from here (tls.crt, tls.key, ca.crt) instead of the managed CA."""
+
+
+async def webhook_server(client: AsyncClient, namespace: str, hook: WebhookSettings) -> KagentWebhookServer:
+    """The webhook server with its certificates in place (Kagent's own CA, renewed in time, or
+    cert-manager's files, reloaded when they change)."""
+    certificates: CertificateSource
+    if hook.cert_dir is not None:
+        certificates = FileCertificates(hook.cert_dir)
+    else:
+        service_dns = f"{hook.service_name}.{namespace}.svc"
+        hosts = [service_dns, f"{service_dns}.cluster.local", "127.0.0.1", "localhost"]
+        if hook.host:
+            hosts.append(hook.host)
+        managed = ManagedCertificates(client, namespace, Path(tempfile.mkdtemp(prefix="kagent-webhook-")), hosts)
+        await managed.start()
+        certificates = managed
+    service = None if hook.host is not None else {
+        "namespace": namespace, "name": hook.service_name, "port": hook.service_port}
+    return KagentWebhookServer(certificates=certificates, service=service, addr=hook.listen,
+                               port=hook.port, host=hook.host)
 
 
 def _kind_of(body: Any) -> str:
