@@ -46,7 +46,7 @@ def controller_command(
     from kagent.controller.operator import ControllerSettings, WebhookSettings, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2"):
+    for noisy in ("httpx", "httpx2", "aiohttp.access"):  # aiohttp.access: a line per admission review
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
     settings = ControllerSettings(
