@@ -52,6 +52,16 @@ async def apply(client: AsyncClient, manifest: dict[str, Any]) -> Any:
     )
 
 
+async def patch_if_unchanged(client: AsyncClient, res: Any, name: str, namespace: str | None,
+                             patch: dict[str, Any], *, resource_version: str | None) -> Any:
+    """A merge patch that applies only if the object is still at ``resource_version``: a writer
+    that acted on what it read (a deposed leader, a stale cache) gets a 409 Conflict instead of
+    overwriting what was written since. ``res`` may be a status subresource."""
+    if resource_version is not None:
+        patch = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": resource_version}}
+    return await client.patch(res, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+
+
 def is_not_found(error: Exception) -> bool:
     """A 404: an object that does not exist, or an API (e.g. KEDA's) that is not served —
     the latter answers without a Status body, so lightkube raises the HTTP error itself."""
