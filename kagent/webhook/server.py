@@ -26,7 +26,7 @@ from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates
 from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
-from kagent.webhook.validate import advice, defaults, references, validate
+from kagent.webhook.validate import advice, defaults, new_secret_references, references, validate
 
 log = logging.getLogger("kagent.webhook")
 
@@ -135,11 +135,15 @@ def register_webhooks(registry: kopf.OperatorRegistry, client: AsyncClient) -> N
 
         @kopf.on.validate(GROUP, VERSION, plural, id=handler_id("validate", plural), registry=registry,
                           operations=["CREATE", "UPDATE"])
-        async def validate_handler(body: Any, old: Any, operation: str, warnings: list[str], **_: Any) -> None:
+        async def validate_handler(body: Any, old: Any, operation: str, warnings: list[str],
+                                   userinfo: Any = None, **_: Any) -> None:
             started = time.perf_counter()
             kind_name = _kind_of(body)
             obj = _plain(body)
-            errors = validate(obj, _plain(old) if old else None)
+            previous = _plain(old) if old else None
+            errors: list[Any] = validate(obj, previous)
+            if not errors:
+                errors = await secret_access_errors(client, obj, previous, _plain(userinfo))
             allowed = not errors
             WEBHOOK_REQUESTS.labels(kind_name, operation, str(allowed).lower()).inc()
             if errors:
@@ -184,6 +188,51 @@ def _apply_op(patch: kopf.Patch, op: dict[str, Any]) -> None:
         target.setdefault(parts[-1], {})
     else:
         target[parts[-1]] = op["value"]
+
+
+async def secret_access_errors(client: AsyncClient, obj: dict[str, Any], old: dict[str, Any] | None,
+                               user: dict[str, Any]) -> list[str]:
+    """Refusals for Secrets the requester may not read (a SubjectAccessReview per Secret, asked
+    on the requester's behalf): otherwise permission to create a Tool or an Agent would be
+    permission to have the controller or an agent use any Secret in the namespace. Fails
+    closed: a review that cannot be made refuses the object."""
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    who = user.get("username") or "the requester"
+    verdicts: dict[str, str | None] = {}  # Secret name -> why it is refused, or None
+    refusals = []
+    for ref in new_secret_references(obj, old):
+        if ref.name not in verdicts:
+            verdicts[ref.name] = await _secret_verdict(client, user, who, namespace, ref.name)
+        if verdicts[ref.name]:
+            refusals.append(f"{ref.field}: {verdicts[ref.name]}")
+    return refusals
+
+
+async def _secret_verdict(client: AsyncClient, user: dict[str, Any], who: str,
+                          namespace: str | None, name: str) -> str | None:
+    try:
+        if await _may_read_secret(client, user, namespace, name):
+            return None
+    except Exception as error:  # noqa: BLE001 - any failure refuses (fail closed)
+        log.warning("SubjectAccessReview for Secret %s/%s failed: %s", namespace, name, error)
+        return f'could not check that {who} may read Secret "{name}" ({type(error).__name__}); try again'
+    return (f'{who} may not read Secret "{name}" in namespace {namespace}, so may not reference '
+            "it (get that permission, or reference a Secret you may read)")
+
+
+async def _may_read_secret(client: AsyncClient, user: dict[str, Any], namespace: str | None,
+                           name: str) -> bool:
+    from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+    from lightkube.resources.authorization_v1 import SubjectAccessReview
+
+    review = SubjectAccessReview(spec=SubjectAccessReviewSpec(
+        user=user.get("username"), groups=user.get("groups"), uid=user.get("uid"),
+        extra=user.get("extra"),
+        resourceAttributes=ResourceAttributes(namespace=namespace, verb="get", resource="secrets",
+                                              name=name),
+    ))
+    answer = await client.create(review)
+    return bool(answer.status and answer.status.allowed)
 
 
 async def _reference_warnings(client: AsyncClient, obj: dict[str, Any]) -> list[str]:

@@ -16,6 +16,7 @@ from jsonschema.validators import validator_for
 from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
+from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import ExpressionError, compile_condition, compile_template
 from kagent.workflow.plan import PlanError, plan
 
@@ -194,6 +195,27 @@ def references(resource: Resource) -> list[Reference]:
     elif isinstance(resource, Memory):
         pass
     return refs
+
+
+def new_secret_references(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Reference]:
+    """Secrets the object references that its previous version did not (by field and name):
+    the requester must be allowed to read each of them. An unchanged reference was checked when
+    it was written, so editing another field does not need the right again."""
+    try:
+        resource = parse_resource(obj, source="object")
+    except ManifestError:
+        return []
+    before: set[tuple[str, str]] = set()
+    if old:
+        try:
+            before = {(f, r.name) for f, r in secret_refs_with_fields(parse_resource(old).spec, "spec")}
+        except ManifestError:
+            before = set()
+    spec = getattr(resource, "spec", None)
+    if spec is None:
+        return []
+    found = [(field, ref.name) for field, ref in secret_refs_with_fields(spec, "spec")]
+    return [Reference("Secret", name, field) for field, name in found if (field, name) not in before]
 
 
 def defaults(obj: dict[str, Any]) -> list[dict[str, Any]]:
