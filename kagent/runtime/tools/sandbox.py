@@ -356,16 +356,21 @@ async def _pipe_reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(65536):
-        room = cap - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        if len(chunk) > max(room, 0):
-            truncated = True
-    return bytes(kept), truncated
+@dataclass
+class _Capture:
+    """Output kept so far: still there when the reader is cancelled at the deadline."""
+
+    cap: int
+    kept: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            room = self.cap - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            if len(chunk) > max(room, 0):
+                self.truncated = True
 
 
 async def _read_status(stream: asyncio.StreamReader) -> list[dict[str, Any]]:
@@ -404,29 +409,30 @@ async def _run(python: str, config: dict[str, Any], environment: dict[str, str],
         os.close(status_write)
     status_stream = await _pipe_reader(status_read)
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
-    readers = asyncio.gather(
-        _read_capped(process.stdout, limits.output_bytes),
-        _read_capped(process.stderr, limits.output_bytes),
-        _read_status(status_stream),
-    )
+    out, err = _Capture(limits.output_bytes), _Capture(limits.output_bytes)
+    events: list[dict[str, Any]] = []
+
+    async def read_status() -> None:
+        events.extend(await _read_status(status_stream))
+
+    readers = asyncio.gather(out.read(process.stdout), err.read(process.stderr), read_status())
     timed_out = False
     try:
         # One deadline for everything: a program that closes its output and keeps running is
-        # still stopped at the wall-clock limit. The readers are shielded so output read before
-        # the deadline is kept.
+        # still stopped at the wall-clock limit.
         async with asyncio.timeout(limits.wall_seconds):
             process.stdin.write(payload)
             await process.stdin.drain()
             process.stdin.close()
-            out, err, events = await asyncio.shield(readers)
+            await asyncio.shield(readers)
             await process.wait()
     except TimeoutError:
         timed_out = True
         _kill(process)
         try:
-            out, err, events = await asyncio.wait_for(readers, 5)
+            await asyncio.wait_for(readers, 5)
         except TimeoutError:  # something outside the sandbox still holds the pipes
-            out, err, events = (b"", True), (b"", True), []
+            out.truncated = err.truncated = True
         await process.wait()
     except BaseException:
         _kill(process)
@@ -452,7 +458,7 @@ def _kill(process: asyncio.subprocess.Process) -> None:
         pass
 
 
-def _result(returncode: int | None, out: tuple[bytes, bool], err: tuple[bytes, bool],
+def _result(returncode: int | None, out: _Capture, err: _Capture,
             events: list[dict[str, Any]], limits: SandboxLimits, timed_out: bool,
             duration: float) -> SandboxResult:
     by_kind = {e.get("event"): e for e in events if isinstance(e, dict)}
@@ -461,7 +467,7 @@ def _result(returncode: int | None, out: tuple[bytes, bool], err: tuple[bytes, b
         raise SandboxUnavailable(refused.get("missing") or {}, refused.get("layers"))
     ready = by_kind.get("ready")
     if ready is None and not timed_out:
-        tail = err[0].decode("utf-8", "replace")[-1000:].strip()
+        tail = bytes(err.kept).decode("utf-8", "replace")[-1000:].strip()
         raise SandboxUnavailable({"start": f"the sandbox failed before the program ran "
                                            f"(exit {returncode}): {tail or 'no output'}"})
     exit_code: int | None = returncode
@@ -472,10 +478,10 @@ def _result(returncode: int | None, out: tuple[bytes, bool], err: tuple[bytes, b
         exit_code = -signal.SIGKILL
     result = SandboxResult(
         exit_code=exit_code,
-        stdout=out[0].decode("utf-8", "replace"),
-        stderr=err[0].decode("utf-8", "replace"),
-        stdout_truncated=out[1],
-        stderr_truncated=err[1],
+        stdout=bytes(out.kept).decode("utf-8", "replace"),
+        stderr=bytes(err.kept).decode("utf-8", "replace"),
+        stdout_truncated=out.truncated,
+        stderr_truncated=err.truncated,
         layers=dict((ready or {}).get("layers") or {}),
         missing=dict((ready or {}).get("missing") or {}),
         duration_seconds=duration,
