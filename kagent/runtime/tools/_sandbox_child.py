@@ -633,7 +633,7 @@ def main():
         _become_root_fallback_user()
         kernel.prctl(PR_SET_DUMPABLE, 1)  # the new user namespace's maps are written via /proc
     in_userns = False
-    if wanted["namespaces"] and (not as_root or mounted):
+    if wanted["namespaces"]:
         flags = namespaces | (CLONE_NEWNS if mounted or wanted["mount"] else 0)
         try:
             uid, gid = os.getuid(), os.getgid()
@@ -641,7 +641,11 @@ def main():
             in_userns = True
             _map_ids(proc, uid, gid)
             layers["network"] = "own namespace (no interfaces)"
-            if as_root:
+            if uid == 0:
+                # Root without its new root keeps host uid 0 (it could not read the libraries
+                # as nobody): namespaces, but not a separate user.
+                missing["user"] = "host uid 0 kept (root without the mount layer)"
+            elif as_root:
                 layers["user"] = f"host uid {ROOT_FALLBACK_UID}, uid {SANDBOX_UID} inside"
             else:
                 layers["user"] = f"uid {SANDBOX_UID} in its own user namespace"
@@ -649,9 +653,8 @@ def main():
             for name in ("user", "pid", "network"):
                 missing[name] = str(error)
     else:
-        reason = "disabled" if not wanted["namespaces"] else "root without the mount layer"
         for name in ("user", "pid", "network"):
-            missing[name] = reason
+            missing[name] = "disabled"
     if wanted["mount"] and not mounted and in_userns and not as_root:
         build_root(SANDBOX_UID)
     os.close(proc)  # a way out of the new root: closed before anything else runs
@@ -659,6 +662,7 @@ def main():
         missing["mount"] = "disabled"
     scratch = SCRATCH if mounted else config["host_scratch"]
     absent = [name for name in ("user", "network", "mount") if name not in layers]
+    absent += [] if in_userns else ["pid"]
     if scratch is None or (strict and absent):
         _refuse(status, layers, missing, absent or ["mount"])
 
