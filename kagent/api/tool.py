@@ -218,7 +218,8 @@ class ToolStatus(KagentModel):
     observed_generation: int | None = None
     """The .metadata.generation this status describes."""
     conditions: list[Condition] | None = None
-    """Accepted: the Tool's references resolve (and, for mcp, the server answered)."""
+    """Accepted: the Tool's references resolve (and, for mcp, the server answered). For code,
+    Isolated: True when programs run only inside every isolation layer (isolation strict)."""
     discovered_tools: list[DiscoveredTool] | None = None
     """For mcp: the tools the server offers that this Tool passes on."""
     last_discovery_time: str | None = None
