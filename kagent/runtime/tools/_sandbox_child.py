@@ -68,11 +68,11 @@ PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+_COMMON_SYSCALLS = {"mount_setattr": 442, "landlock_create_ruleset": 444,
+                    "landlock_add_rule": 445, "landlock_restrict_self": 446}
 SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "capset": 126, "mount_setattr": 442, "landlock_create_ruleset": 444,
-               "landlock_add_rule": 445, "landlock_restrict_self": 446},
-    "aarch64": {"pivot_root": 41, "capset": 91, "mount_setattr": 442, "landlock_create_ruleset": 444,
-                "landlock_add_rule": 445, "landlock_restrict_self": 446},
+    "x86_64": {"pivot_root": 155, "capset": 126, **_COMMON_SYSCALLS},
+    "aarch64": {"pivot_root": 41, "capset": 91, **_COMMON_SYSCALLS},
 }
 LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
@@ -203,8 +203,8 @@ def _build_root(kernel, base, read_dirs, device_files, scratch_options):
             continue
         os.makedirs(target, mode=0o755, exist_ok=True)
         kernel.mount(source, target, None, MS_BIND | MS_REC)
-        kernel.set_mount_attributes(target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                                    recursive=True)
+        kernel.set_mount_attributes(
+            target, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
     for source in files:
         target = base + source
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
@@ -214,7 +214,8 @@ def _build_root(kernel, base, read_dirs, device_files, scratch_options):
         kernel.set_mount_attributes(target, read_only | MOUNT_ATTR_NOSUID, recursive=False)
     os.makedirs(base + SCRATCH, mode=0o755, exist_ok=True)
     # noexec: a program written there can be neither executed nor loaded as a native module.
-    kernel.mount("tmpfs", base + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, scratch_options)
+    kernel.mount("tmpfs", base + SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                 scratch_options)
     os.chdir(base)
     kernel.syscall("pivot_root", b".", b".")
     kernel.check(kernel.libc.umount2(b".", MNT_DETACH), "umount old root")
