@@ -26,7 +26,8 @@ done
 # the agent as a non-root user, a python3.11 that user may execute (the development interpreter
 # may live under root's home).
 sandbox_need=()
-ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || sandbox_need+=(libseccomp2)
+compgen -G '/usr/lib/*/libseccomp.so.2' >/dev/null || compgen -G '/lib/*/libseccomp.so.2' >/dev/null \
+  || sandbox_need+=(libseccomp2)
 [ -x /usr/bin/python3.11 ] || [ -x /usr/local/bin/python3.11 ] || sandbox_need+=(python3.11)
 if [ ${#sandbox_need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then

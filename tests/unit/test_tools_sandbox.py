@@ -312,7 +312,7 @@ async def test_the_agents_environment_can_disable_a_layer(monkeypatch: pytest.Mo
     with pytest.raises(SandboxUnavailable, match="landlock: disabled"):
         await sandbox.run("print('RAN')")
     monkeypatch.setenv("KAGENT_SANDBOX_DISABLE", "landlock,wings")
-    with pytest.raises(ValueError, match="unknown layers"):
+    with pytest.raises(SandboxUnavailable, match="unknown layers"):
         await sandbox.run("print('RAN')")
 
 

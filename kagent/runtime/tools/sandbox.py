@@ -421,9 +421,12 @@ async def _run(python: str, config: dict[str, Any], environment: dict[str, str],
         # One deadline for everything: a program that closes its output and keeps running is
         # still stopped at the wall-clock limit.
         async with asyncio.timeout(limits.wall_seconds):
-            process.stdin.write(payload)
-            await process.stdin.drain()
-            process.stdin.close()
+            try:
+                process.stdin.write(payload)
+                await process.stdin.drain()
+                process.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the child died first: its status and stderr say why
             await asyncio.shield(readers)
             await process.wait()
     except TimeoutError:
@@ -534,8 +537,11 @@ class Sandbox:
                               f"for {_format_seconds(self.limits.wall_seconds)}; try again later"
                               ) from None
         try:
-            return await run_python(code, self.limits, isolation=self.isolation,
-                                    layers=SandboxLayers.from_environment(), files=files, env=env,
-                                    python=self.python)
+            try:
+                layers = SandboxLayers.from_environment()
+            except ValueError as error:
+                raise SandboxUnavailable({"configuration": str(error)}) from None
+            return await run_python(code, self.limits, isolation=self.isolation, layers=layers,
+                                    files=files, env=env, python=self.python)
         finally:
             self._slots.release()
