@@ -722,7 +722,6 @@ def main():
             missing["seccomp"] = str(error)
     else:
         missing["seccomp"] = "disabled" if not wanted["seccomp"] else config["seccomp_error"]
-    del kernel
     _forget_ctypes()
     if wanted["guard"]:
         _disable_fork_exec()
