@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -440,3 +441,28 @@ def test_many_small_files_stop_at_the_inode_cap(agent: Agent) -> None:
         "for i in range(100000):\n    open(f'f{i}', 'w').close()\n",
         limits={"scratch_inodes": 512})
     assert "No space left on device" in report["stderr"]
+
+
+def test_every_process_of_a_run_dies_with_the_agent(module_base: Path) -> None:
+    """The agent killed mid-run (an OOM kill, a crash): parent-death signals take the monitor,
+    then pid 1, and with it the namespace — nothing of the run is left behind."""
+    marker = "run-" + secrets.token_hex(8)
+    process = AgentProcess(module_base)
+    assert process.process.stdin is not None
+    process.process.stdin.write(json.dumps({
+        "code": "import time\ntime.sleep(60)", "isolation": "strict", "layers": {},
+        "limits": {"wall_seconds": 60}, "env": {"KAGENT_TEST_RUN": marker}}) + "\n")
+    process.process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while len(leftover_processes(marker)) < 3:  # monitor, pid 1, the program
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.1)
+    process.process.kill()
+    process.process.wait()
+    deadline = time.monotonic() + 30
+    while survivors := leftover_processes(marker):
+        if time.monotonic() > deadline:
+            for pid in survivors:
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"processes of the run outlived the agent: {survivors}")
+        time.sleep(0.1)
