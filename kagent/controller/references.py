@@ -12,6 +12,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
 from kagent.api import Memory, Tool
+from kagent.api.tool import CodeTool
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.secrets import iter_secret_refs, unique_refs
 from kagent.kube.conditions import condition, now_rfc3339, set_condition
@@ -24,6 +25,16 @@ McpDiscovery = Callable[[Tool], Awaitable[list[dict[str, Any]]]]
 """Lists an MCP Tool's server tools as DiscoveredTool dicts (name, description)."""
 
 MCP_REFRESH_SECONDS = 300.0
+
+
+def code_isolation(code: CodeTool) -> tuple[bool, str, str]:
+    """The Isolated condition of a code Tool: whether its programs run only fully isolated."""
+    if code.isolation == "strict":
+        return (True, "Strict", "programs run only inside every isolation layer; an agent pod "
+                "that cannot provide them refuses to run them (the model and the agent's log "
+                "say why)")
+    return (False, "WeakerIsolationAccepted", "isolation is best-effort: programs run even "
+            "where the agent pod lacks some isolation layers")
 
 
 async def reconcile_references(
@@ -83,6 +94,9 @@ async def reconcile_references(
             accepted = (True, "Resolved", "every reference resolves")
     now = now_rfc3339()
     conditions = set_condition(previous.get("conditions"), "Accepted", *accepted, generation, now)
+    if isinstance(resource, Tool) and resource.spec.code is not None:
+        conditions = set_condition(conditions, "Isolated", *code_isolation(resource.spec.code),
+                                   generation, now)
     status = {**previous, **extra_status, "observedGeneration": generation, "conditions": conditions}
     before = condition(previous.get("conditions"), "Accepted")
     after = condition(conditions, "Accepted") or {}

@@ -170,6 +170,12 @@ def advice(obj: dict[str, Any]) -> list[str]:
             keys = "public-key and secret-key" if tracing.provider == "langfuse" else "api-key"
             found.append(f"spec.observability.tracing.secretRef: {tracing.provider} needs a Secret "
                          f"with {keys}; until it is set the agent runs without sending traces")
+    if isinstance(resource, Tool) and resource.spec.code is not None \
+            and resource.spec.code.isolation == "best-effort":
+        found.append("spec.code.isolation: best-effort runs model-written code even where the "
+                     "agent pod cannot give it every isolation layer (namespaces, Landlock, "
+                     "seccomp): it may then reach the agent's process, files or network. Keep "
+                     "strict unless you accept that")
     return found
 
 
