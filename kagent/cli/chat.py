@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -255,35 +254,24 @@ def run(
     if serve:
         os.execv(sys.executable, command)
     err_console.print(f"starting the agent runtime on 127.0.0.1:{port}…")
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 — lives as long as the child process
-        prefix="kagent-run-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    from kagent.local.process import Process, ProcessExited, ReadinessTimeout
+
+    log = Path(tempfile.mkdtemp(prefix="kagent-run-")) / "runtime.log"
+    process = Process.start(command, name="the runtime", log_file=log, die_with_parent=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = process.poll()
-            if code is not None:
-                detail = Path(log.name).read_text(errors="replace")
-                fail(f"the runtime exited with status {code}: {detail.strip()[-2000:]}",
-                     "fix the manifests (see the message above) and run again",
-                     EXIT_USAGE if code == 2 else EXIT_ERROR)
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                fail(f"the runtime did not become ready in {timeout:.0f}s",
-                     f"see its log: {log.name}")
-            time.sleep(0.1)
+        try:
+            process.wait_ready(f"{base}/readyz", timeout=timeout, what="/readyz")
+        except ProcessExited as exited:
+            code = exited.returncode
+            detail = log.read_text(errors="replace").strip()[-2000:]
+            fail(f"the runtime exited with status {code}: {detail}",
+                 "fix the manifests (see the message above) and run again",
+                 EXIT_USAGE if code == 2 else EXIT_ERROR)
+        except ReadinessTimeout:
+            fail(f"the runtime did not become ready in {timeout:.0f}s; the end of its log:\n"
+                 f"{process.log_tail(20)}")
         chat_loop(direct_target(None, base), str(uuid.uuid4()), 300)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
+        process.stop(grace=15)
+        shutil.rmtree(log.parent, ignore_errors=True)

@@ -25,7 +25,6 @@ from kagent.local.controlplane import ControlPlane
 from kagent.local.dev import (
     DEMO_NAMESPACE,
     DevProcess,
-    alive,
     attached,
     bring_up,
     demo_documents,
@@ -114,7 +113,7 @@ def status(kubeconfig: Path = KubeconfigOption) -> None:
     processes = read_state(workdir)
     _print_processes(processes)
     pods = processes.get("pods")
-    if pods is not None and alive(pods.pid):
+    if pods is not None and pods.alive():
         try:
             listed = httpx.get(f"{pods.url}/_pods", timeout=5, trust_env=False).json()["pods"]
         except (httpx.HTTPError, ValueError, KeyError):
