@@ -85,7 +85,10 @@ def client(kubeconfig: Path | None) -> Any:
     server is reached directly, as kubectl does by default for local clusters)."""
     from lightkube import Client
 
-    return Client(config=load_config(kubeconfig), field_manager="kagent-cli", trust_env=False)
+    from kagent.api.labels import CLI_FIELD_MANAGER
+
+    return Client(config=load_config(kubeconfig), field_manager=CLI_FIELD_MANAGER,
+                  trust_env=False)
 
 
 def kagent_resource(kind: str) -> Any:

@@ -10,10 +10,11 @@ from typing import Any
 
 import typer
 
+from kagent.api.labels import CONTROLLER_NAMESPACE
 from kagent.cli.common import EXIT_ERROR, EXIT_USAGE, KubeconfigOption, console, fail
 
 RELEASE = "kagent"
-DEFAULT_NAMESPACE = "kagent-system"
+DEFAULT_NAMESPACE = CONTROLLER_NAMESPACE
 MIN_MINOR = 28
 
 

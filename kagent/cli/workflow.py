@@ -14,6 +14,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kagent.api.base import API_VERSION
+from kagent.api.labels import WORKFLOW_LABEL
 from kagent.cli.common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -166,12 +168,12 @@ def run(
     except ValueError as error:
         fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name}`",
              EXIT_USAGE)
-    metadata: dict[str, Any] = {"namespace": ns, "labels": {"kagent.dev/workflow": workflow_name}}
+    metadata: dict[str, Any] = {"namespace": ns, "labels": {WORKFLOW_LABEL: workflow_name}}
     if name:
         metadata["name"] = name
     else:
         metadata["generateName"] = f"{workflow_name}-"
-    body = {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun", "metadata": metadata,
+    body = {"apiVersion": API_VERSION, "kind": "WorkflowRun", "metadata": metadata,
             "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
     try:
         created = kube.create(kagent_resource("WorkflowRun")(body)).to_dict()

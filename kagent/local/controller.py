@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kagent.api.labels import CONTROLLER_NAMESPACE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.local.controlplane import ControlPlane
 from kagent.local.process import Process, tail
 from kagent.local.services import free_port
 
 __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
-
-CONTROLLER_NAMESPACE = "kagent-system"
 
 
 class ControllerProcess:
@@ -87,12 +86,13 @@ class ControllerProcess:
         self.process.wait_ready(ready, timeout=timeout, what=what)
 
     def _webhook_registered(self) -> bool:
-        result = self.plane.kubectl("get", "validatingwebhookconfiguration", "kagent.dev", "-o",
+        result = self.plane.kubectl("get", "validatingwebhookconfiguration",
+                                    WEBHOOK_CONFIGURATION_NAME, "-o",
                                     "jsonpath={.webhooks[0].clientConfig.url}", check=False)
         return f":{self.webhook_port}/" in result.stdout
 
     def is_leader(self) -> bool:
-        result = self.plane.kubectl("get", "lease", "kagent-controller", "-n", CONTROLLER_NAMESPACE,
+        result = self.plane.kubectl("get", "lease", LEASE_NAME, "-n", CONTROLLER_NAMESPACE,
                                     "-o", "jsonpath={.spec.holderIdentity}", check=False)
         return result.stdout.strip() == self.identity
 
@@ -130,5 +130,6 @@ def _accepts(port: int) -> bool:
 
 def remove_webhook_configurations(plane: ControlPlane) -> None:
     """A stopped controller's webhook would refuse every Kagent object; remove its registration."""
-    plane.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "kagent.dev",
+    plane.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+                  WEBHOOK_CONFIGURATION_NAME,
                   "--ignore-not-found", check=False)

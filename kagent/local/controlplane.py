@@ -50,6 +50,7 @@ from kagent.kube.certs import (
     make_serving_cert,
     make_signing_key_pair,
 )
+from kagent.api.labels import AGENT_LABEL, LOCAL_READY_ANNOTATION
 from kagent.local import binaries as _binaries
 from kagent.local.process import Process, ProcessError, stop_all, wait_until_ready
 
@@ -188,10 +189,6 @@ def _http_json(port: int, path: str, timeout: float = 2.0) -> Any:
         connection.close()
 
 
-AGENT_POD_LABEL = "kagent.dev/agent"
-LOCAL_READY_ANNOTATION = "kagent.dev/ready-locally"
-
-
 def kwok_stages(*, local_agent_pods: bool = False) -> str:
     """kwok's stages; with ``local_agent_pods`` an agent pod's ready stage waits until the local
     process that realises it (``kagent.local.localpods``) has set its ready annotation."""
@@ -202,7 +199,7 @@ def kwok_stages(*, local_agent_pods: bool = False) -> str:
     ready = next(d for d in documents if d["metadata"]["name"] == "pod-ready")
     local = copy.deepcopy(ready)
     local["metadata"]["name"] = "pod-ready-local-agent"
-    label = f'.metadata.labels["{AGENT_POD_LABEL}"]'
+    label = f'.metadata.labels["{AGENT_LABEL}"]'
     ready["spec"]["selector"]["matchExpressions"].append(
         {"key": label, "operator": "DoesNotExist"})
     local["spec"]["selector"]["matchExpressions"] += [

@@ -32,14 +32,13 @@ from typing import Any
 
 import httpx
 
+from kagent.api.labels import AGENT_LABEL
+from kagent.api.labels import LOCAL_READY_ANNOTATION as READY_ANNOTATION
 from kagent.kube import is_not_found
 from kagent.local.process import Process
 
 logger = logging.getLogger("kagent.dev.pods")
 
-AGENT_LABEL = "kagent.dev/agent"
-READY_ANNOTATION = "kagent.dev/ready-locally"
-"""Set on a pod once its local process is ready; kwok's dev stage then marks the pod Ready."""
 PREFIX_HEADER = "X-Forwarded-Prefix"
 """Tells a runtime behind the proxy the path prefix clients use, for its agent card URLs."""
 RESYNC_SECONDS = 1.0

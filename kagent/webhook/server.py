@@ -22,6 +22,8 @@ from lightkube.resources.core_v1 import Secret
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
+from kagent.api.labels import WEBHOOK_CA_SECRET as CA_SECRET
+from kagent.api.labels import WEBHOOK_CONFIGURATION_NAME as CONFIGURATION_NAME
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
@@ -29,9 +31,6 @@ from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_RE
 from kagent.webhook.validate import advice, defaults, references, validate
 
 log = logging.getLogger("kagent.webhook")
-
-CONFIGURATION_NAME = "kagent.dev"
-CA_SECRET = "kagent-webhook-ca"
 
 
 def handler_id(action: str, plural: str) -> str:
