@@ -206,23 +206,27 @@ def chat(
 
 
 def chat_loop(target: AgentTarget, conversation: str, timeout: float) -> None:
+    """Read messages from stdin, stream each answer to stdout. The banner, the prompts and the
+    speaker labels go to stderr, so ``kagent chat AGENT < questions > answers`` keeps only the
+    answers, one per line."""
     from rich.console import Console
 
     out = Console(highlight=False)
-    out.print(f"[bold]Chatting with {target.agent}[/] (conversation {conversation}). "
-              "Type /exit to leave.")
+    chrome = Console(stderr=True, highlight=False)
+    chrome.print(f"[bold]Chatting with {target.agent}[/] (conversation {conversation}). "
+                 "Type /exit to leave.")
     with target.client(timeout) as http:
         while True:
             try:
-                text = out.input("[bold cyan]you>[/] ").strip()
+                text = chrome.input("[bold cyan]you>[/] ").strip()
             except (EOFError, KeyboardInterrupt):
-                out.print()
+                chrome.print()
                 return
             if not text:
                 continue
             if text in EXIT_COMMANDS:
                 return
-            out.print(f"[bold green]{target.agent}>[/] ", end="")
+            chrome.print(f"[bold green]{target.agent}>[/] ", end="")
             try:
                 for piece in stream(http, target, text, conversation):
                     out.print(piece, end="", markup=False, soft_wrap=True)
@@ -231,7 +235,8 @@ def chat_loop(target: AgentTarget, conversation: str, timeout: float) -> None:
                 err_console.print(f"[red]error:[/] cannot reach {target.agent}: {error}")
                 continue
             except KeyboardInterrupt:
-                out.print("\n[dim](interrupted)[/]")
+                out.print()
+                chrome.print("[dim](interrupted)[/]")
                 continue
             out.print()
 

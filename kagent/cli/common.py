@@ -2,6 +2,10 @@
 
 Exit codes are part of the interface, so scripts can branch on them:
 0 ok, 1 error (cluster unreachable, request failed), 2 usage (bad arguments), 3 not found.
+
+So are the streams: a command's report — what it was asked for (a table, a description, an
+answer, a status, what it created or changed) — goes to stdout; progress, hints, warnings and
+errors go to stderr, so `kagent … | grep` and `x=$(kagent …)` see only the report.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 
 console = Console()
+"""stdout: the report."""
 err_console = Console(stderr=True)
+"""stderr: progress, hints, warnings, errors."""
 
 
 class Output(str, Enum):

@@ -24,6 +24,7 @@ from kagent.cli.common import (
     console,
     duration,
     elapsed_seconds,
+    err_console,
     fail,
     kagent_resource,
     print_documents,
@@ -146,7 +147,7 @@ def get(
         return
     if not docs:
         where = "any namespace" if ns is None else f"namespace {ns!r}"
-        console.print(f"No {kind} found in {where}.", highlight=False)
+        err_console.print(f"No {kind} found in {where}.", highlight=False)  # as kubectl: stderr
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     if ns is None:

@@ -26,6 +26,7 @@ from kagent.cli.common import (
     console,
     duration,
     elapsed_seconds,
+    err_console,
     fail,
     kagent_resource,
     resolve_namespace,
@@ -138,7 +139,8 @@ def watch_run(kube: Any, workflow: dict[str, Any], name: str, namespace: str,
     """Redraw the steps until the run finishes (or ``timeout`` seconds pass); returns the run."""
     deadline = None if timeout is None else time.monotonic() + timeout
     run = _get(kube, "WorkflowRun", name, namespace)
-    with Live(steps_view(workflow, run), console=console, refresh_per_second=4,
+    # The live screen is progress: stderr, so stdout carries only the run's name and output.
+    with Live(steps_view(workflow, run), console=err_console, refresh_per_second=4,
               transient=False) as live:
         while (run.get("status") or {}).get("phase") not in FINISHED:
             if deadline is not None and time.monotonic() > deadline:
@@ -186,14 +188,14 @@ def run(
     run_name = created["metadata"]["name"]
     console.print(f"workflowrun/{run_name} created", highlight=False)
     if not watch:
-        console.print(f"  follow it: kagent workflow run … --watch, or "
-                      f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
-                      highlight=False)
+        err_console.print(f"  follow it: kagent workflow run … --watch, or "
+                          f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
+                          highlight=False)
         return
     try:
         final = watch_run(kube, workflow, run_name, ns, timeout)
     except KeyboardInterrupt:
-        console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
+        err_console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
         raise typer.Exit(130) from None
     status = final.get("status") or {}
     phase = status.get("phase")

@@ -41,6 +41,7 @@ from typing import Any, Self
 
 import yaml
 
+from kagent.api.labels import AGENT_LABEL, LOCAL_READY_ANNOTATION
 from kagent.kube.certs import (
     CertificateFiles,
     SigningKeyPair,
@@ -50,7 +51,6 @@ from kagent.kube.certs import (
     make_serving_cert,
     make_signing_key_pair,
 )
-from kagent.api.labels import AGENT_LABEL, LOCAL_READY_ANNOTATION
 from kagent.local import binaries as _binaries
 from kagent.local.process import Process, ProcessError, stop_all, wait_until_ready
 

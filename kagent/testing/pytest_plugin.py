@@ -101,8 +101,8 @@ if pytest_asyncio is not None:
 def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
     """The Kagent controller and webhook, running as a process against the session's control
     plane with Kagent's CRDs installed."""
-    from kagent.local.controlplane import install_crds
     from kagent.local.controller import ControllerProcess, remove_webhook_configurations
+    from kagent.local.controlplane import install_crds
 
     install_crds(control_plane)
     controller = ControllerProcess(control_plane, identity="test-controller")

@@ -121,7 +121,9 @@ def test_every_demo_agent_is_a_ready_local_process(demo: Demo) -> None:
         assert card.json()["supportedInterfaces"][0]["url"] == f"{demo.agents_url}/{NS}/{agent}"
     status = demo.kagent("dev", "status", "--kubeconfig", str(demo.kubeconfig))
     assert status.returncode == 0, status.stderr
-    assert "scripted model" in status.stderr and f"pod {NS}/writer-" in status.stderr
+    # The report is on stdout, where `kagent dev status | grep` looks for it.
+    assert "scripted model" in status.stdout and f"pod {NS}/writer-" in status.stdout
+    assert status.stderr == ""
 
 
 def _tmux(*args: str) -> str:
