@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -26,7 +27,15 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 
-console = Console()
+def _report_width() -> int | None:
+    """The report's width: a terminal's own (or $COLUMNS); unlimited into a pipe or a file, so a
+    table row or a long line reaches ``grep`` whole, as kubectl's do (rich would use 80)."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return 1_000_000
+
+
+console = Console(width=_report_width())
 """stdout: the report."""
 err_console = Console(stderr=True)
 """stderr: progress, hints, warnings, errors."""

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 AGENT = "customer-support-agent"
 
 
-def kagent(plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "COLUMNS": "250"}
+def kagent(plane: Any, *args: str, columns: str | None = "250") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = columns
     return subprocess.run([sys.executable, "-m", "kagent", *args], capture_output=True,
                           text=True, timeout=120, check=False, env=env)
 
@@ -68,9 +71,12 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert runs.returncode == 0, runs.stderr
     assert "research-report-ai-agents" in runs.stdout and "PHASE" in runs.stdout
 
-    everywhere = kagent(plane, "get", "agents", "-A")
+    # Into a pipe with no COLUMNS, a row wider than 80 columns stays whole, as kubectl's do.
+    everywhere = kagent(plane, "get", "agents", "-A", columns=None)
     assert everywhere.returncode == 0
-    assert any(line.split()[:2] == [namespace, AGENT] for line in everywhere.stdout.splitlines())
+    (row,) = [line for line in everywhere.stdout.splitlines() if namespace in line]
+    assert len(row) > 80
+    assert row.split()[:6] == [namespace, AGENT, "openai", "gpt-4-turbo", "True", "1/1"]
 
     as_yaml = yaml.safe_load(kagent(plane, "get", "tool", "create-ticket", "-n", namespace,
                                     "-o", "yaml").stdout)
