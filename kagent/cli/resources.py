@@ -45,6 +45,7 @@ def kind_aliases(kinds: Iterable[type[Resource]] = KINDS) -> dict[str, str]:
 
 KIND_BY_ALIAS = kind_aliases()
 KIND_NAMES = " | ".join(kind.plural for kind in KINDS)
+KIND_SINGULARS = " | ".join(kind.singular() for kind in KINDS)
 
 
 def kind_of(text: str) -> str:
@@ -222,8 +223,7 @@ def _child_state(kind: str, doc: dict[str, Any]) -> str:
 
 
 def describe(
-    kind: str = typer.Argument(..., help=" | ".join(kind.singular() for kind in KINDS)
-                               + " (or a plural or short name)"),
+    kind: str = typer.Argument(..., help=f"{KIND_SINGULARS} (or a plural or short name)"),
     name: str = typer.Argument(..., help="The object's name."),
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,

@@ -42,6 +42,7 @@ ready), or an HTTP URL that is ready when it answers 2xx or 3xx."""
 
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_KILL_WAIT_SECONDS = 5.0
+FIRST_POLL_SECONDS = 0.002
 POLL_SECONDS = 0.05
 READY_POLL_SECONDS = 0.1
 LOG_TAIL_LINES = 40
@@ -358,8 +359,10 @@ def _stop_steps(processes: Sequence[Process], grace: float, kill_wait: float,
         for process in live:
             process.send(sig)
         deadline = time.monotonic() + budget
+        delay = FIRST_POLL_SECONDS  # most processes exit at once: look again soon, then less often
         while any(p.group_alive() for p in live) and time.monotonic() < deadline:
-            yield POLL_SECONDS
+            yield delay
+            delay = min(delay * 2, POLL_SECONDS)
     for process in processes:
         process._reap()  # same module
     return not any(p.group_alive() for p in processes)
@@ -426,19 +429,20 @@ def wait_until_ready(
         for process in watched:
             if not process.alive():
                 process._reap()  # same module: learn the exit status
+                log_tail = process.log_tail()
+                where = f"; last lines of {process.log_file}:\n{log_tail}" if process.log_file \
+                    else " (its output was not kept)"
                 raise ProcessExited(
                     f"{process.name} {process.exit_description()} while waiting for "
-                    f"{', '.join(pending)}; last lines of {process.log_file}:\n"
-                    f"{process.log_tail()}",
-                    name=process.name, returncode=process.returncode,
-                    log_tail=process.log_tail())
+                    f"{', '.join(pending)}{where}",
+                    name=process.name, returncode=process.returncode, log_tail=log_tail)
         if time.monotonic() > end:
             details = []
             for name in pending:
                 if name in last_error:
                     details.append(f"--- {name}: last probe error: {last_error[name]}")
                 owner = (owners or {}).get(name)
-                if owner is not None:
+                if owner is not None and owner.log_file is not None:
                     details.append(f"--- last lines of {owner.log_file}:\n{owner.log_tail()}")
             raise ReadinessTimeout(f"timed out after {timeout:.0f}s waiting for "
                                    f"{', '.join(pending)}\n" + "\n".join(details))
