@@ -24,8 +24,8 @@ from kagent.api.base import (
     cel,
 )
 from kagent.api.memory import MemorySpec
-from kagent.api.podsecurity import reserved_label_problems, security_context_problems
 from kagent.api.model import ModelSpec
+from kagent.api.podsecurity import reserved_label_problems, security_context_problems
 
 
 class ToolReference(KagentModel):

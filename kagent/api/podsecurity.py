@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-RESERVED_LABEL_PREFIXES = ("kagent.dev/",)
-RESERVED_LABELS = frozenset({
-    "app.kubernetes.io/managed-by", "app.kubernetes.io/name", "app.kubernetes.io/instance",
-})
+from kagent.api.base import GROUP
+from kagent.api.labels import INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL
+
+RESERVED_LABEL_PREFIXES = (f"{GROUP}/",)
+RESERVED_LABELS = frozenset({MANAGED_BY_LABEL, NAME_LABEL, INSTANCE_LABEL})
 """Labels Kagent sets on agent pods and selects them by; a pod override may not set them."""
 
 _SECURITY_CONTEXT_FIELDS = frozenset({

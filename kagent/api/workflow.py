@@ -328,7 +328,7 @@ class WorkflowRun(Resource):
 
     kind_name: ClassVar[str] = "WorkflowRun"
     plural: ClassVar[str] = "workflowruns"
-    short_names: ClassVar[tuple[str, ...]] = ("wfr", "run")
+    short_names: ClassVar[tuple[str, ...]] = ("wfr", "run", "runs")
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Workflow", json_path=".spec.workflowRef.name"),
         PrinterColumn(name="Phase", json_path=".status.phase"),

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import typer
 
+from kagent.api.labels import CONTROLLER_NAMESPACE
 from kagent.controller.render import DEFAULT_IMAGE
 
 
 def controller_command(
     kubeconfig: Path = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster or $KUBECONFIG)."),
     namespace: str = typer.Option(
-        os.environ.get("KAGENT_NAMESPACE", "kagent-system"), "--namespace",
+        os.environ.get("KAGENT_NAMESPACE", CONTROLLER_NAMESPACE), "--namespace",
         help="Namespace of the controller: its leader Lease and webhook CA live here.",
     ),
     identity: str = typer.Option(None, "--identity", help="Leader-election identity (default: pod name)."),

@@ -53,6 +53,14 @@ def docs(
     typer.echo(f"wrote {write_api_reference(output or default_docs_dir())}")
 
 
+@app.command("version")
+def version() -> None:
+    """Print the version of Kagent."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(f"kagent {package_version('kagent')}")
+
+
 @app.command("runtime")
 def runtime(
     files: list[Path] = typer.Option(

@@ -13,8 +13,7 @@ from lightkube.types import PatchType
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
-
-FIELD_MANAGER = "kagent"
+from kagent.api.labels import FIELD_MANAGER
 
 KAGENT_RESOURCES = {
     kind.kind_name: create_namespaced_resource(GROUP, VERSION, kind.kind_name, kind.plural)

@@ -13,8 +13,9 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 
+from kagent.api.labels import EVENT_COMPONENT as COMPONENT
+
 log = logging.getLogger("kagent.kube.events")
-COMPONENT = "kagent-controller"
 
 
 async def post_event(

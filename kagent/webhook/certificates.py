@@ -39,15 +39,19 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
+from kagent.api.labels import (
+    MANAGER,
+    PART_OF_LABEL,
+    WEBHOOK_CA_ROTATED_ANNOTATION,
+    WEBHOOK_CA_SECRET,
+)
 from kagent.kube import is_not_found
 from kagent.kube.certs import CertificateAuthority, load_ca, make_ca, make_serving_cert
 
 log = logging.getLogger("kagent.webhook.certificates")
 
-CA_SECRET = "kagent-webhook-ca"
 PREVIOUS_CERT_KEY = "previous.crt"
 PREVIOUS_KEY_KEY = "previous.key"
-ROTATED_AT_ANNOTATION = "kagent.dev/ca-rotated-at"
 RENEW_FRACTION = 1 / 3
 """Renew a certificate once this share of its lifetime is left."""
 MAX_PROPAGATION = datetime.timedelta(seconds=60)
@@ -156,7 +160,7 @@ def state_from_secret(secret: Secret) -> CaState:
     previous = None
     if PREVIOUS_CERT_KEY in data and PREVIOUS_KEY_KEY in data:
         previous = _load_pair(data[PREVIOUS_CERT_KEY], data[PREVIOUS_KEY_KEY])
-    rotated = ((secret.metadata.annotations if secret.metadata else None) or {}).get(ROTATED_AT_ANNOTATION)
+    rotated = ((secret.metadata.annotations if secret.metadata else None) or {}).get(WEBHOOK_CA_ROTATED_ANNOTATION)
     return CaState(
         current=_load_pair(data["tls.crt"], data["tls.key"]),
         previous=previous,
@@ -169,10 +173,10 @@ def secret_for(state: CaState, namespace: str, resource_version: str | None = No
     if state.previous is not None:
         data[PREVIOUS_CERT_KEY] = state.previous.cert_pem
         data[PREVIOUS_KEY_KEY] = state.previous.key_pem
-    annotations = {ROTATED_AT_ANNOTATION: state.rotated_at.isoformat()} if state.rotated_at else None
+    annotations = {WEBHOOK_CA_ROTATED_ANNOTATION: state.rotated_at.isoformat()} if state.rotated_at else None
     return Secret(
-        metadata=ObjectMeta(name=CA_SECRET, namespace=namespace, resourceVersion=resource_version,
-                            labels={"app.kubernetes.io/part-of": "kagent"}, annotations=annotations),
+        metadata=ObjectMeta(name=WEBHOOK_CA_SECRET, namespace=namespace, resourceVersion=resource_version,
+                            labels={PART_OF_LABEL: MANAGER}, annotations=annotations),
         type="kubernetes.io/tls",
         data={k: base64.b64encode(v).decode() for k, v in data.items()},
     )
@@ -180,7 +184,7 @@ def secret_for(state: CaState, namespace: str, resource_version: str | None = No
 
 def new_ca_pair(directory: Path) -> CaPair:
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
-        ca = make_ca(Path(scratch), name="ca", common_name="kagent-webhook-ca")
+        ca = make_ca(Path(scratch), name="ca", common_name=WEBHOOK_CA_SECRET)
         return CaPair(ca.certificate, ca.key_file.read_bytes())
 
 
@@ -270,23 +274,23 @@ class ManagedCertificates:
 
     async def _load_or_create(self, now: datetime.datetime) -> CaState:
         try:
-            return state_from_secret(await self.client.get(Secret, CA_SECRET, namespace=self.namespace))
+            return state_from_secret(await self.client.get(Secret, WEBHOOK_CA_SECRET, namespace=self.namespace))
         except ApiError as error:
             if not is_not_found(error):
                 raise
         state = CaState(current=new_ca_pair(self.directory))
         try:
             await self.client.create(secret_for(state, self.namespace))
-            log.info("created the webhook CA (Secret %s/%s)", self.namespace, CA_SECRET)
+            log.info("created the webhook CA (Secret %s/%s)", self.namespace, WEBHOOK_CA_SECRET)
             return state
         except ApiError as error:
             if error.status.code != 409:
                 raise
         # Another replica created it first: use theirs.
-        return state_from_secret(await self.client.get(Secret, CA_SECRET, namespace=self.namespace))
+        return state_from_secret(await self.client.get(Secret, WEBHOOK_CA_SECRET, namespace=self.namespace))
 
     async def _rotate(self, state: CaState, now: datetime.datetime) -> CaState:
-        secret = await self.client.get(Secret, CA_SECRET, namespace=self.namespace)
+        secret = await self.client.get(Secret, WEBHOOK_CA_SECRET, namespace=self.namespace)
         rotated = rotate(state, new_ca_pair(self.directory), now)
         try:
             await self.client.replace(
@@ -295,7 +299,7 @@ class ManagedCertificates:
             if error.status.code != 409:
                 raise
             # Another replica rotated first (the resourceVersion moved on): use its CA.
-            return state_from_secret(await self.client.get(Secret, CA_SECRET, namespace=self.namespace))
+            return state_from_secret(await self.client.get(Secret, WEBHOOK_CA_SECRET, namespace=self.namespace))
         log.info("renewed the webhook CA; the old one stays trusted until it expires at %s",
                  state.current.cert.not_valid_after_utc.isoformat())
         return rotated

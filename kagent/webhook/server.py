@@ -30,7 +30,6 @@ from kagent.webhook.validate import advice, defaults, new_secret_references, ref
 
 log = logging.getLogger("kagent.webhook")
 
-CONFIGURATION_NAME = "kagent.dev"
 MAX_REVIEW_BYTES = 3 * 1024 * 1024
 """An AdmissionReview carries the object (etcd caps objects at 1.5 MiB) and its old version."""
 
@@ -96,7 +95,7 @@ class WebhookSettings:
     listen: str = "0.0.0.0"
     host: str | None = None
     """URL host the apiserver uses (dev mode: 127.0.0.1). None: reach it through the Service."""
-    service_name: str = "kagent-webhook"
+    service_name: str = WEBHOOK_SERVICE
     service_port: int = 443
     manage_configuration: bool = True
     """Create the webhook configurations and inject the caBundle (off when cert-manager does)."""

@@ -14,6 +14,7 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
+from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
 from kagent.api.secrets import secret_refs_with_fields
@@ -235,8 +236,9 @@ def defaults(obj: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "WorkflowRun":
         workflow = ((obj.get("spec") or {}).get("workflowRef") or {}).get("name")
         labels = meta.get("labels") or {}
-        if workflow and labels.get("kagent.dev/workflow") != workflow:
+        if workflow and labels.get(WORKFLOW_LABEL) != workflow:
             if "labels" not in meta:
                 ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
-            ops.append({"op": "add", "path": "/metadata/labels/kagent.dev~1workflow", "value": workflow})
+            escaped = WORKFLOW_LABEL.replace("~", "~0").replace("/", "~1")  # JSON pointer
+            ops.append({"op": "add", "path": f"/metadata/labels/{escaped}", "value": workflow})
     return ops

@@ -18,7 +18,8 @@ from cryptography import x509
 from kagent.kube.certs import make_ca
 from kagent.local.controller import CONTROLLER_NAMESPACE, ControllerProcess
 from kagent.local.controlplane import ControlPlane, install_crds
-from kagent.webhook.certificates import CA_SECRET, PREVIOUS_CERT_KEY
+from kagent.api.labels import WEBHOOK_CA_SECRET as CA_SECRET
+from kagent.webhook.certificates import PREVIOUS_CERT_KEY
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from kagent.cli.main import app
 
 COMMANDS = ["get", "describe", "logs", "invoke", "chat", "run", "install", "uninstall", "docs",
             "crds", "runtime", "controller", "mock-llm", "dev", "workflow", "dev up", "dev down",
-            "dev status", "dev demo", "workflow run", "workflow output", "workflow cancel"]
+            "dev status", "dev demo", "workflow run", "workflow output", "workflow cancel",
+            "version"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
