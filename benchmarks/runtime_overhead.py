@@ -104,8 +104,12 @@ async def throughput(client: AsyncOpenAI, model: str, conversations: int, per: i
 
 
 async def measure(mock: MockLLM, runtime: RuntimeProcess) -> dict[str, Any]:
-    direct = AsyncOpenAI(base_url=mock.openai_base_url, api_key="x", max_retries=0)
-    through = AsyncOpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0, timeout=120)
+    # A generous connect timeout on both sides: 100 connections opened at once on a busy machine
+    # can wait in the listen backlog longer than the client's default 5 s.
+    timeout = httpx.Timeout(120, connect=60)
+    direct = AsyncOpenAI(base_url=mock.openai_base_url, api_key="x", max_retries=0, timeout=timeout)
+    through = AsyncOpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0,
+                          timeout=timeout)
     await latencies(direct, "bench-model", 20, False)  # warm up both paths
     await latencies(through, "bench", 20, True)
     assert runtime._process is not None
