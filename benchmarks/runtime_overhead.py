@@ -104,11 +104,14 @@ async def throughput(client: AsyncOpenAI, model: str, conversations: int, per: i
 
 
 async def measure(mock: MockLLM, runtime: RuntimeProcess) -> dict[str, Any]:
-    # A generous connect timeout on both sides: 100 connections opened at once on a busy machine
-    # can wait in the listen backlog longer than the client's default 5 s.
+    # The same client settings on both sides. A pooled connection left idle while the other
+    # side is measured is closed by the server's keep-alive timeout and may be reused just as it
+    # closes: a retry of such a connection error keeps a long run from dying on it. A busy
+    # machine can also keep 100 new connections in the listen backlog past the default 5 s.
     timeout = httpx.Timeout(120, connect=60)
-    direct = AsyncOpenAI(base_url=mock.openai_base_url, api_key="x", max_retries=0, timeout=timeout)
-    through = AsyncOpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0,
+    direct = AsyncOpenAI(base_url=mock.openai_base_url, api_key="x", max_retries=2,
+                         timeout=timeout)
+    through = AsyncOpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=2,
                           timeout=timeout)
     await latencies(direct, "bench-model", 20, False)  # warm up both paths
     await latencies(through, "bench", 20, True)
