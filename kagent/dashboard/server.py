@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import secrets
+import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,11 @@ from kagent.dashboard.agents import (
 )
 from kagent.dashboard.app import Dashboard, create_app
 from kagent.dashboard.auth import Authenticator, Mode
+
+ACCESS_KEY_ENV = "KAGENT_DASHBOARD_ACCESS_KEY"
+"""The access key to use instead of a random one (set by whoever starts the dashboard for you, so
+it can print the URL; an environment variable, so it never shows in a process list)."""
+DEV_PORT = 8001
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ def build(options: Options) -> tuple[Dashboard, str]:
     if options.auth_mode == "kubeconfig":
         auth = Authenticator("kubeconfig", viewer=kubeconfig_viewer(options.kubeconfig,
                                                                     options.context))
+        auth.access_key = os.environ.get(ACCESS_KEY_ENV) or auth.access_key
     else:
         auth = Authenticator("token", cluster=cluster_only(options.kubeconfig))
     shown = "127.0.0.1" if options.host in ("0.0.0.0", "::") else options.host
@@ -89,3 +98,34 @@ def run(dashboard: Dashboard, options: Options) -> None:
         asyncio.run(serve(dashboard, options))
     except KeyboardInterrupt:
         pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def dashboard_for_dev(kubeconfig: Path, workdir: Path) -> str:
+    """The dashboard of a `kagent dev` environment, started detached beside it if it is not
+    running yet (`kagent dev down` stops it): its URL, or why it could not start."""
+    from kagent.local.dev import alive, read_state, start_process
+    from kagent.local.services import free_port
+
+    running = read_state(workdir).get("dashboard")
+    if running is not None and alive(running.pid):
+        return running.url
+    port = DEV_PORT if _port_free(DEV_PORT) else free_port()
+    key = secrets.token_urlsafe(24)
+    url = f"http://127.0.0.1:{port}/?key={key}"
+    argv = [sys.executable, "-m", "kagent", "dashboard", "--kubeconfig", str(kubeconfig),
+            "--port", str(port)]
+    try:
+        start_process(workdir, "dashboard", "the dashboard", argv, port, "/healthz",
+                      env={ACCESS_KEY_ENV: key}, shown_url=url)
+    except RuntimeError as error:
+        return f"(the dashboard did not start: {error}; try `kagent dashboard`)"
+    return url

@@ -96,13 +96,14 @@ def local_pod_log(kubeconfig: Path | None, namespace: str, pod: str) -> Path | N
 
 
 def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: int,
-                    health_path: str) -> DevProcess:
+                    health_path: str, env: Mapping[str, str] | None = None) -> DevProcess:
     """Start ``argv`` in its own session (it outlives this command), logging to
     ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``."""
     log = workdir / f"{name}.log"
     with log.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, **env} if env else None)
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + health_path, process, what, log)
     return DevProcess(pid=process.pid, log=str(log), url=url)
@@ -128,6 +129,20 @@ def _tail(log: Path, lines: int = 30) -> str:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+def start_process(workdir: Path, name: str, what: str, argv: list[str], port: int,
+                  health_path: str, *, env: Mapping[str, str] | None = None,
+                  shown_url: str | None = None) -> DevProcess:
+    """Start one more detached process beside the environment (the dashboard) and record it, so
+    `kagent dev status` lists it and `kagent dev down` stops it."""
+    process = _start_detached(workdir, name, what, argv, port, health_path, env)
+    if shown_url:
+        process = DevProcess(pid=process.pid, log=process.log, url=shown_url)
+    processes = read_state(workdir)
+    processes[name] = process
+    _write_state(workdir, processes)
+    return process
 
 
 def scripted_model_env(url: str) -> dict[str, str]:

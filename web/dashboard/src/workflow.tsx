@@ -238,7 +238,7 @@ export function RunPage(props: { ns: string; name: string; user: string }) {
       <div class="title">
         <h1>{run.name}</h1>
         <Badge value={run.phase} />
-        {run.reason && <span class="reason" data-run-reason>{run.reason}</span>}
+        {run.reason && run.reason !== run.phase && <span class={run.phase === "Failed" ? "reason" : "dim"} data-run-reason>{run.reason}</span>}
         <span class="dim">
           of <Link to={href("ns", props.ns, "workflows", run.workflow)}>{run.workflow}</Link> · started {ago(run.startedAt || run.created)} ·{" "}
           {run.duration ?? "–"} · {tokens((usage.inputTokens ?? 0) + (usage.outputTokens ?? 0))} tokens
