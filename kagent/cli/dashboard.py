@@ -53,7 +53,7 @@ def dashboard(
     except (ConfigError, OSError, KeyError) as error:
         fail(f"cannot load the cluster configuration: {error}",
              "point --kubeconfig (or KUBECONFIG) at a valid kubeconfig")
-    err_console.print(f"Kagent dashboard: [bold]{url}[/]  (Ctrl-C stops)", highlight=False)
+    typer.echo(f"Kagent dashboard: {url}", err=True)  # plain: a long URL must not wrap
     err_console.print(f"  acting as {dash.auth.viewer.user if dash.auth.viewer else 'each signed-in viewer'}; "
                       f"agents reached through {dash.network.description}", style="dim",
                       highlight=False)

@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kagent.dashboard import views
-from kagent.dashboard.access import Clients, Viewer, api_message, can_i
+from kagent.dashboard.access import Clients, Viewer, api_message, can_i, who_am_i
 from kagent.dashboard.agents import AgentNetwork, PodRef, pod_ref
 from kagent.dashboard.auth import COOKIE, Authenticator, SignInError
 from kagent.dashboard.chat import CHAT_TIMEOUT, check_message, stream_turn
@@ -88,6 +88,7 @@ class Dashboard:
     secure_cookies: bool = False
     clients: Clients = field(default_factory=Clients)
     streams: dict[str, int] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
 
     # --- who is asking ----------------------------------------------------------------------
 
@@ -99,6 +100,16 @@ class Dashboard:
 
     def client(self, viewer: Viewer) -> AsyncClient:
         return self.clients.for_viewer(viewer)
+
+    async def display_name(self, viewer: Viewer) -> str:
+        """The user name the API server knows the viewer by (a kubeconfig only names its
+        entry), asked once."""
+        if viewer.key not in self.names:
+            try:
+                self.names[viewer.key] = await who_am_i(self.client(viewer)) or viewer.user
+            except Exception:  # noqa: BLE001 — keep the kubeconfig's name
+                return viewer.user
+        return self.names[viewer.key]
 
     def set_session(self, response: Response, session: str) -> None:
         response.set_cookie(COOKIE, session, httponly=True, samesite="strict",
@@ -363,7 +374,7 @@ async def session_info(request: Request, viewer: Viewer, dashboard: Dashboard) -
         namespaces = None
     except Exception as err:  # noqa: BLE001 — the API server is down: say so, page still loads
         return error(f"Cannot reach the Kubernetes API server: {err}", 502)
-    return JSONResponse({"user": viewer.user, "mode": dashboard.auth.mode,
+    return JSONResponse({"user": await dashboard.display_name(viewer), "mode": dashboard.auth.mode,
                          "defaultNamespace": viewer.default_namespace, "namespaces": namespaces,
                          "agentsVia": dashboard.network.description})
 
