@@ -10,6 +10,7 @@ viewer may see and do, so the dashboard can never exceed the viewer's rights.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,13 @@ from typing import Any
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import Cluster, User
-from lightkube.core.exceptions import ApiError
+from lightkube.core.exceptions import ApiError, ConfigError
 
 FIELD_MANAGER = "kagent-dashboard"
+CA_FILE_ENV = "KAGENT_KUBE_CA_FILE"
+"""In a cluster: the API server's CA (the Helm chart mounts the kube-root-ca.crt ConfigMap, so
+the dashboard needs no ServiceAccount token at all). Default: the pod's service account CA."""
+IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 MAX_TOKEN_CLIENTS = 256
 """Viewers whose clients are kept open in token mode; the least recently used closes first."""
 MAX_TOKEN_BYTES = 16 * 1024
@@ -69,7 +74,13 @@ def cluster_only(path: Path | None) -> SingleConfig:
                               certificate_auth_data=cluster.certificate_auth_data,
                               insecure=cluster.insecure)
     else:
-        cluster = KubeConfig.from_service_account().get().cluster
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        if not host:
+            raise ConfigError("not running in a cluster: give --kubeconfig for the API server")
+        host = f"[{host}]" if ":" in host else host
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        cluster = Cluster(server=f"https://{host}:{port}",
+                          certificate_auth=os.environ.get(CA_FILE_ENV) or IN_CLUSTER_CA)
     return KubeConfig.from_one(cluster=cluster).get()
 
 

@@ -329,3 +329,27 @@ async def test_a_burst_of_changes_reaches_the_browser_coalesced() -> None:
     await batches.aclose()
     assert ops == [{"op": "forbidden", "collection": "agents", "message": "agents is forbidden"}]
     assert feed.state["pods"] == {"p": {"name": "p"}}
+
+
+def test_in_a_cluster_the_dashboard_knows_the_api_server_but_holds_no_credentials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightkube.core.exceptions import ConfigError
+
+    from kagent.dashboard.access import CA_FILE_ENV, cluster_only, token_viewer
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="--kubeconfig"):
+        cluster_only(None)
+    (tmp_path / "ca.crt").write_text("not read here")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv(CA_FILE_ENV, str(tmp_path / "ca.crt"))
+    cluster = cluster_only(None)
+    assert cluster.cluster.server == "https://10.96.0.1:443" and cluster.user is None
+    assert cluster.cluster.certificate_auth == str(tmp_path / "ca.crt")
+    viewer = token_viewer(cluster, "bob-token", "bob")
+    assert viewer.config.user is not None and viewer.config.user.token == "bob-token"
+    assert viewer.token == "bob-token" and viewer.config.cluster.server == cluster.cluster.server
+    from_kubeconfig = cluster_only(Path(__file__).parent / "dashboard_kubeconfig.yaml")
+    assert from_kubeconfig.user is None  # the kubeconfig's own user is never used in token mode
+    assert from_kubeconfig.cluster.server == "https://127.0.0.1:6443"
