@@ -353,3 +353,14 @@ def test_in_a_cluster_the_dashboard_knows_the_api_server_but_holds_no_credential
     from_kubeconfig = cluster_only(Path(__file__).parent / "dashboard_kubeconfig.yaml")
     assert from_kubeconfig.user is None  # the kubeconfig's own user is never used in token mode
     assert from_kubeconfig.cluster.server == "https://127.0.0.1:6443"
+
+
+def test_kagent_dashboard_refuses_to_share_a_kubeconfig_beyond_loopback() -> None:
+    from typer.testing import CliRunner
+
+    from kagent.cli.main import app
+
+    assert CliRunner().invoke(app, ["dashboard", "--help"]).exit_code == 0
+    wide = CliRunner().invoke(app, ["dashboard", "--host", "0.0.0.0"])
+    assert wide.exit_code == 2 and "loopback" in wide.output
+    assert CliRunner().invoke(app, ["dashboard", "--auth-mode", "oidc"]).exit_code == 2
