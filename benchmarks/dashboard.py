@@ -3,9 +3,12 @@ with its steps, outputs and usage in status — opened in headless Chromium: tim
 agent row and the run count are on screen, and how fast a change shows up afterwards (the page
 stays live).
 
-Baseline, measured in the same run: listing the same objects straight from the API server with
-the same client library (what any dashboard must pay at least). Target: the overview renders in
-under a second.
+Render times are the page's own (from the start of the navigation to the moment every agent row
+and the run count are in the document). The first opening lists everything from the API server;
+later ones (a reload, coming back to the page) draw from the viewer's informers the dashboard
+keeps warm. Baseline, measured in the same run: listing the same objects straight from the API
+server with the same client library (what any dashboard must pay at least once). Target: the
+overview renders in under a second.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from typing import Any
 
 import httpx
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.types import PatchType
 
 from benchmarks.common import percentile, rss_mib, write_result
@@ -118,13 +121,9 @@ async def populate(plane: ControlPlane) -> float:
         await client.close()
 
 
-async def patch_run(plane: ControlPlane, name: str, status: dict[str, Any]) -> None:
-    client = AsyncClient(config=KubeConfig.from_file(plane.kubeconfig), field_manager="bench")
-    try:
-        await client.patch(KAGENT_RESOURCES["WorkflowRun"].Status, name, {"status": status},
-                           namespace=NAMESPACE, patch_type=PatchType.MERGE)
-    finally:
-        await client.close()
+def patch_run(client: Client, name: str, status: dict[str, Any]) -> None:
+    client.patch(KAGENT_RESOURCES["WorkflowRun"].Status, name, {"status": status},
+                 namespace=NAMESPACE, patch_type=PatchType.MERGE)
 
 
 def start_dashboard(plane: ControlPlane) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -148,6 +147,11 @@ def start_dashboard(plane: ControlPlane) -> tuple[subprocess.Popen[bytes], str, 
 
 RENDERED = f"""() => document.querySelectorAll('tr[data-agent]').length === {AGENTS}
   && (document.querySelector('[data-counts]')?.textContent || '').startsWith('{RUNS} runs')"""
+# In the page, from the start of the navigation: the moment every row is on screen (a mutation
+# observer, so the time is the page's own, not the test driver's polling).
+STOPWATCH = f"""new MutationObserver(() => {{
+  if (window.__rendered === undefined && ({RENDERED})()) window.__rendered = performance.now();
+}}).observe(document, {{subtree: true, childList: true, characterData: true}});"""
 
 
 def measure_browser(plane: ControlPlane, base: str, key: str) -> dict[str, Any]:
@@ -155,30 +159,38 @@ def measure_browser(plane: ControlPlane, base: str, key: str) -> dict[str, Any]:
 
     loads: list[float] = []
     updates: list[float] = []
+    kube = Client(config=KubeConfig.from_file(plane.kubeconfig), field_manager="bench",
+                  trust_env=False)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=shutil.which("chromium") or "/usr/bin/chromium", args=CHROMIUM_FLAGS)
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         page = context.new_page()
+        page.add_init_script(STOPWATCH)
         page.goto(f"{base}/?key={key}")
-        page.wait_for_selector("[data-page=overview]")
+        page.wait_for_selector("[data-page=overview]")  # the default namespace: assets cached
+        cold = 0.0
         for index in range(LOADS + 1):
             page.goto("about:blank")
-            started = time.monotonic()
             page.goto(f"{base}/#/ns/{NAMESPACE}")
-            page.wait_for_function(RENDERED, timeout=60_000, polling="raf")
-            if index:  # the first load warms the browser's cache of the page's assets
-                loads.append(time.monotonic() - started)
+            page.wait_for_function("() => window.__rendered !== undefined", timeout=60_000)
+            took = page.evaluate("window.__rendered") / 1000
+            if index == 0:
+                cold = took  # the dashboard lists everything from the API server
+            else:  # a reload or a return to the page: the viewer's informers are warm
+                loads.append(took)
+            print(f"  overview rendered in {took:.3f}s", file=sys.stderr, flush=True)
         # Live: a run changes phase; time until its row on screen says so.
         for index in range(UPDATES):
             name = f"run-{RUNS - 1 - index:04d}"  # among the most recent, so on screen
             phase = "Running" if index % 2 == 0 else "Succeeded"
             started = time.monotonic()
-            asyncio.run(patch_run(plane, name, run_status(RUNS - 1 - index, phase)))
+            patch_run(kube, name, run_status(RUNS - 1 - index, phase))
             page.wait_for_selector(f"tr[data-run={name}][data-phase={phase}]", timeout=30_000)
             updates.append(time.monotonic() - started)
         browser.close()
-    return {"loads": loads, "updates": updates}
+    kube.close()
+    return {"cold": cold, "loads": loads, "updates": updates}
 
 
 def main() -> dict[str, Any]:
@@ -200,6 +212,8 @@ def main() -> dict[str, Any]:
     result = {
         "agents": AGENTS, "runs": RUNS,
         "baseline_list_seconds": round(baseline, 3),
+        "overview_first_render_seconds": round(measured["cold"], 3),
+        "first_render_ratio_vs_list": round(measured["cold"] / baseline, 2),
         "overview_render_seconds": {"p50": round(render, 3),
                                     "max": round(max(measured["loads"]), 3)},
         "ratio_vs_list": round(render / baseline, 2),
@@ -207,7 +221,7 @@ def main() -> dict[str, Any]:
                                      "max": round(max(measured["updates"]), 3)},
         "dashboard_rss_mib": round(rss, 1),
         "target_render_under_seconds": 1.0,
-        "target_met": max(measured["loads"]) < 1.0,
+        "target_met": max(measured["cold"], *measured["loads"]) < 1.0,
     }
     path = write_result("dashboard", result)
     print(f"dashboard: {result}  ({path})")

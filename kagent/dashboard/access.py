@@ -9,6 +9,7 @@ viewer may see and do, so the dashboard can never exceed the viewer's rights.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import Cluster, User
@@ -29,6 +31,9 @@ IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 MAX_TOKEN_CLIENTS = 256
 """Viewers whose clients are kept open in token mode; the least recently used closes first."""
 MAX_TOKEN_BYTES = 16 * 1024
+WATCH_SECONDS = 300
+"""A watch is reopened (from its last resourceVersion) after this long, as the API server
+expects of clients."""
 
 
 @dataclass(frozen=True)
@@ -95,27 +100,52 @@ def new_client(viewer: Viewer) -> AsyncClient:
     return AsyncClient(config=viewer.config, field_manager=FIELD_MANAGER, trust_env=False)
 
 
+def new_http(viewer: Viewer) -> httpx2.AsyncClient:
+    """A plain HTTP client to the API server as the viewer (lightkube's own connection setup:
+    TLS, client certificates, tokens, exec plugins), for lists and watches decoded by the
+    dashboard itself — only the fields a page shows, which is several times faster."""
+    from lightkube.config.client_adapter import AsyncClient as adapter
+    from lightkube.config.client_adapter import ConnectionParams
+
+    timeout = httpx2.Timeout(WATCH_SECONDS + 30, connect=10)
+    return adapter(viewer.config, ConnectionParams(trust_env=False, timeout=timeout))
+
+
+@dataclass
+class ViewerClients:
+    kube: AsyncClient
+    http: httpx2.AsyncClient
+
+    async def close(self) -> None:
+        await self.kube.close()
+        await self.http.aclose()
+
+
 class Clients:
-    """One API client per viewer, bounded, closed when evicted or at shutdown."""
+    """The API clients of each viewer, bounded, closed when evicted or at shutdown."""
 
     def __init__(self, limit: int = MAX_TOKEN_CLIENTS) -> None:
         self.limit = limit
-        self._clients: OrderedDict[str, AsyncClient] = OrderedDict()
-        self._retired: list[AsyncClient] = []
+        self._clients: OrderedDict[str, ViewerClients] = OrderedDict()
+        self._retired: list[ViewerClients] = []
 
-    def for_viewer(self, viewer: Viewer) -> AsyncClient:
-        client = self._clients.get(viewer.key)
-        if client is None:
-            client = self._clients[viewer.key] = new_client(viewer)
+    def for_viewer(self, viewer: Viewer) -> ViewerClients:
+        clients = self._clients.get(viewer.key)
+        if clients is None:
+            clients = self._clients[viewer.key] = ViewerClients(new_client(viewer),
+                                                                new_http(viewer))
             while len(self._clients) > self.limit:
-                # Streams may still use it: close it at shutdown, not under their feet.
+                # Streams may still use it: close it later, not under their feet — once as many
+                # newer viewers have come since, it is long unused.
                 self._retired.append(self._clients.popitem(last=False)[1])
+            while len(self._retired) > self.limit:
+                asyncio.get_running_loop().create_task(self._retired.pop(0).close())
         self._clients.move_to_end(viewer.key)
-        return client
+        return clients
 
     async def close(self) -> None:
-        for client in [*self._clients.values(), *self._retired]:
-            await client.close()
+        for clients in [*self._clients.values(), *self._retired]:
+            await clients.close()
         self._clients.clear()
         self._retired.clear()
 

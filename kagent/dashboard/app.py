@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from sse_starlette import EventSourceResponse
@@ -34,7 +35,7 @@ from kagent.dashboard.agents import AgentNetwork, PodRef, pod_ref
 from kagent.dashboard.auth import COOKIE, Authenticator, SignInError
 from kagent.dashboard.chat import CHAT_TIMEOUT, check_message, stream_turn
 from kagent.dashboard.forms import InputError, check_run_input, check_run_name
-from kagent.dashboard.live import Feed, Source
+from kagent.dashboard.live import Feed, Informers, Source
 from kagent.dashboard.metrics import Sample, agent_health
 from kagent.dashboard.steps import step_detail
 
@@ -89,6 +90,7 @@ class Dashboard:
     clients: Clients = field(default_factory=Clients)
     streams: dict[str, int] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    informers: dict[str, Informers] = field(default_factory=dict)
 
     # --- who is asking ----------------------------------------------------------------------
 
@@ -99,7 +101,16 @@ class Dashboard:
         return self.auth.sessions.get(request.cookies.get(COOKIE))
 
     def client(self, viewer: Viewer) -> AsyncClient:
-        return self.clients.for_viewer(viewer)
+        return self.clients.for_viewer(viewer).kube
+
+    def http(self, viewer: Viewer) -> httpx2.AsyncClient:
+        return self.clients.for_viewer(viewer).http
+
+    def feed(self, viewer: Viewer, namespace: str, sources: list[Source]) -> Feed:
+        informers = self.informers.get(viewer.key)
+        if informers is None:
+            informers = self.informers[viewer.key] = Informers(lambda: self.http(viewer))
+        return Feed(informers, namespace, sources)
 
     async def display_name(self, viewer: Viewer) -> str:
         """The user name the API server knows the viewer by (a kubeconfig only names its
@@ -208,8 +219,12 @@ async def poll_metrics(feed: Feed, network: AgentNetwork, viewer: Viewer, namesp
         await asyncio.sleep(0.2)
     while True:
         pods = list(feed.state.get("pods", {}).values())
-        samples = await network.scrape(viewer, namespace, [
-            PodRef(p["name"], p["agent"], p["metricsPort"]) for p in pods]) if pods else {}
+        try:
+            samples = await network.scrape(viewer, namespace, [
+                PodRef(p["name"], p["agent"], p["metricsPort"]) for p in pods]) if pods else {}
+        except Exception:  # noqa: BLE001 — figures are an aid: try again next round
+            log.exception("scraping agent metrics in %s failed", namespace)
+            samples = {}
         by_agent: dict[str, list[str]] = {}
         for pod in pods:
             if pod["name"] in samples:
@@ -270,10 +285,11 @@ async def overview_stream(request: Request, viewer: Viewer, dashboard: Dashboard
         return error("Not a valid namespace name.", 400)
     namespace = names[0]
     client = dashboard.client(viewer)
-    feed = Feed(client, namespace, [
+    feed = dashboard.feed(viewer, namespace, [
         Source("agents", kagent_resource("Agent"), "Agent", views.agent_row),
         Source("workflows", kagent_resource("Workflow"), "Workflow", views.workflow_row),
-        Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", views.run_row),
+        Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", views.run_row,
+               shape=views.RunRowShape),
         pods_source(),
     ])
 
@@ -297,7 +313,7 @@ async def agent_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -
 
     from kagent.controller.render import AGENT_LABEL
 
-    feed = Feed(client, namespace, [
+    feed = dashboard.feed(viewer, namespace, [
         Source("agent", kagent_resource("Agent"), "Agent", views.agent_detail,
                fields={"metadata.name": name}),
         Source("events", Event, "Event", _agent_events(name)),
@@ -321,10 +337,11 @@ async def workflow_stream(request: Request, viewer: Viewer, dashboard: Dashboard
         return error("Not a valid name.", 400)
     namespace, name = names
     client = dashboard.client(viewer)
-    feed = Feed(client, namespace, [
+    feed = dashboard.feed(viewer, namespace, [
         Source("workflow", kagent_resource("Workflow"), "Workflow", views.workflow_detail,
                fields={"metadata.name": name}),
-        Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", _runs_of(name)),
+        Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", _runs_of(name),
+               shape=views.RunRowShape),
     ])
 
     async def allowed() -> None:
@@ -345,7 +362,7 @@ async def run_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> 
     except ApiError as err:
         return api_error(err, f"read WorkflowRun {name} in namespace {namespace}")
     workflow = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
-    feed = Feed(client, namespace, [
+    feed = dashboard.feed(viewer, namespace, [
         Source("run", kagent_resource("WorkflowRun"), "WorkflowRun", views.run_detail,
                fields={"metadata.name": name}),
         Source("workflow", kagent_resource("Workflow"), "Workflow", views.workflow_detail,
@@ -592,6 +609,8 @@ def create_app(dashboard: Dashboard) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        for informers in dashboard.informers.values():
+            informers.close()
         await dashboard.clients.close()
 
     ns = "/api/namespaces/{namespace}"

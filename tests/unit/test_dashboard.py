@@ -305,7 +305,7 @@ def test_sessions_are_random_bounded_and_expire() -> None:
 
 
 async def test_a_burst_of_changes_reaches_the_browser_coalesced() -> None:
-    feed = Feed(client=None, namespace="ns", sources=[])  # type: ignore[arg-type]
+    feed = Feed(informers=None, namespace="ns", sources=[])  # type: ignore[arg-type]
     feed.reset("runs", {"a": {"name": "a", "phase": "Pending"}})
     for phase in ("Running", "Succeeded"):
         feed.upsert("runs", "a", {"name": "a", "phase": phase})

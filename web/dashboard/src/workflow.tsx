@@ -126,7 +126,8 @@ export function WorkflowPage(props: { ns: string; name: string; user: string }) 
         </Section>
         <div>
           <Section title="Start a run">
-            <StartRun ns={props.ns} workflow={workflow} allowed={allowed ? allowed.createRuns : false} />
+            {allowed ? <StartRun ns={props.ns} workflow={workflow} allowed={allowed.createRuns} />
+              : <p class="dim">Checking what you may do here…</p>}
           </Section>
           <Section title="Runs">
             <RunRows runs={items(feed, "runs")} ns={props.ns} showWorkflow={false} limit={20} />
