@@ -31,13 +31,22 @@ def dashboard(
                                      "(repeat; default: the loopback names when on loopback)."),
     secure_cookies: bool = typer.Option(False, "--secure-cookies",
                                         help="Mark the session cookie Secure (behind HTTPS)."),
+    log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
 ) -> None:
     """Serve the web dashboard: agents, chat, workflows and live runs as graphs."""
+    import logging
+
     from lightkube.core.exceptions import ConfigError
 
     from kagent.cli.common import kubeconfig_path
     from kagent.dashboard.server import Options, build, loopback, run
 
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        fail(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR", code=EXIT_USAGE)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
+                                                        "%(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "sse_starlette"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if auth_mode not in ("kubeconfig", "token"):
         fail(f"--auth-mode {auth_mode!r}: use kubeconfig or token", code=EXIT_USAGE)
     if auth_mode == "kubeconfig" and not loopback(host):

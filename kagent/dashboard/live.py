@@ -28,7 +28,7 @@ from kagent.dashboard.access import WATCH_SECONDS
 log = logging.getLogger("kagent.dashboard")
 
 FLUSH_SECONDS = 0.2
-FIRST_BATCH_WAIT = 2.0
+FIRST_BATCH_WAIT = 1.0
 LINGER_SECONDS = 120.0
 MAX_INFORMERS = 64
 """Informers one viewer keeps (pages open, or left less than LINGER_SECONDS ago)."""
@@ -176,8 +176,9 @@ class Feed:
                 self.informers.unsubscribe(informer, receive)
 
 
-def _frozen(selector: dict[str, Any] | None) -> tuple[Any, ...]:
-    return tuple(sorted((k, str(v)) for k, v in (selector or {}).items()))
+def _frozen(selector: dict[str, Any] | None, for_fields: bool = False) -> str:
+    """A selector as the API server reads it: the same selector is the same informer."""
+    return build_selector(selector, for_fields=for_fields) if selector else ""
 
 
 @dataclass
@@ -251,6 +252,7 @@ class Informer:
 
     async def _list(self) -> str:
         """List (in pages), replace what is known, return the list's resourceVersion."""
+        started = asyncio.get_running_loop().time()
         decoder = list_decoder(self.source.shape)
         docs: dict[str, dict[str, Any]] = {}
         # resourceVersion 0: served from the API server's watch cache (as client-go's
@@ -270,6 +272,8 @@ class Informer:
             params = {**self._params(), "limit": str(LIST_CHUNK),
                       "continue": page.metadata["continue"]}
         self.docs, self.listed, self.trouble = docs, True, None
+        log.debug("listed %d %s in %s in %.3fs", len(docs), self.source.kind, self.namespace,
+                  asyncio.get_running_loop().time() - started)
         self._tell("reset", docs)
         return str(page.metadata.get("resourceVersion", ""))
 
@@ -316,8 +320,8 @@ class Informers:
     _all: dict[tuple[Any, ...], Informer] = field(default_factory=dict)
 
     def _key(self, namespace: str, source: Source) -> tuple[Any, ...]:
-        return (namespace, source.resource, _frozen(source.labels), _frozen(source.fields),
-                source.shape, source.optional)
+        return (namespace, source.resource, _frozen(source.labels),
+                _frozen(source.fields, for_fields=True), source.shape, source.optional)
 
     def subscribe(self, namespace: str, source: Source, receive: Callable[[str, Any], None]
                   ) -> tuple[Informer, Callable[[str, Any], None]]:

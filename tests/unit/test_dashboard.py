@@ -364,3 +364,15 @@ def test_kagent_dashboard_refuses_to_share_a_kubeconfig_beyond_loopback() -> Non
     wide = CliRunner().invoke(app, ["dashboard", "--host", "0.0.0.0"])
     assert wide.exit_code == 2 and "loopback" in wide.output
     assert CliRunner().invoke(app, ["dashboard", "--auth-mode", "oidc"]).exit_code == 2
+
+
+def test_pages_that_show_the_same_objects_share_one_informer() -> None:
+    from kagent.dashboard.app import agent_children, pods_source
+    from kagent.dashboard.live import Informers
+
+    informers = Informers(lambda: None)  # type: ignore[arg-type,return-value]
+    assert informers._key("ns", pods_source()) == informers._key("ns", pods_source())
+    assert informers._key("ns", pods_source()) != informers._key("other", pods_source())
+    mine, theirs = agent_children("a"), agent_children("b")
+    assert informers._key("ns", mine[0]) == informers._key("ns", agent_children("a")[0])
+    assert informers._key("ns", mine[0]) != informers._key("ns", theirs[0])
