@@ -63,7 +63,8 @@ def dashboard(
         fail(f"cannot load the cluster configuration: {error}",
              "point --kubeconfig (or KUBECONFIG) at a valid kubeconfig")
     typer.echo(f"Kagent dashboard: {url}", err=True)  # plain: a long URL must not wrap
-    err_console.print(f"  acting as {dash.auth.viewer.user if dash.auth.viewer else 'each signed-in viewer'}; "
+    who = dash.auth.viewer.user if dash.auth.viewer else "each signed-in viewer"
+    err_console.print(f"  acting as {who}; "
                       f"agents reached through {dash.network.description}", style="dim",
                       highlight=False)
     if open_browser:

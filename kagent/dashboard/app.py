@@ -358,7 +358,8 @@ async def run_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> 
     namespace, name = names
     client = dashboard.client(viewer)
     try:
-        run = (await client.get(kagent_resource("WorkflowRun"), name, namespace=namespace)).to_dict()
+        run = (await client.get(kagent_resource("WorkflowRun"), name,
+                                namespace=namespace)).to_dict()
     except ApiError as err:
         return api_error(err, f"read WorkflowRun {name} in namespace {namespace}")
     workflow = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
@@ -409,9 +410,11 @@ async def step_info(request: Request, viewer: Viewer, dashboard: Dashboard) -> R
     namespace, name = names
     client = dashboard.client(viewer)
     try:
-        run = (await client.get(kagent_resource("WorkflowRun"), name, namespace=namespace)).to_dict()
+        run = (await client.get(kagent_resource("WorkflowRun"), name,
+                                namespace=namespace)).to_dict()
         ref = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
-        workflow = (await client.get(kagent_resource("Workflow"), ref, namespace=namespace)).to_dict()
+        workflow = (await client.get(kagent_resource("Workflow"), ref,
+                                     namespace=namespace)).to_dict()
     except ApiError as err:
         return api_error(err, f"read WorkflowRun {name} and its Workflow")
     full: dict[str, str] = {}

@@ -88,8 +88,9 @@ def workflow_graph(spec: dict[str, Any]) -> dict[str, Any]:
             patterns.append({"kind": "dag", "steps": [step.name, *deps[step.name]]})
         if step.loop is not None:
             start = step.loop.repeat_from or step.name
+            most = step.loop.max_iterations
             edges.append({"source": step.name, "target": start, "kind": "loop",
-                          "label": f"until {step.loop.until} (at most {step.loop.max_iterations}×)"})
+                          "label": f"until {step.loop.until} (at most {most}×)"})
             patterns.append({"kind": "loop", "steps": [start, step.name]})
         if step.route is not None:
             branches = _route_branches(step)

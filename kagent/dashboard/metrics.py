@@ -87,7 +87,8 @@ def agent_health(current: list[Sample], previous: list[Sample | None]) -> dict[s
     for now, before in zip(current, previous, strict=True):
         if before is not None and now.at > before.at:
             # a restarted pod's counters start again from zero: count from there
-            delta = now.requests - before.requests if now.requests >= before.requests else now.requests
+            restarted = now.requests < before.requests
+            delta = now.requests if restarted else now.requests - before.requests
             rates.append(delta / (now.at - before.at))
     return {
         "requests": int(requests),

@@ -28,8 +28,8 @@ def outputs_of(steps: list[dict[str, Any]], full: dict[str, str]) -> dict[str, s
 
 def step_input(spec: dict[str, Any], run: dict[str, Any], name: str,
                full_outputs: dict[str, str]) -> dict[str, Any]:
-    """``{"text": …}`` with the message the step is (or was) sent, ``{"template": …, "note": …}``
-    while it cannot be rendered yet, or ``{"error": …}``."""
+    """``{"text": …}`` with the message the step is (or was) sent, ``{"template": …,
+    "note": …}`` while it cannot be rendered yet, or ``{"error": …}``."""
     from kagent.workflow.expressions import ExpressionError, render_template
     from kagent.workflow.plan import PlanError, plan
     from kagent.workflow.state import default_input, template_variables

@@ -214,10 +214,13 @@ def _child_state(kind: str, doc: dict[str, Any]) -> tuple[str, str]:
         reason = next((w for w in waiting if w), "")
         return ("Ready" if ready else phase), reason
     if kind == "HorizontalPodAutoscaler":
-        return "Active", f"{status.get('currentReplicas', 0)} replicas (min {spec.get('minReplicas', 1)}, max {spec.get('maxReplicas')})"
+        replicas = status.get("currentReplicas", 0)
+        return "Active", (f"{replicas} replicas (min {spec.get('minReplicas', 1)}, "
+                          f"max {spec.get('maxReplicas')})")
     if kind == "Service":
         ports = ", ".join(f"{p.get('name')}:{p.get('port')}" for p in spec.get("ports") or [])
         return "Active", ports
     if kind == "PodDisruptionBudget":
-        return "Active", f"{status.get('currentHealthy', 0)} healthy, {status.get('disruptionsAllowed', 0)} disruptions allowed"
+        return "Active", (f"{status.get('currentHealthy', 0)} healthy, "
+                          f"{status.get('disruptionsAllowed', 0)} disruptions allowed")
     return "Present", ""

@@ -51,7 +51,8 @@ def test_the_dashboard_acts_only_with_each_viewers_token() -> None:
     assert "--secure-cookies" in container["args"]
     assert "--allowed-host=kagent.example.com" in container["args"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": "KAGENT_KUBE_CA_FILE", "value": "/etc/kagent/kube-ca/ca.crt"} in container["env"]
+    ca = {"name": "KAGENT_KUBE_CA_FILE", "value": "/etc/kagent/kube-ca/ca.crt"}
+    assert ca in container["env"]
     assert {v["name"] for v in pod["volumes"]} == {"tmp", "kube-ca"}
     # Bound to nothing: no Role or ClusterRole binding names the dashboard's ServiceAccount.
     for doc in rendered:

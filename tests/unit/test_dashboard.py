@@ -11,7 +11,12 @@ import pytest
 
 from kagent.dashboard import views
 from kagent.dashboard.auth import Sessions
-from kagent.dashboard.chat import TOOL_CALL_METADATA, TOOL_RESULT_METADATA, chat_events, check_message
+from kagent.dashboard.chat import (
+    TOOL_CALL_METADATA,
+    TOOL_RESULT_METADATA,
+    chat_events,
+    check_message,
+)
 from kagent.dashboard.forms import InputError, check_run_input, check_run_name
 from kagent.dashboard.graph import INPUT_NODE, OUTPUT_NODE, workflow_graph
 from kagent.dashboard.live import Feed
@@ -65,7 +70,8 @@ def test_children_get_a_state_a_person_can_read() -> None:
                              "spec": {"replicas": 2}, "status": {"conditions": [
                                  {"type": "Progressing", "status": "False",
                                   "reason": "ProgressDeadlineExceeded", "message": "too slow"}]}})
-    assert (stuck["name"], stuck["state"], stuck["detail"]) == ("Deployment/a", "Failed", "too slow")
+    assert (stuck["name"], stuck["state"], stuck["detail"]) == (
+        "Deployment/a", "Failed", "too slow")
     rolling = views.child_row({"kind": "Deployment", "metadata": {"name": "a"},
                                "spec": {"replicas": 2}, "status": {"readyReplicas": 1,
                                                                    "updatedReplicas": 2}})
