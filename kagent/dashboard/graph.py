@@ -111,8 +111,16 @@ def workflow_graph(spec: dict[str, Any]) -> dict[str, Any]:
     chained = [e for e in edges if e["kind"] == "flow" and e["source"] in deps
                and e["target"] in deps]
     if chained:
-        patterns.insert(0, {"kind": "sequence",
-                            "steps": [s.name for s in parsed.steps if s.depends_on is None]})
+        stages: list[str] = []  # a fan-out is one stage of the sequence
+        for step in parsed.steps:
+            if step.depends_on is not None:
+                continue
+            group = group_of.get(step.name)
+            if group is None:
+                stages.append(step.name)
+            elif groups[group][0] == step.name:
+                stages.append(" ∥ ".join(groups[group]))
+        patterns.insert(0, {"kind": "sequence", "steps": stages})
     return {"nodes": nodes, "edges": edges, "patterns": patterns}
 
 

@@ -95,6 +95,8 @@ def test_research_report_graph_fans_out_to_the_two_analysts_and_joins_at_the_wri
     assert nodes["analyze-market"]["group"] == nodes["analyze-tech"]["group"] is not None
     assert nodes["research"]["group"] is None and nodes["research"]["agent"] == "researcher"
     assert {"kind": "fan-out", "steps": ["analyze-market", "analyze-tech"]} in graph["patterns"]
+    assert {"kind": "sequence", "steps": ["research", "analyze-market ∥ analyze-tech", "write"]} \
+        in graph["patterns"]
     assert nodes[OUTPUT_NODE]["outputs"] == ["report"] and nodes[INPUT_NODE]["inputs"] == ["topic"]
 
 
