@@ -132,7 +132,7 @@ function PhaseCounts(props: { runs: Item[] }) {
   for (const run of props.runs) counts[run.phase] = (counts[run.phase] ?? 0) + 1;
   return (
     <span class="counts" data-counts>
-      {props.runs.length} runs{PHASES.filter((p) => counts[p]).map((p) => <> · <Badge value={p} label={`${counts[p]} ${p}`} /></>)}
+      {props.runs.length} {props.runs.length === 1 ? "run" : "runs"}{PHASES.filter((p) => counts[p]).map((p) => <> · <Badge value={p} label={`${counts[p]} ${p}`} /></>)}
     </span>
   );
 }
