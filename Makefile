@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps
+.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps dashboard
 
 help:
 	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
@@ -17,6 +17,7 @@ help:
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
 	@echo "make docs      regenerate docs/reference/api.md from the API types"
 	@echo "make bench     run the benchmarks"
+	@echo "make dashboard rebuild the dashboard's front-end into kagent/dashboard/static (npm)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,11 @@ docs: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks
+
+# The dashboard's front-end is checked in built (pip install ships it); this rebuilds it from
+# web/dashboard with the versions package-lock.json pins.
+dashboard:
+	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -8,6 +8,10 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
 
+# The dashboard's browser tests and benchmark: Debian's Chromium, driven by Playwright through
+# its executable path (no browser is ever downloaded).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
     echo "missing ${need[*]}: install them with your package manager" >&2

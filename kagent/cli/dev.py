@@ -239,6 +239,8 @@ def demo(
   kagent workflow run review-revise -n {DEMO_NAMESPACE} --input brief="Kagent 1.0" --watch
   kagent dev status                                    what runs where
   make demo-down                                       stop everything""", highlight=False)
+    from kagent.dashboard.server import dashboard_for_dev
+    console.print(f"  dashboard  {dashboard_for_dev(target, workdir)}", highlight=False)
     raise typer.Exit(exit_code)
 
 

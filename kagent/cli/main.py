@@ -9,6 +9,7 @@ import typer
 from kagent.api.crd import default_crd_dir, write_crds
 from kagent.cli import chat, dev, install, resources, workflow
 from kagent.cli.controller import controller_command
+from kagent.cli.dashboard import dashboard
 
 app = typer.Typer(
     name="kagent",
@@ -27,6 +28,7 @@ app.command("chat")(chat.chat)
 app.command("run")(chat.run)
 app.command("install")(install.install)
 app.command("uninstall")(install.uninstall)
+app.command("dashboard")(dashboard)
 
 
 @app.command("crds")

@@ -106,12 +106,19 @@ def local_pod_log(kubeconfig: Path | None, namespace: str, pod: str) -> Path | N
 
 
 def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: int,
-                    health_path: str) -> DevProcess:
+                    health_path: str, env: Mapping[str, str] | None = None) -> DevProcess:
     """Start ``argv`` in its own session (it outlives this command), logging to
     ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``; stopped again
     if it does not."""
     log = workdir / f"{name}.log"
+<<<<<<< HEAD
     process = Process.start(argv, name=what, log_file=log, append_log=True)
+=======
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True,
+                                   env={**os.environ, **env} if env else None)
+>>>>>>> h-dash
     url = f"http://127.0.0.1:{port}"
     try:
         process.wait_ready(url + health_path, timeout=60.0, what=f"{url}{health_path}")
@@ -119,6 +126,20 @@ def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: 
         process.stop()
         raise
     return DevProcess(pid=process.pid, log=str(log), url=url, start_ticks=process.start_ticks)
+
+
+def start_process(workdir: Path, name: str, what: str, argv: list[str], port: int,
+                  health_path: str, *, env: Mapping[str, str] | None = None,
+                  shown_url: str | None = None) -> DevProcess:
+    """Start one more detached process beside the environment (the dashboard) and record it, so
+    `kagent dev status` lists it and `kagent dev down` stops it."""
+    process = _start_detached(workdir, name, what, argv, port, health_path, env)
+    if shown_url:
+        process = DevProcess(pid=process.pid, log=process.log, url=shown_url)
+    processes = read_state(workdir)
+    processes[name] = process
+    _write_state(workdir, processes)
+    return process
 
 
 def scripted_model_env(url: str) -> dict[str, str]:

@@ -224,6 +224,8 @@ class LocalPod:
     restarts: int = 0
     next_start: float = 0.0
     problem: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    """Local port of each named container port (the dashboard scrapes ``metrics``)."""
 
     @property
     def url(self) -> str:
@@ -313,6 +315,8 @@ class LocalPods:
                      for p in agent_container(doc).get("ports") or []}
             pod.plan = plan_launch(doc, lookup, pod_dir=pod.directory, ports=ports,
                                    base_env=os.environ, overrides=self._overrides())
+            pod.ports = {p["name"]: ports[p["containerPort"]]
+                         for p in agent_container(doc).get("ports") or [] if p.get("name")}
         except LaunchError as error:
             if pod.problem != str(error):
                 logger.warning("pod %s/%s cannot start: %s", pod.namespace, pod.name, error)
@@ -465,7 +469,8 @@ class LocalPods:
         async def health(_: Request) -> Response:
             return JSONResponse({"pods": [
                 {"namespace": p.namespace, "pod": p.name, "agent": p.agent, "ready": p.ready,
-                 "url": p.url if p.plan else None, "restarts": p.restarts, "problem": p.problem}
+                 "url": p.url if p.plan else None, "ports": p.ports, "restarts": p.restarts,
+                 "problem": p.problem}
                 for p in self.pods.values()]})
 
         @contextlib.asynccontextmanager
