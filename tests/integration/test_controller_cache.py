@@ -4,6 +4,7 @@ counted in the API server's own audit log."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kagent.kube import watch_http_client
+from kagent.kube.informer import Informer, WatchSpec
 from kagent.local.controller import ControllerProcess
 from kagent.local.controlplane import ControlPlane, install_crds
 from tests.helpers import create_seed_secrets, seed_documents, wait_for
@@ -172,3 +175,63 @@ def test_no_reconcile_gets_what_the_cache_holds(audited: tuple[ControlPlane, Con
     assert len(writes) == writes_before, [
         f'{e["verb"]} {e["objectRef"]["resource"]}/{e["objectRef"].get("name")}' for e in writes[writes_before:]
     ]
+
+
+# --- the informer itself ------------------------------------------------------------------------
+
+
+async def test_the_informer_lists_watches_and_notices_what_vanished_while_it_was_away(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    label = "informer-test"
+    spec = WatchSpec("ConfigMap", "v1", "configmaps", label_selector=f"{label}={namespace}",
+                     transform=lambda o: {"metadata": {k: o["metadata"][k] for k in
+                                                       ("name", "namespace", "resourceVersion")},
+                                          "data": o.get("data") or {}})
+    seen: list[tuple[str, str]] = []
+    http = watch_http_client(control_plane.kubeconfig)
+    informer = Informer(http, spec, lambda t, old, new: seen.append((t, (new or old or {})["metadata"]["name"])))
+
+    def configmap(name: str, value: str) -> None:
+        manifest = control_plane.kubectl("create", "configmap", name, "-n", namespace, f"--from-literal=k={value}",
+                                         "--dry-run=client", "-o", "yaml").stdout
+        control_plane.kubectl("apply", "-f", "-", input=manifest)
+        control_plane.kubectl("label", "configmap", name, "-n", namespace, f"{label}={namespace}", "--overwrite")
+
+    async def until(check: Any, what: str) -> None:
+        for _ in range(200):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; events: {seen}")
+
+    configmap("a", "1")
+    configmap("b", "1")
+    control_plane.kubectl("create", "configmap", "unlabelled", "-n", namespace)
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 30)
+        assert sorted(o["metadata"]["name"] for o in informer.store.list(namespace)) == ["a", "b"]
+        assert sorted(seen) == [("ADDED", "a"), ("ADDED", "b")]
+        configmap("a", "2")
+        await until(lambda: (informer.store.get(namespace, "a") or {}).get("data") == {"k": "2"}, "a modified")
+        control_plane.kubectl("delete", "configmap", "b", "-n", namespace)
+        await until(lambda: informer.store.get(namespace, "b") is None, "b deleted")
+        assert ("DELETED", "b") in seen and ("MODIFIED", "a") in seen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # While nobody watches: a is deleted, c created. The next list reports both.
+    control_plane.kubectl("delete", "configmap", "a", "-n", namespace)
+    configmap("c", "1")
+    seen.clear()
+    task = asyncio.create_task(informer.run())
+    try:
+        await until(lambda: informer.store.get(namespace, "c") is not None, "c listed")
+        assert informer.store.get(namespace, "a") is None
+        assert sorted(seen) == [("ADDED", "c"), ("DELETED", "a")]
+        assert informer.store.deletions == 2 and informer.lists == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await http.aclose()
