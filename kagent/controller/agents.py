@@ -11,6 +11,7 @@ status that changed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
@@ -18,9 +19,15 @@ from lightkube import AsyncClient
 from kagent.api import Agent, AgentStatus
 from kagent.api.manifests import ManifestError
 from kagent.controller.cache import AppliedChildren, ControllerCache, manifest_digest, trim_deployment
-from kagent.controller.render import AGENT_LABEL, autoscaler_for, render_agent
+from kagent.controller.render import AGENT_LABEL, AgentInputs, autoscaler_for, render_agent
 from kagent.controller.resolve import parse_cached, resolve_agent
-from kagent.controller.status import agent_status, deployment_rollout, read_status, status_changed
+from kagent.controller.metrics import APPLIES
+from kagent.controller.status import (
+    READY_PROGRESS_REASONS,
+    agent_status,     deployment_rollout,
+    read_status,
+    status_changed,
+)
 from kagent.kube import apply_raw, is_not_found, raw_resource
 from kagent.kube.conditions import now_rfc3339, transitions
 from kagent.kube.reconcile import ObjectKey, Result, Verdict
@@ -53,19 +60,44 @@ def autoscaling_verdict(agent: Agent, keda_available: bool) -> Verdict | None:
     return Verdict(True, "AutoscalerConfigured", f"replicas are managed by a {kind}")
 
 
+@dataclass(slots=True)
+class _LastRender:
+    """What the last render of an Agent produced, to skip rendering when nothing it reads changed."""
+
+    inputs: str
+    children: tuple[tuple[ObjectKey, str], ...]
+    """(child key, digest of its manifest)."""
+    config_hash: str
+    endpoint: str
+
+
+def inputs_digest(inputs: AgentInputs) -> str:
+    """Changes whenever anything the rendering reads changes: the Agent's identity and spec
+    (its generation), its Tools' and Memory's specs, the Secret digest, KEDA, the image."""
+    def ident(resource: Any) -> list[Any]:
+        meta = resource.metadata
+        return [meta.namespace, meta.name, meta.uid, meta.generation]
+
+    return manifest_digest({
+        "agent": ident(inputs.agent), "tools": [ident(t) for t in inputs.tools],
+        "memory": ident(inputs.memory) if inputs.memory is not None else None,
+        "secrets": inputs.secret_digest, "keda": inputs.keda_available, "image": inputs.image,
+    })
+
+
 class AgentReconciler:
     def __init__(self, client: AsyncClient, cache: ControllerCache, image: str) -> None:
         self.client = client
         self.cache = cache
         self.image = image
         self.applied = AppliedChildren()
-        self.applies = 0
-        """Server-side applies issued (skipped ones not counted), for tests and benchmarks."""
+        self._last: dict[ObjectKey, _LastRender] = {}
 
     async def reconcile(self, key: ObjectKey) -> Result:
         _, namespace, name = key
         raw = self.cache.get("Agent", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            self._last.pop(key, None)
             return Result.forget()
         keda_available = self.cache.keda_available
         try:
@@ -81,28 +113,46 @@ class AgentReconciler:
             # Keep the children as they were: a missing reference must not take a running agent down.
             accepted = Verdict(False, resolution.reason, f"not found or invalid: {', '.join(resolution.missing)}")
         else:
-            rendered = render_agent(resolution.inputs)
-            for manifest in rendered.objects:
-                answer = await self._apply(manifest)
-                if answer is not None and manifest["kind"] == "Deployment":
-                    deployment = trim_deployment(answer)
-            await self._prune(agent, {o["kind"] for o in rendered.objects}, keda_available)
-            config_hash, endpoint = rendered.config_hash, rendered.endpoint
+            digest = inputs_digest(resolution.inputs)
+            last = self._last.get(key)
+            if last is None or last.inputs != digest or not self._children_up_to_date(last):
+                last, deployment = await self._render_and_apply(key, resolution.inputs, digest)
+            await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
+            config_hash, endpoint = last.config_hash, last.endpoint
             accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")
         return await self._report(raw, accepted, agent, config_hash, endpoint, deployment,
                                   frozenset(resolution.dependencies), keda_available)
 
-    async def _apply(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    def _children_up_to_date(self, last: _LastRender) -> bool:
+        return all(self.applied.up_to_date(child, desired, self.cache.store(child[0]))
+                   for child, desired in last.children)
+
+    async def _render_and_apply(self, key: ObjectKey, inputs: AgentInputs,
+                                digest: str) -> tuple[_LastRender, dict[str, Any] | None]:
+        rendered = render_agent(inputs)
+        deployment: dict[str, Any] | None = None
+        children = []
+        for manifest in rendered.objects:
+            meta = manifest["metadata"]
+            child = (manifest["kind"], meta["namespace"], meta["name"])
+            desired = manifest_digest(manifest)
+            answer = await self._apply(child, manifest, desired)
+            if answer is not None and child[0] == "Deployment":
+                deployment = trim_deployment(answer)
+            children.append((child, desired))
+        last = _LastRender(digest, tuple(children), rendered.config_hash, rendered.endpoint)
+        self._last[key] = last
+        return last, deployment
+
+    async def _apply(self, key: ObjectKey, manifest: dict[str, Any], desired: str) -> dict[str, Any] | None:
         """Server-side apply a child unless it is already as wanted; the server's answer, or None."""
-        meta = manifest["metadata"]
-        key = (manifest["kind"], meta["namespace"], meta["name"])
-        desired = manifest_digest(manifest)
         store = self.cache.store(manifest["kind"])
         if self.applied.up_to_date(key, desired, store):
+            APPLIES.labels(manifest["kind"], "unchanged").inc()
             return None
         before = self.applied.before_apply(key, store)
         answer = await apply_raw(self.client, manifest)
-        self.applies += 1
+        APPLIES.labels(manifest["kind"], "applied").inc()
         self.applied.applied(key, desired, answer, before)
         return answer
 
@@ -152,4 +202,4 @@ class AgentReconciler:
             await self.cache.write_status(self.client, raw, status)
         requeue = None if rollout.ready or not accepted.ok else ROLLOUT_POLL_SECONDS
         return Result(requeue_after=requeue, dependencies=dependencies,
-                      transitions=transitions(previous.conditions, status.conditions))
+                      transitions=transitions(previous.conditions, status.conditions, READY_PROGRESS_REASONS))

@@ -24,6 +24,7 @@ from kagent.controller.agents import AgentReconciler
 from kagent.controller.cache import CHILD_KINDS, ControllerCache, is_status_only, owner_key
 from kagent.controller.index import DependencyIndex
 from kagent.controller.metrics import (
+    CACHED_OBJECTS,
     IS_LEADER,
     QUEUE_DEPTH,
     RECONCILE_DURATION,
@@ -35,7 +36,7 @@ from kagent.controller.references import McpDiscovery, ReferenceReconciler
 from kagent.controller.settings import ControllerSettings
 from kagent.controller.workflows import WorkflowReconciler
 from kagent.kube.events import EventRecorder
-from kagent.kube.informer import DELETED, Object, resource_version
+from kagent.kube.informer import DELETED, MODIFIED, Object, resource_version
 from kagent.kube.reconcile import ObjectKey, Reconciler, Result
 
 log = logging.getLogger("kagent.controller")
@@ -95,6 +96,9 @@ class Controller:
         obj = new if new is not None else old
         if obj is None:
             return
+        if event_type != MODIFIED:
+            store = self.cache.store(kind)
+            CACHED_OBJECTS.labels(kind).set(len(store) if store is not None else 0)
         meta = obj.get("metadata") or {}
         key = (kind, str(meta.get("namespace") or ""), str(meta.get("name")))
         if kind in RECONCILED_KINDS:

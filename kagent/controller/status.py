@@ -46,6 +46,11 @@ def status_changed(previous: KagentModel, new: KagentModel) -> bool:
     return comparable(previous) != comparable(new)
 
 
+READY_PROGRESS_REASONS = frozenset({"DeploymentMissing", "RolloutPending", "RolloutInProgress",
+                                    "PodsNotReady"})
+"""Ready=False reasons that mean "on its way" rather than "broken"."""
+
+
 @dataclass(frozen=True)
 class Rollout:
     ready: bool

@@ -53,13 +53,30 @@ def find_condition(conditions: Sequence[Condition] | None, type_: str) -> Condit
     return next((c for c in conditions or [] if c.type == type_), None)
 
 
-def transitions(before: Sequence[Condition] | None, after: Sequence[Condition] | None) -> tuple[Transition, ...]:
-    """Conditions of ``after`` that are new or whose status or reason differ from ``before``."""
+def transitions(
+    before: Sequence[Condition] | None,
+    after: Sequence[Condition] | None,
+    progress_reasons: frozenset[str] = frozenset(),
+) -> tuple[Transition, ...]:
+    """The changes from ``before`` to ``after`` worth an Event.
+
+    Every object goes through the same first steps, so these are left out: a condition that
+    first appears True or merely in progress (a reason in ``progress_reasons``), and a move
+    from one in-progress reason to another. Everything else whose status or reason changed is
+    a transition; one into progress from anything but True is not a warning."""
     changed = []
     for cond in after or []:
         old = find_condition(before, cond.type)
-        if old is None or (old.status, old.reason) != (cond.status, cond.reason):
-            changed.append(Transition(cond.type, cond.status, cond.reason or "", cond.message or ""))
+        progress = cond.reason in progress_reasons
+        if old is None:
+            if cond.status == "True" or progress:
+                continue
+        elif (old.status, old.reason) == (cond.status, cond.reason):
+            continue
+        elif progress and old.status == cond.status and old.reason in progress_reasons:
+            continue
+        changed.append(Transition(cond.type, cond.status, cond.reason or "", cond.message or "",
+                                  progress=progress and (old is None or old.status != "True")))
     return tuple(changed)
 
 

@@ -10,8 +10,9 @@ runner (``kagent.controller.manager``) does that from the Result, the same way f
   periodic resync.
 - ``dependencies``: the objects the reconcile read (Tools, Memory, Secrets, Agents …); a change
   to any of them queues this key again. None leaves the recorded set as it was.
-- ``transitions``: conditions whose status or reason changed; each becomes a Kubernetes Event
-  (Normal when the condition is True, Warning otherwise).
+- ``transitions``: conditions whose status or reason changed, worth telling; each becomes a
+  Kubernetes Event (Warning when the condition turned False and is not mere progress, else
+  Normal). See :func:`kagent.kube.conditions.transitions` for what is left out.
 - ``gone``: the object no longer exists (or is being deleted); its dependencies are forgotten.
 
 Errors are raised, not returned: the runner logs them, counts them
@@ -40,10 +41,12 @@ class Transition:
     """"True", "False" or "Unknown"."""
     reason: str
     message: str
+    progress: bool = False
+    """Not True yet, but on its way (a rollout in progress): not a warning."""
 
     @property
     def event_type(self) -> str:
-        return "Normal" if self.status == "True" else "Warning"
+        return "Normal" if self.status == "True" or self.progress else "Warning"
 
 
 @dataclass(frozen=True)

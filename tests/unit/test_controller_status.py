@@ -16,6 +16,7 @@ from kagent.api.memory import MemoryStatus
 from kagent.api.tool import DiscoveredTool, ToolStatus
 from kagent.controller.cache import ControllerCache
 from kagent.controller.status import (
+    READY_PROGRESS_REASONS,
     Rollout,
     agent_status,
     deployment_rollout,
@@ -107,16 +108,15 @@ def test_reading_a_status_ignores_fields_of_other_versions() -> None:
 
 def test_transitions_name_what_changed_and_times_move_only_on_change() -> None:
     first = full_agent_status()
-    assert transitions(None, first.conditions) == (
-        Transition("Accepted", "True", "Resolved", "ok"),
-        Transition("Ready", "True", "RolledOut", "2 of 2 pods are available"),
+    # A new object: only the problem is told (its first Accepted=True and Ready=True are not).
+    assert transitions(None, first.conditions, READY_PROGRESS_REASONS) == (
         Transition("Autoscaling", "False", "KEDANotInstalled", "no KEDA"),
     )
-    rolling = Rollout(False, "RolloutInProgress", "1 of 2 pods run the current configuration", 2, 1)
+    rolling = Rollout(False, "RolloutPending", "the new configuration is not applied yet", 2, 2)
     second = agent_status(first, 4, Verdict(True, "Resolved", "ok"), rolling, None, None, "def456",
                           "kagent.dev/agent=a", LATER)
-    assert transitions(first.conditions, second.conditions) == (
-        Transition("Ready", "False", "RolloutInProgress", "1 of 2 pods run the current configuration"),)
+    assert transitions(first.conditions, second.conditions, READY_PROGRESS_REASONS) == (
+        Transition("Ready", "False", "RolloutPending", "the new configuration is not applied yet"),)
     accepted = next(c for c in second.conditions or [] if c.type == "Accepted")
     ready = next(c for c in second.conditions or [] if c.type == "Ready")
     assert accepted.last_transition_time == NOW and ready.last_transition_time == LATER
@@ -126,6 +126,34 @@ def test_transitions_name_what_changed_and_times_move_only_on_change() -> None:
     again = agent_status(second, 4, Verdict(True, "Resolved", "ok"), rolling, None, None, "def456",
                          "kagent.dev/agent=a", "2026-01-01T00:09:00Z")
     assert not status_changed(second, again), "only timestamps differ"
+
+
+def test_a_new_agent_tells_only_that_it_became_ready() -> None:
+    def status(previous: AgentStatus, rollout: Rollout) -> AgentStatus:
+        return agent_status(previous, 1, Verdict(True, "Resolved", "ok"), rollout, None, None, "h",
+                            "kagent.dev/agent=a", NOW)
+
+    steps = [Rollout(False, "DeploymentMissing", "no Deployment yet", 0, 0),
+             Rollout(False, "RolloutInProgress", "waiting for the Deployment to be observed", 0, 0),
+             Rollout(False, "PodsNotReady", "0 of 1 pods are available", 1, 0),
+             Rollout(True, "RolledOut", "1 of 1 pods are available", 1, 1)]
+    told: list[Transition] = []
+    previous = AgentStatus()
+    for rollout in steps:
+        current = status(previous, rollout)
+        told.extend(transitions(previous.conditions, current.conditions, READY_PROGRESS_REASONS))
+        previous = current
+    assert told == [Transition("Ready", "True", "RolledOut", "1 of 1 pods are available")]
+    assert told[0].event_type == "Normal"
+    # Pods failing later is a warning; an unresolved reference at once is too.
+    broken = status(previous, Rollout(False, "PodsNotReady", "0 of 1 pods are available", 1, 0))
+    [degraded] = transitions(previous.conditions, broken.conditions, READY_PROGRESS_REASONS)
+    assert (degraded.reason, degraded.event_type) == ("PodsNotReady", "Warning")
+    missing = agent_status(AgentStatus(), 1, Verdict(False, "ToolNotFound", 'Tool "x"'),
+                           steps[0], None, None, None, "kagent.dev/agent=a", NOW)
+    assert [(t.type, t.reason, t.event_type) for t in
+            transitions(None, missing.conditions, READY_PROGRESS_REASONS)] == [
+        ("Accepted", "ToolNotFound", "Warning"), ("Ready", "NotAccepted", "Warning")]
 
 
 def test_a_tool_keeps_its_discovered_tools_until_the_next_discovery() -> None:
