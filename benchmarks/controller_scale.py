@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient, KubeConfig
 
 from benchmarks.common import cpu_seconds, rss_mib, write_result
@@ -140,7 +141,9 @@ def count_children(plane: ControlPlane, namespace: str) -> dict[str, int]:
 
 
 async def measure(plane: ControlPlane, agents: int, memory_points: list[int]) -> dict[str, Any]:
-    client = AsyncClient(config=KubeConfig.from_file(plane.kubeconfig), field_manager="bench")
+    # A generous timeout: on a busy machine a slow answer is part of the measure, not an error.
+    client = AsyncClient(config=KubeConfig.from_file(plane.kubeconfig), field_manager="bench",
+                         timeout=httpx2.Timeout(120.0))
     # Baseline: the same children, applied directly.
     plane.create_namespace("baseline")
     baseline_objects = [o for i in range(agents) for o in children_for(f"agent-{i}", "baseline")]

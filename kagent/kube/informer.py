@@ -233,19 +233,30 @@ class Informer:
     # --- watch ------------------------------------------------------------------------------
 
     async def _watch(self, version: str) -> None:
-        """Watch from ``version`` until the server can no longer resume (raises _Gone)."""
+        """Watch from ``version``; a dropped connection resumes from the last version seen.
+        Returns (raises _Gone) when the server can no longer resume: the caller lists again."""
+        dropped = 0
         while True:
             seconds = int(self.watch_seconds * random.uniform(1.0, 1.2))
             params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
                       "timeoutSeconds": str(seconds), **self.spec.selectors()}
             timeout = httpx2.Timeout(10.0, read=seconds + 30.0)
-            async with self.http.stream("GET", self.spec.path, params=params, timeout=timeout) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    _raise_for(response, self.spec)
-                async for line in response.aiter_lines():
-                    if line:
-                        version = self._on_line(line, version)
+            try:
+                async with self.http.stream("GET", self.spec.path, params=params, timeout=timeout) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        _raise_for(response, self.spec)
+                    async for line in response.aiter_lines():
+                        if line:
+                            version = self._on_line(line, version)
+                            dropped = 0
+            except httpx2.TransportError as error:
+                dropped += 1
+                if dropped > 5:
+                    raise
+                delay = min(self.max_backoff, 0.2 * 2 ** dropped)
+                log.info("%s: watch dropped (%s); resuming in %.1fs", self.spec.kind, _describe(error), delay)
+                await asyncio.sleep(delay)
 
     def _on_line(self, line: str, version: str) -> str:
         event = _decode_event(line)
