@@ -93,6 +93,11 @@ class AgentReconciler:
         self.applied = AppliedChildren()
         self._last: dict[ObjectKey, _LastRender] = {}
 
+    def forget_all(self) -> None:
+        """Drop what this process remembers applying (a new leader starts from the cluster)."""
+        self.applied = AppliedChildren()
+        self._last.clear()
+
     async def reconcile(self, key: ObjectKey) -> Result:
         _, namespace, name = key
         raw = self.cache.get("Agent", namespace, name)

@@ -181,8 +181,12 @@ class ControllerCache:
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._keda_task: asyncio.Task[None] | None = None
-        for spec in (*KAGENT_WATCHES, SECRET_WATCH, *CHILD_WATCHES, KEDA_CRD_WATCH):
-            self.informers[spec.kind] = self._informer(spec)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh, empty informers (a new leader must not trust what it saw before)."""
+        self.informers = {spec.kind: self._informer(spec)
+                          for spec in (*KAGENT_WATCHES, SECRET_WATCH, *CHILD_WATCHES, KEDA_CRD_WATCH)}
 
     def _informer(self, spec: WatchSpec) -> Informer:
         def handler(event_type: str, old: Object | None, new: Object | None) -> None:
@@ -231,6 +235,7 @@ class ControllerCache:
 
     async def start(self) -> None:
         """Start every informer and wait until each has listed once (and KEDA's, if served)."""
+        self._reset()
         for informer in list(self.informers.values()):
             self._tasks.append(asyncio.create_task(informer.run(), name=f"informer-{informer.spec.kind}"))
         await self.wait_synced()
@@ -246,8 +251,8 @@ class ControllerCache:
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
             waiters = [asyncio.create_task(i.synced.wait()) for i in waiting]
-            done, pending = await asyncio.wait([*waiters, *self._tasks], timeout=log_every,
-                                               return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*waiters, *self._tasks], timeout=log_every,
+                                         return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
             if not done:
@@ -260,6 +265,7 @@ class ControllerCache:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._keda_task = None
+        self.informers.pop("ScaledObject", None)
 
     # --- KEDA comes and goes ----------------------------------------------------------------
 

@@ -165,6 +165,7 @@ class Controller:
         """Run as the leader: fill the cache (which queues every object), then reconcile."""
         IS_LEADER.set(1)
         events = asyncio.create_task(self.events.run(), name="events")
+        self.agents.forget_all()
         try:
             await self.cache.start()
             log.info("cache synced: %s", ", ".join(f"{k} {len(i.store)}" for k, i in self.cache.informers.items()))

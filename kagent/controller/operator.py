@@ -37,6 +37,8 @@ __all__ = ["Controller", "ControllerSettings", "WebhookSettings", "run"]
 
 log = logging.getLogger("kagent.controller")
 
+API_TIMEOUT_SECONDS = 60.0
+
 
 def build_registry(client: AsyncClient) -> kopf.OperatorRegistry:
     """kopf's part: log in, and the admission webhooks."""
@@ -90,7 +92,9 @@ async def run(settings: ControllerSettings) -> None:
     """Run the controller until cancelled."""
     if settings.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)  # kopf's own login reads it
-    client = async_client(settings.kubeconfig)
+    # The API server gives up on a request after 60 s; so does the controller (a shorter timeout
+    # only turns a slow, busy API server into retries that load it more).
+    client = async_client(settings.kubeconfig, timeout=API_TIMEOUT_SECONDS)
     http = watch_http_client(settings.kubeconfig)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)

@@ -37,8 +37,9 @@ def kube_config(kubeconfig: Path | None = None) -> KubeConfig:
     return KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
 
 
-def async_client(kubeconfig: Path | None = None) -> AsyncClient:
-    return AsyncClient(config=kube_config(kubeconfig), field_manager=FIELD_MANAGER)
+def async_client(kubeconfig: Path | None = None, timeout: float = 10.0) -> AsyncClient:
+    return AsyncClient(config=kube_config(kubeconfig), field_manager=FIELD_MANAGER,
+                       timeout=httpx2.Timeout(timeout, connect=10.0))
 
 
 def watch_http_client(kubeconfig: Path | None = None) -> httpx2.AsyncClient:
