@@ -154,6 +154,18 @@ CHILD_KINDS = frozenset(w.kind for w in (*CHILD_WATCHES, SCALED_OBJECT_WATCH))
 ALL_WATCHES = (*KAGENT_WATCHES, SECRET_WATCH, *CHILD_WATCHES, SCALED_OBJECT_WATCH, KEDA_CRD_WATCH)
 
 
+def same_view(old: Object | None, new: Object | None) -> bool:
+    """Whether two trimmed views differ only in resourceVersion: the change was in a field the
+    controller does not keep, so it need not look."""
+    if old is None or new is None:
+        return False
+    def unversioned(view: Object) -> Object:
+        meta = {k: v for k, v in (view.get("metadata") or {}).items() if k != "resourceVersion"}
+        return {**view, "metadata": meta}
+
+    return unversioned(old) == unversioned(new)
+
+
 def owner_key(child: Object) -> ObjectKey | None:
     """The Agent that controls a child, from its controller owner reference."""
     meta = child.get("metadata") or {}

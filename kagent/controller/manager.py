@@ -21,7 +21,7 @@ from lightkube import AsyncClient
 
 from kagent.api.base import API_VERSION
 from kagent.controller.agents import AgentReconciler
-from kagent.controller.cache import CHILD_KINDS, ControllerCache, is_status_only, owner_key
+from kagent.controller.cache import CHILD_KINDS, ControllerCache, is_status_only, owner_key, same_view
 from kagent.controller.index import DependencyIndex
 from kagent.controller.metrics import (
     CACHED_OBJECTS,
@@ -115,6 +115,8 @@ class Controller:
         elif kind in CHILD_KINDS:
             if event_type == DELETED:
                 self.agents.applied.forget(key)
+            elif event_type == MODIFIED and same_view(old, new):
+                return  # e.g. an HPA's or PDB's status: nothing the controller reads changed
             owner = owner_key(obj)
             if owner is not None:
                 self.enqueue(owner)

@@ -108,3 +108,18 @@ async def test_the_event_recorder_is_bounded_and_drops_repeats() -> None:
     recorder.record(involved, "Warning", "R", "third")
     assert recorder._queue.qsize() == 2 and recorder.dropped == 1
     await asyncio.sleep(0)
+
+
+def test_a_child_change_the_controller_does_not_read_queues_nothing() -> None:
+    from kagent.controller.cache import trim_child
+
+    c = controller()
+    base = {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "1", "ownerReferences": [
+        {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent", "name": "a", "uid": "u", "controller": True}]},
+        "spec": {"minReplicas": 1}, "status": {"currentReplicas": 1}}
+    status_only = {**base, "metadata": {**base["metadata"], "resourceVersion": "2"}, "status": {"currentReplicas": 3}}
+    c.on_event("HorizontalPodAutoscaler", "MODIFIED", trim_child(base), trim_child(status_only))
+    assert queued(c) == set()
+    edited = {**status_only, "spec": {"minReplicas": 5}}
+    c.on_event("HorizontalPodAutoscaler", "MODIFIED", trim_child(status_only), trim_child(edited))
+    assert queued(c) == {("Agent", "ns", "a")}
