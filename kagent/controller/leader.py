@@ -33,16 +33,18 @@ class LeaderElector:
         name: str,
         identity: str,
         lease_seconds: int = 15,
-        renew_seconds: float = 5.0,
-        retry_seconds: float = 2.0,
+        renew_seconds: float | None = None,
+        retry_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds
-        self.retry_seconds = retry_seconds
+        # Renew well within the lease (client-go: every retry period, 2 s of a 15 s lease): a
+        # leader renewing less often than its lease lasts would lose it between renewals.
+        self.renew_seconds = renew_seconds if renew_seconds is not None else lease_seconds / 3
+        self.retry_seconds = retry_seconds if retry_seconds is not None else min(2.0, lease_seconds / 3)
         self.is_leader = False
 
     async def _try_acquire_or_renew(self) -> bool:
