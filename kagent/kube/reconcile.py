@@ -43,10 +43,14 @@ class Transition:
     message: str
     progress: bool = False
     """Not True yet, but on its way (a rollout in progress): not a warning."""
+    warning: bool | None = None
+    """Whether the Event is a Warning; by default when the condition is neither True nor progress
+    (a phase such as a run's ``Failed`` says so itself)."""
 
     @property
     def event_type(self) -> str:
-        return "Normal" if self.status == "True" or self.progress else "Warning"
+        warning = self.warning if self.warning is not None else not (self.status == "True" or self.progress)
+        return "Warning" if warning else "Normal"
 
 
 @dataclass(frozen=True)
