@@ -8,12 +8,17 @@ ratio is of the sums, so a shared machine's drifting load does not favour either
 Agents run with replicas 0 so the measure is the controller and the API server, not kwok's pod
 simulation on one fake node. Progress is followed with a watch (not by listing every Agent each
 second, which would load the API server the baseline does not pay for). The API server's own
-request counters give the requests each phase cost.
+request counters give the requests each phase cost, and the CPU seconds of every process a
+phase loads (etcd, API server, controller-manager, scheduler, kwok, the controller, this client),
+counted until the work is done (Deployments observed; Agents Ready), give a second ratio that a
+busy machine's load does not distort.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 import time
 from collections import Counter
@@ -61,7 +66,7 @@ class AcceptedAgents:
         def accepted_only(obj: dict[str, Any]) -> dict[str, Any]:
             conditions = (obj.get("status") or {}).get("conditions")
             return {"metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "resourceVersion")},
-                    "accepted": is_true(conditions, "Accepted")}
+                    "accepted": is_true(conditions, "Accepted"), "ready": is_true(conditions, "Ready")}
 
         self.http = watch_http_client(plane.kubeconfig)
         spec = WatchSpec("Agent", "kagent.dev/v1alpha1", "agents",
@@ -69,22 +74,23 @@ class AcceptedAgents:
         self.informer = Informer(self.http, spec)
         self.task = asyncio.create_task(self.informer.run())
 
-    def count(self) -> int:
-        return sum(1 for agent in self.informer.store.list() if agent["accepted"])
+    def count(self, condition: str = "accepted") -> int:
+        return sum(1 for agent in self.informer.store.list() if agent[condition])
 
-    async def wait(self, count: int, timeout: float, started: float) -> float:
+    async def wait(self, count: int, timeout: float, started: float, ready: bool = False) -> float:
+        condition = "ready" if ready else "accepted"
         deadline = time.monotonic() + timeout
         last_report = 0.0
         while time.monotonic() < deadline:
-            accepted = self.count()
+            done = self.count(condition)
             now = time.monotonic()
-            if accepted >= count:
+            if done >= count:
                 return now - started
             if now - last_report >= 5:
-                print(f"  {accepted}/{count} accepted after {now - started:.0f}s", file=sys.stderr, flush=True)
+                print(f"  {done}/{count} {condition} after {now - started:.0f}s", file=sys.stderr, flush=True)
                 last_report = now
             await asyncio.sleep(0.05)
-        raise TimeoutError(f"not all {count} agents accepted within {timeout}s (got {self.count()})")
+        raise TimeoutError(f"not all {count} agents {condition} within {timeout}s (got {self.count(condition)})")
 
     async def close(self) -> None:
         self.task.cancel()
@@ -127,6 +133,19 @@ def summarize(delta: Counter[tuple[str, str]], agents: int) -> dict[str, Any]:
             "writes_by_resource": dict(by_resource.most_common())}
 
 
+def cpu_by_process(plane: ControlPlane, controller: ControllerProcess) -> Counter[str]:
+    """CPU seconds used so far by every process a phase loads: the control plane's, the
+    controller's and this one (the client)."""
+    pids = {**plane.pids, "this benchmark": os.getpid()}
+    if controller.process is not None:
+        pids["kagent controller"] = controller.process.pid
+    return Counter({name: cpu_seconds(pid) for name, pid in pids.items()})
+
+
+def _rounded(cpu: Counter[str]) -> dict[str, float]:
+    return {**{name: round(seconds, 1) for name, seconds in cpu.most_common()}, "total": round(sum(cpu.values()), 1)}
+
+
 def controller_counters(controller: ControllerProcess) -> dict[str, float]:
     """The controller's reconcile and apply counters."""
     wanted = ("kagent_controller_reconcile_total", "kagent_controller_applies_total")
@@ -144,35 +163,53 @@ def count_children(plane: ControlPlane, namespace: str) -> dict[str, int]:
                                     "-o", "name").stdout.split()) for kind in kinds}
 
 
-async def direct_round(plane: ControlPlane, client: AsyncClient, agents: int,
-                       namespace: str) -> tuple[float, Counter[tuple[str, str]]]:
-    """Apply the children of ``agents`` Agents directly; the time and the API requests it took."""
+async def direct_round(plane: ControlPlane, client: AsyncClient, controller: ControllerProcess, agents: int,
+                       namespace: str) -> tuple[float, Counter[tuple[str, str]], Counter[str]]:
+    """Apply the children of ``agents`` Agents directly; the time, API requests and CPU it took
+    (until the Deployment controller is done with them too)."""
     plane.create_namespace(namespace)
     objects = [o for i in range(agents) for o in children_for(f"agent-{i}", namespace)]
-    before = api_requests(plane)
+    before, cpu = api_requests(plane), cpu_by_process(plane, controller)
     started = time.monotonic()
     await apply_all(client, objects)
     elapsed = time.monotonic() - started
+    await settle(plane, namespace, agents)
     requests = api_requests(plane) - before
+    cpu = cpu_by_process(plane, controller) - cpu
     # Gone before the next round: its deletion must not run beside a measured phase.
     plane.kubectl("delete", "namespace", namespace, "--wait=true", timeout=900)
-    return elapsed, requests
+    return elapsed, requests, cpu
+
+
+async def settle(plane: ControlPlane, namespace: str, agents: int, timeout: float = 600) -> None:
+    """Until every Deployment of the namespace is observed (the Deployment controller's share of
+    the work is done), so CPU and requests of both phases cover the same work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = json.loads(plane.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)["items"]
+        observed = sum(1 for d in listed if (d.get("status") or {}).get("observedGeneration", 0)
+                       >= d["metadata"].get("generation", 1))
+        if observed >= agents:
+            return
+        await asyncio.sleep(1)
 
 
 async def controller_round(plane: ControlPlane, client: AsyncClient, controller: ControllerProcess,
-                           agents: int, namespace: str) -> tuple[float, Counter[tuple[str, str]], float]:
-    """Apply ``agents`` Agents; the time until all are Accepted, the API requests, controller CPU."""
-    assert controller.process is not None
+                           agents: int, namespace: str) -> tuple[float, Counter[tuple[str, str]], Counter[str]]:
+    """Apply ``agents`` Agents; the time until all are Accepted, then (unmeasured) until all are
+    Ready, and the API requests and CPU it took."""
     plane.create_namespace(namespace)
     watcher = AcceptedAgents(plane, namespace)
     try:
         await asyncio.wait_for(watcher.informer.synced.wait(), 120)
-        before, cpu = api_requests(plane), cpu_seconds(controller.process.pid)
+        before, cpu = api_requests(plane), cpu_by_process(plane, controller)
         started = time.monotonic()
         await apply_all(client, [agent_manifest(f"agent-{i}", namespace) for i in range(agents)])
         elapsed = await watcher.wait(agents, timeout=3600, started=started)
+        await settle(plane, namespace, agents)
+        await watcher.wait(agents, timeout=3600, started=started, ready=True)
         requests = api_requests(plane) - before
-        cpu = cpu_seconds(controller.process.pid) - cpu
+        cpu = cpu_by_process(plane, controller) - cpu
     finally:
         await watcher.close()
     children = count_children(plane, namespace)
@@ -194,14 +231,17 @@ async def measure(plane: ControlPlane, agents: int, memory_points: list[int], ro
                               "children_per_agent": len(children_for("x", "x"))}
     direct_requests: Counter[tuple[str, str]] = Counter()
     controller_requests: Counter[tuple[str, str]] = Counter()
-    per_round, cpu = [], 0.0
+    direct_cpu: Counter[str] = Counter()
+    controller_cpu: Counter[str] = Counter()
+    per_round = []
     try:
         for r in range(rounds):
-            direct, requests = await direct_round(plane, client, agents, f"baseline-{r}")
+            direct, requests, cpu = await direct_round(plane, client, controller, agents, f"baseline-{r}")
             direct_requests += requests
-            accepted, requests, used = await controller_round(plane, client, controller, agents, f"bench-{r}")
+            direct_cpu += cpu
+            accepted, requests, cpu = await controller_round(plane, client, controller, agents, f"bench-{r}")
             controller_requests += requests
-            cpu += used
+            controller_cpu += cpu
             per_round.append({"direct_children_seconds": round(direct, 2),
                               "all_accepted_seconds": round(accepted, 2),
                               "ratio_vs_direct": round(accepted / direct, 2)})
@@ -213,7 +253,8 @@ async def measure(plane: ControlPlane, agents: int, memory_points: list[int], ro
         result.update({
             "per_round": per_round,
             "ratio_vs_direct": round(total_accepted / total_direct, 2),
-            "controller_cpu_seconds_per_round": round(cpu / rounds, 1),
+            "cpu_seconds": {"direct": _rounded(direct_cpu), "controller": _rounded(controller_cpu),
+                            "ratio": round(sum(controller_cpu.values()) / sum(direct_cpu.values()), 2)},
             "controller_metrics": controller_counters(controller),
             "api_requests": {"direct": summarize(direct_requests, created),
                              "controller": summarize(controller_requests, created)},

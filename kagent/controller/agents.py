@@ -10,6 +10,7 @@ status that changed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ PRUNABLE = {
     "ScaledObject": "keda.sh/v1alpha1",
     "PodDisruptionBudget": "policy/v1",
 }
+FIRST_APPLIED = frozenset({"ServiceAccount", "ConfigMap"})
+"""Applied before the other children: the pods the Deployment starts use them."""
 ROLLOUT_POLL_SECONDS = 5.0
 """Not rolled out yet: look again this soon even if no watch event arrives."""
 
@@ -134,18 +137,26 @@ class AgentReconciler:
 
     async def _render_and_apply(self, key: ObjectKey, inputs: AgentInputs,
                                 digest: str) -> tuple[_LastRender, dict[str, Any] | None]:
+        """Render and apply what changed: first what the pods use (ServiceAccount, ConfigMap),
+        then the rest, each group at once."""
         rendered = render_agent(inputs)
-        deployment: dict[str, Any] | None = None
-        children = []
+        planned = []
         for manifest in rendered.objects:
             meta = manifest["metadata"]
-            child = (manifest["kind"], meta["namespace"], meta["name"])
-            desired = manifest_digest(manifest)
-            answer = await self._apply(child, manifest, desired)
-            if answer is not None and child[0] == "Deployment":
-                deployment = trim_deployment(answer)
-            children.append((child, desired))
-        last = _LastRender(digest, tuple(children), rendered.config_hash, rendered.endpoint)
+            planned.append(((manifest["kind"], meta["namespace"], meta["name"]), manifest_digest(manifest), manifest))
+        answers: dict[ObjectKey, dict[str, Any] | None] = {}
+        for group in (FIRST_APPLIED, None):
+            batch = [p for p in planned if (p[0][0] in FIRST_APPLIED) == (group is not None)]
+            results = await asyncio.gather(*(self._apply(child, manifest, desired)
+                                             for child, desired, manifest in batch), return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
+            answers.update((child, answer) for (child, _, _), answer in zip(batch, results, strict=True))
+        deployment = next((trim_deployment(answer) for (kind, _, _), answer in answers.items()
+                           if kind == "Deployment" and answer is not None), None)
+        last = _LastRender(digest, tuple((child, desired) for child, desired, _ in planned),
+                           rendered.config_hash, rendered.endpoint)
         self._last[key] = last
         return last, deployment
 
