@@ -19,13 +19,19 @@ from lightkube import AsyncClient
 
 from kagent.api import Agent, AgentStatus
 from kagent.api.manifests import ManifestError
-from kagent.controller.cache import AppliedChildren, ControllerCache, manifest_digest, trim_deployment
+from kagent.controller.cache import (
+    AppliedChildren,
+    ControllerCache,
+    manifest_digest,
+    trim_deployment,
+)
+from kagent.controller.metrics import APPLIES
 from kagent.controller.render import AGENT_LABEL, AgentInputs, autoscaler_for, render_agent
 from kagent.controller.resolve import parse_cached, resolve_agent
-from kagent.controller.metrics import APPLIES
 from kagent.controller.status import (
     READY_PROGRESS_REASONS,
-    agent_status,     deployment_rollout,
+    agent_status,
+    deployment_rollout,
     read_status,
     status_changed,
 )

@@ -31,8 +31,8 @@ from kagent.api import KINDS, AgentStatus
 from kagent.api.base import API_VERSION
 from kagent.api.memory import MemoryStatus
 from kagent.api.tool import ToolStatus
-from kagent.kube import KAGENT_RESOURCES
 from kagent.controller.render import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY
+from kagent.kube import KAGENT_RESOURCES
 from kagent.kube.informer import (
     MODIFIED,
     Informer,

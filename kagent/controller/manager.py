@@ -21,7 +21,13 @@ from lightkube import AsyncClient
 
 from kagent.api.base import API_VERSION
 from kagent.controller.agents import AgentReconciler
-from kagent.controller.cache import CHILD_KINDS, ControllerCache, is_status_only, owner_key, same_view
+from kagent.controller.cache import (
+    CHILD_KINDS,
+    ControllerCache,
+    is_status_only,
+    owner_key,
+    same_view,
+)
 from kagent.controller.index import DependencyIndex
 from kagent.controller.metrics import (
     CACHED_OBJECTS,

@@ -165,12 +165,11 @@ def test_no_reconcile_gets_what_the_cache_holds(audited: tuple[ControlPlane, Con
 
     # A reconcile that finds everything as wanted writes nothing (annotating a Tool queues the
     # Agents that use it, but changes nothing they render).
-    before_reconciles = reconciles(controller)
     writes_before = len([e for e in controller_requests(log) if e["verb"] in ("patch", "create", "update")])
     for i in range(3):
+        before = reconciles(controller)
         cp.kubectl("annotate", "tool", "create-ticket", "-n", namespace, f"touched={i}", "--overwrite")
-        wait_for(lambda: reconciles(controller) > before_reconciles, what="the Agent to be reconciled")
-        before_reconciles = reconciles(controller)
+        wait_for(lambda before=before: reconciles(controller) > before, what="the Agent to be reconciled")
     writes = [e for e in controller_requests(log) if e["verb"] in ("patch", "create", "update")]
     assert len(writes) == writes_before, [
         f'{e["verb"]} {e["objectRef"]["resource"]}/{e["objectRef"].get("name")}' for e in writes[writes_before:]
