@@ -17,11 +17,10 @@ import yaml
 
 from kagent.api import Agent, Memory, Tool
 from kagent.api.agent import ScalingSpec
-from kagent.api.base import API_VERSION
+from kagent.api.base import API_VERSION, SecretKeySelector
+from kagent.api.labels import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER
 from kagent.api.memory import MemorySpec
 from kagent.api.secrets import TRACING_SECRET_KEYS, iter_secret_refs, secret_env_name, unique_refs
-from kagent.api.base import SecretKeySelector
-from kagent.api.labels import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80

@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from kagent.api.labels import WORKFLOW_LABEL
 from kagent.dashboard import views
 from kagent.dashboard.access import Clients, Viewer, api_message, can_i, who_am_i
 from kagent.dashboard.agents import AgentNetwork, PodRef, pod_ref
@@ -456,7 +457,7 @@ async def start_run(request: Request, viewer: Viewer, dashboard: Dashboard) -> R
     except InputError as err:
         return error("Check the inputs.", 422, fields=err.errors)
     metadata: dict[str, Any] = {"namespace": namespace,
-                                "labels": {"kagent.dev/workflow": workflow_name}}
+                                "labels": {WORKFLOW_LABEL: workflow_name}}
     if run_name:
         metadata["name"] = run_name
     else:

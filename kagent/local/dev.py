@@ -111,14 +111,8 @@ def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: 
     ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``; stopped again
     if it does not."""
     log = workdir / f"{name}.log"
-<<<<<<< HEAD
-    process = Process.start(argv, name=what, log_file=log, append_log=True)
-=======
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   env={**os.environ, **env} if env else None)
->>>>>>> h-dash
+    process = Process.start(argv, name=what, log_file=log, append_log=True,
+                            env={**os.environ, **env} if env else None)
     url = f"http://127.0.0.1:{port}"
     try:
         process.wait_ready(url + health_path, timeout=60.0, what=f"{url}{health_path}")

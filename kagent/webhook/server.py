@@ -22,6 +22,7 @@ from lightkube.core.exceptions import ApiError
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
+from kagent.api.labels import WEBHOOK_SERVICE
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates

@@ -81,12 +81,14 @@ ALLOWED = [
     "create deployments.apps", "patch deployments.apps", "delete horizontalpodautoscalers.autoscaling",
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
     "patch validatingwebhookconfigurations.admissionregistration.k8s.io",
-    "delete workflowruns.kagent.dev",
+    "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
+    "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
     "update agents.kagent.dev", "create clusterrolebindings.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
+    "get deployments.apps", "get services", "watch pods", "list replicasets.apps",
 ]
 
 

@@ -27,10 +27,6 @@ OTHER_MEANINGS = {
 # In code that is being rewritten on other branches at the time of writing: these lines are to
 # use the constants once those land. The list may only shrink.
 PENDING = {
-    ("kagent/controller/operator.py", "app.kubernetes.io/managed-by"),
-    ("kagent/controller/operator.py", "kagent.dev/finalizer"),
-    ("kagent/controller/operator.py", "kagent-controller"),
-    ("kagent/controller/operator.py", "kagent-system"),
     ("kagent/controller/render.py", "app.kubernetes.io/name"),
     ("kagent/controller/render.py", "app.kubernetes.io/instance"),
     ("kagent/workflow/engine.py", "app.kubernetes.io/managed-by"),
