@@ -77,6 +77,7 @@ def test_install_creates_the_controller(installed: tuple[ControlPlane, int]) -> 
 
 
 ALLOWED = [
+    "create subjectaccessreviews.authorization.k8s.io",
     "list agents.kagent.dev", "watch workflowruns.kagent.dev", "patch agents.kagent.dev/status",
     "create deployments.apps", "patch deployments.apps", "delete horizontalpodautoscalers.autoscaling",
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
