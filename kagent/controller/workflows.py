@@ -1,9 +1,9 @@
 """Workflow and WorkflowRun keys from the work queue, handed to the workflow engine.
 
-The engine (``kagent.workflow.engine``) owns the run tasks; this module connects it to the
-controller: the dependency index (a run waiting for an Agent is looked at again when the Agent
-changes) and the queue (a finished run frees a slot, so its Workflow and pending runs are looked
-at again).
+A thin adapter: the engine (``kagent.workflow.engine``) decides and owns the run tasks; this
+module connects it to the controller: the dependency index (a run waiting for an Agent is looked
+at again when the Agent changes), the queue (a finished run frees a slot, so its Workflow and
+pending runs are looked at again) and per-key timers (a run's deadline or TTL).
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from collections.abc import Callable
 from lightkube import AsyncClient
 
 from kagent.controller.index import DependencyIndex, ObjectKey
-from kagent.workflow.engine import AgentCaller, RunGone, WorkflowEngine, a2a_caller
+from kagent.workflow.engine import WorkflowEngine
+from kagent.workflow.executor import AgentCaller
 from kagent.workflow.resolver import AgentResolver, ClusterAgentResolver
+from kagent.workflow.store import RunGone
 
 
 class WorkflowReconciler:
     def __init__(self, client: AsyncClient, index: DependencyIndex,
                  enqueue: Callable[[ObjectKey], None], resolver: AgentResolver | None = None,
-                 caller: AgentCaller = a2a_caller) -> None:
+                 caller: AgentCaller | None = None) -> None:
         self.index = index
         self.enqueue = enqueue
         self._timers: dict[ObjectKey, tuple[float, asyncio.TimerHandle]] = {}
@@ -39,7 +41,7 @@ class WorkflowReconciler:
                 self.enqueue(("WorkflowRun", namespace, run))
             return None
         try:
-            after = await self.engine.reconcile(namespace, name)
+            after = await self.engine.reconcile_run(namespace, name)
         except RunGone:
             self.deleted(namespace, name)
             return None

@@ -1,0 +1,242 @@
+"""A WorkflowRun's life around its execution: admission (waiting for agents, the Workflow's
+concurrency policy: queue, reject or replace), the run's deadline, cancellation, and clean-up
+of finished runs (``ttlSecondsAfterFinished``).
+
+:meth:`RunLifecycle.reconcile` brings one run forward and says when to look at it again; it is
+level-based (it reads the run and decides from what it finds), so it can be called any number of
+times, by any leader. The executing itself is :class:`~kagent.workflow.executor.RunExecutor`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kagent.api.workflow import WorkflowRun, WorkflowRunStatus
+from kagent.kube.conditions import now_rfc3339
+from kagent.workflow import metrics
+from kagent.workflow.executor import RunExecutor, RunServices
+from kagent.workflow.plan import PlanCache, WorkflowPlan
+from kagent.workflow.resolver import AgentNotReady
+from kagent.workflow.state import (
+    FINISHED_RUN_PHASES,
+    admit,
+    parse_time,
+    run_deadline,
+    stopped_step,
+)
+
+RunKey = tuple[str, str]
+"""(namespace, name) of a WorkflowRun."""
+AGENT_RECHECK_SECONDS = 6.0
+"""How often a run waiting for an agent looks again (an Agent's change also wakes it)."""
+QUEUE_RECHECK_SECONDS = 30.0
+"""How often a queued run looks again (a finished run also wakes the queue)."""
+MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
+REPLACE_WAIT_SECONDS = 10.0
+
+
+def recheck_after(deadline: float | None, every: float, now: float) -> float:
+    """Seconds until the next look: ``every``, or sooner when the run's deadline comes first."""
+    if deadline is None:
+        return every
+    return max(min(every, deadline - now), 0.1)
+
+
+class RunLifecycle:
+    """Admission, queueing and clean-up of the current leader's runs; holds their executors."""
+
+    def __init__(self, services: RunServices, plans: PlanCache,
+                 on_change: Callable[[str, str], None],
+                 record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None],
+                 requeue_run: Callable[[str, str], None]) -> None:
+        self.services = services
+        self.store = services.store
+        self.plans = plans
+        self.on_change = on_change
+        self.record_dependencies = record_dependencies
+        self.requeue_run = requeue_run
+        self.executors: dict[RunKey, RunExecutor] = {}
+        self._admission: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # --- the executors ----------------------------------------------------------------------
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The run was deleted: stop its steps without writing anything."""
+        executor = self.executors.pop((namespace, name), None)
+        if executor is not None and executor.task is not None:
+            executor.task.cancel()
+
+    async def shutdown(self) -> None:
+        """Leadership lost: stop quietly; the next leader resumes every run from its status."""
+        tasks = [e.task for e in self.executors.values() if e.task is not None]
+        self.executors.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def executor_for(self, run: WorkflowRun, plan: WorkflowPlan) -> RunExecutor:
+        key = (str(run.metadata.namespace), str(run.metadata.name))
+        executor = self.executors.get(key)
+        if executor is None:
+            executor = RunExecutor(self.services, run, plan, on_exit=lambda: self.requeue_run(*key))
+            self.executors[key] = executor
+        return executor
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """Bring one run forward; returns seconds after which to look again."""
+        key = (namespace, name)
+        run = await self.store.get_run(namespace, name)
+        if run is None:
+            self.forget(namespace, name)
+            return None
+        status = run.status or WorkflowRunStatus()
+        workflow_name = run.spec.workflow_ref.name
+        executor = self.executors.get(key)
+        if executor is not None and executor.task is not None and executor.task.done():
+            self.executors.pop(key, None)
+            self.on_change(namespace, workflow_name)
+            executor = None
+        if status.phase in FINISHED_RUN_PHASES:
+            return await self.collect_garbage(run)
+        if executor is not None:
+            if run.spec.cancel:
+                executor.stop("Cancelled", "the run was cancelled")
+            return None
+        workflow = await self.store.get_workflow(namespace, workflow_name)
+        if workflow is None:
+            message = f'Workflow "{workflow_name}" does not exist'
+            if status.phase == "Running":  # deleted while the run was under way: nothing to resume
+                await self.end(run, "WorkflowNotFound", message)
+                return None
+            await self.set_pending(run, "WorkflowNotFound", message)
+            return MISSING_WORKFLOW_RECHECK_SECONDS
+        try:
+            plan = self.plans.for_workflow(workflow)
+        except ValueError as error:
+            await self.end(run, "InvalidWorkflow", str(error))
+            return None
+        if run.spec.cancel:
+            await self.end(run, "Cancelled", "the run was cancelled")
+            return None
+        now = time.time()
+        deadline = run_deadline(run.metadata.creation_timestamp, plan.spec.timeout, now)
+        if deadline is not None and now >= deadline:
+            await self.end(run, "Timeout", f"the run did not finish within {plan.spec.timeout}")
+            return None
+        if status.phase == "Running":  # admitted by an earlier leader: resume
+            self.executor_for(run, plan).start()
+            return None
+        self.record_dependencies(key, {("Agent", namespace, a) for a in plan.agents}
+                                 | {("Workflow", namespace, workflow_name)})
+        for agent in plan.agents:
+            try:
+                await self.services.resolver.resolve(namespace, agent)
+            except AgentNotReady as error:
+                await self.set_pending(run, "WaitingForAgent", str(error))
+                return recheck_after(deadline, AGENT_RECHECK_SECONDS, time.time())
+        return await self.admit(run, plan, workflow, deadline)
+
+    async def admit(self, run: WorkflowRun, plan: WorkflowPlan, workflow: dict[str, Any],
+                    deadline: float | None) -> float | None:
+        namespace, name = str(run.metadata.namespace), str(run.metadata.name)
+        workflow_name = run.spec.workflow_ref.name
+        concurrency = plan.spec.concurrency
+        lock = self._admission.setdefault((namespace, workflow_name), asyncio.Lock())
+        async with lock:
+            if concurrency is not None:
+                runs = await self.store.runs_of(namespace, workflow_name)
+                running = [(r.created, r.name) for r in runs if r.name != name and (
+                    r.phase == "Running" or (namespace, r.name) in self.executors)]
+                pending = [(r.created, r.name) for r in runs
+                           if r.phase in (None, "Pending") and not r.cancel
+                           and (namespace, r.name) not in self.executors]
+                decision = admit(name, concurrency.limit, concurrency.policy, running, pending)
+                if decision.action == "wait":
+                    await self.set_pending(run, "Queued", f"waiting for one of {len(running)} running "
+                                           f"runs to finish (limit {concurrency.limit})")
+                    return recheck_after(deadline, QUEUE_RECHECK_SECONDS, time.time())
+                if decision.action == "reject":
+                    await self.end(run, "ConcurrencyLimit", f"{len(running)} runs are already running "
+                                   f"(limit {concurrency.limit})")
+                    return None
+                if decision.action == "replace" and decision.replace:
+                    await self.replace(namespace, decision.replace, name)
+            await self.start(run, plan, workflow)
+        self.on_change(namespace, workflow_name)
+        return None
+
+    async def start(self, run: WorkflowRun, plan: WorkflowPlan, workflow: dict[str, Any]) -> None:
+        """Admit the run: one status write holds phase Running and the attempts of the steps
+        that can start at once, then the executor sends them."""
+        status = (run.status or WorkflowRunStatus()).model_copy()
+        status.phase, status.reason, status.message = "Running", "Running", "the run is executing"
+        status.started_at = status.started_at or now_rfc3339()
+        status.workflow_generation = workflow["metadata"].get("generation")
+        status.observed_generation = run.metadata.generation
+        executor = self.executor_for(run.model_copy(update={"status": status}), plan)
+        try:
+            await executor.schedule()
+            await executor.flush()
+        except BaseException:  # not admitted after all: the next reconcile tries again
+            self.executors.pop((executor.namespace, executor.name), None)
+            raise
+        metrics.RUNS_STARTED.labels(executor.workflow).inc()
+        executor.start()
+        await self.store.post_event(run, "Normal", "Started", f"run of Workflow {executor.workflow} started")
+
+    async def replace(self, namespace: str, old: str, new: str) -> None:
+        message = f"replaced by run {new} (concurrency policy replace)"
+        executor = self.executors.get((namespace, old))
+        if executor is not None and executor.running:
+            executor.stop("Replaced", message)
+            assert executor.task is not None
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(executor.task), REPLACE_WAIT_SECONDS)
+            return
+        run = await self.store.get_run(namespace, old)
+        if run is not None:
+            await self.end(run, "Replaced", message)
+
+    async def set_pending(self, run: WorkflowRun, reason: str, message: str) -> None:
+        status = run.status or WorkflowRunStatus()
+        if (status.phase, status.reason, status.message) == ("Pending", reason, message):
+            return
+        await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name),
+                                          WorkflowRunStatus(phase="Pending", reason=reason, message=message))
+        if status.reason != reason:
+            await self.store.post_event(run, "Normal", reason, message)
+        self.on_change(str(run.metadata.namespace), run.spec.workflow_ref.name)
+
+    async def end(self, run: WorkflowRun, reason: str, message: str) -> None:
+        """Fail a run that has no task (never started, or its task is gone)."""
+        status = run.status or WorkflowRunStatus()
+        now = now_rfc3339()
+        ended = WorkflowRunStatus(phase="Failed", reason=reason, message=message, finished_at=now)
+        if status.steps:
+            ended.steps = [stopped_step(s, message, now) for s in status.steps]
+        await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name), ended)
+        workflow = run.spec.workflow_ref.name
+        metrics.RUNS.labels(workflow, "Failed", reason).inc()
+        await self.store.post_event(run, "Warning", reason, message)
+        self.on_change(str(run.metadata.namespace), workflow)
+
+    async def collect_garbage(self, run: WorkflowRun) -> float | None:
+        """Delete a finished run ``ttlSecondsAfterFinished`` after it finished."""
+        namespace = str(run.metadata.namespace)
+        workflow = await self.store.get_workflow(namespace, run.spec.workflow_ref.name)
+        ttl = ((workflow or {}).get("spec") or {}).get("ttlSecondsAfterFinished")
+        finished = parse_time(run.status.finished_at if run.status else None)
+        if ttl is None or finished is None:
+            return None
+        left = finished + ttl - time.time()
+        if left > 0:
+            return left + 0.5
+        await self.store.delete_run(namespace, str(run.metadata.name))
+        return None
+
