@@ -3,10 +3,16 @@ loops, and the outputs — one asyncio task per run, owned by the leader.
 
 The run's status is the only record. It is written (one writer per run) whenever something
 happened that a new leader must not lose, and the writes are combined where that loses nothing:
-a step that finished and the steps that start because of it go out in one write. Before a step's
-request is sent its attempt (with the ``taskId`` that is the A2A message id) is in the status, so
-a new leader resumes a run exactly: Succeeded and Skipped steps are kept, a Running step is sent
-again with the same message id (the agent answers it once), Pending steps start when ready.
+a step that finished and the steps that start because of it go out in one write. A new leader
+resumes a run exactly: Succeeded and Skipped steps are kept, a Running step is sent again with
+its recorded ``taskId`` (the A2A message id: the agent answers it once), Pending steps start when
+ready.
+
+An attempt's ``taskId`` is ``<run uid>-<step>-<attempt number>``, the number counted from the
+status, so a first attempt whose record had not reached the status when its leader died is sent
+again with the very same id. That lets a step's request go out while its record is being written
+instead of after (a status write less on every step's path). A retry is written before it is
+sent: its number depends on the failures before it.
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ class RunExecutor:
     """Executes one run from whatever its status records."""
 
     def __init__(self, services: RunServices, run: WorkflowRun, plan: WorkflowPlan,
-                 on_exit: Callable[[], None] | None = None) -> None:
+                 on_exit: Callable[[RunExecutor, bool], None] | None = None) -> None:
         self.services = services
         self.run = run
         self.plan = plan
@@ -135,6 +141,8 @@ class RunExecutor:
         self.task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
+        """The task ended: ``on_exit`` hears whether it crashed (then the run is resumed).
+        A cancelled task (leadership lost, run deleted) exits silently."""
         if task.cancelled():
             return
         error = task.exception()
@@ -142,7 +150,7 @@ class RunExecutor:
             log.error("run %s/%s stopped unexpectedly: %r; it will be resumed", self.namespace,
                       self.name, error)
         if self.on_exit is not None:
-            self.on_exit()
+            self.on_exit(self, error is not None)
 
     def stop(self, reason: str, message: str) -> None:
         """End the run as Failed with ``reason``; in-flight steps are cancelled."""
@@ -236,14 +244,14 @@ class RunExecutor:
         tasks: dict[str, asyncio.Task[bool]] = {}
         try:
             for step in self.steps:
-                if step.phase == "Running":  # begun (and written) before: send it (again)
+                if step.phase == "Running":  # begun before: send it (again), same id
                     tasks[step.name] = asyncio.create_task(self.run_step(step.name))
             begun, changed = await self.schedule()
             while True:
-                if changed and (begun or tasks):  # else the finish writes it all at once
-                    await self.flush()
-                for name in begun:
+                for name in begun:  # their requests go out while their record is written
                     tasks[name] = asyncio.create_task(self.run_step(name))
+                if changed and tasks:  # else the finish writes it all at once
+                    await self.flush()
                 if not tasks:
                     break
                 done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -295,8 +303,9 @@ class RunExecutor:
     # --- one step ---------------------------------------------------------------------------
 
     async def run_step(self, name: str) -> bool:
-        """Run a begun step (its attempt is in the status) with its retries; True when it
-        succeeded. The step's final phase is written by the caller, with whatever it starts."""
+        """Run a begun step (its attempt recorded, in memory at least) with its retries; True
+        when it succeeded. The step's final phase is written by the caller, with whatever it
+        starts next."""
         spec_step = self.plan.steps[name]
         policy = retry_policy(self.spec, spec_step)
         failures = 0

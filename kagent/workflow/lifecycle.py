@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from kagent.workflow import metrics
 from kagent.workflow.executor import RunExecutor, RunServices
 from kagent.workflow.plan import PlanCache, WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady
+from kagent.workflow.store import RunSummary
 from kagent.workflow.state import (
     FINISHED_RUN_PHASES,
     admit,
@@ -37,6 +39,7 @@ QUEUE_RECHECK_SECONDS = 30.0
 """How often a queued run looks again (a finished run also wakes the queue)."""
 MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
+FINISHED_MEMORY = 1024
 
 
 def recheck_after(deadline: float | None, every: float, now: float) -> float:
@@ -60,12 +63,15 @@ class RunLifecycle:
         self.record_dependencies = record_dependencies
         self.requeue_run = requeue_run
         self.executors: dict[RunKey, RunExecutor] = {}
+        self.finished: OrderedDict[RunKey, WorkflowPlan] = OrderedDict()
+        """The Workflow each recently finished run ran, so its clean-up need not read it."""
         self._admission: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- the executors ----------------------------------------------------------------------
 
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted: stop its steps without writing anything."""
+        self.finished.pop((namespace, name), None)
         executor = self.executors.pop((namespace, name), None)
         if executor is not None and executor.task is not None:
             executor.task.cancel()
@@ -82,9 +88,23 @@ class RunLifecycle:
         key = (str(run.metadata.namespace), str(run.metadata.name))
         executor = self.executors.get(key)
         if executor is None:
-            executor = RunExecutor(self.services, run, plan, on_exit=lambda: self.requeue_run(*key))
+            executor = RunExecutor(self.services, run, plan, on_exit=self.exited)
             self.executors[key] = executor
         return executor
+
+    def exited(self, executor: RunExecutor, crashed: bool) -> None:
+        """A run's task ended: its slot is free (the Workflow's queue may move). A crashed
+        task's run is looked at again (and resumed); a finished one only if it has a TTL to
+        keep."""
+        key = (executor.namespace, executor.name)
+        if self.executors.get(key) is executor:
+            del self.executors[key]
+        self.finished[key] = executor.plan
+        while len(self.finished) > FINISHED_MEMORY:
+            self.finished.popitem(last=False)
+        self.on_change(executor.namespace, executor.workflow)
+        if crashed or executor.spec.ttl_seconds_after_finished is not None:
+            self.requeue_run(*key)
 
     # --- reconcile --------------------------------------------------------------------------
 
@@ -98,12 +118,10 @@ class RunLifecycle:
         status = run.status or WorkflowRunStatus()
         workflow_name = run.spec.workflow_ref.name
         executor = self.executors.get(key)
-        if executor is not None and executor.task is not None and executor.task.done():
-            self.executors.pop(key, None)
-            self.on_change(namespace, workflow_name)
-            executor = None
         if status.phase in FINISHED_RUN_PHASES:
-            return await self.collect_garbage(run)
+            if executor is not None:  # still posting its last Event: its exit looks again
+                return None
+            return await self.collect_garbage(run, self.finished.get(key))
         if executor is not None:
             if run.spec.cancel:
                 executor.stop("Cancelled", "the run was cancelled")
@@ -134,23 +152,33 @@ class RunLifecycle:
             return None
         self.record_dependencies(key, {("Agent", namespace, a) for a in plan.agents}
                                  | {("Workflow", namespace, workflow_name)})
+        # the agents and the Workflow's other runs are read at once: both are needed to admit
+        not_ready, runs = await asyncio.gather(
+            self.first_agent_not_ready(namespace, plan),
+            self.store.runs_of(namespace, workflow_name) if plan.spec.concurrency else _none())
+        if not_ready is not None:
+            await self.set_pending(run, "WaitingForAgent", str(not_ready))
+            return recheck_after(deadline, AGENT_RECHECK_SECONDS, time.time())
+        return await self.admit(run, plan, workflow, runs or [], deadline)
+
+    async def first_agent_not_ready(self, namespace: str, plan: WorkflowPlan) -> AgentNotReady | None:
         for agent in plan.agents:
             try:
                 await self.services.resolver.resolve(namespace, agent)
             except AgentNotReady as error:
-                await self.set_pending(run, "WaitingForAgent", str(error))
-                return recheck_after(deadline, AGENT_RECHECK_SECONDS, time.time())
-        return await self.admit(run, plan, workflow, deadline)
+                return error
+        return None
 
     async def admit(self, run: WorkflowRun, plan: WorkflowPlan, workflow: dict[str, Any],
-                    deadline: float | None) -> float | None:
+                    runs: list[RunSummary], deadline: float | None) -> float | None:
+        """Start the run unless its Workflow's concurrency says otherwise. ``runs`` may be a
+        moment old: a run admitted since is counted from the executors, under the lock."""
         namespace, name = str(run.metadata.namespace), str(run.metadata.name)
         workflow_name = run.spec.workflow_ref.name
         concurrency = plan.spec.concurrency
         lock = self._admission.setdefault((namespace, workflow_name), asyncio.Lock())
         async with lock:
             if concurrency is not None:
-                runs = await self.store.runs_of(namespace, workflow_name)
                 running = [(r.created, r.name) for r in runs if r.name != name and (
                     r.phase == "Running" or (namespace, r.name) in self.executors)]
                 pending = [(r.created, r.name) for r in runs
@@ -226,11 +254,15 @@ class RunLifecycle:
         await self.store.post_event(run, "Warning", reason, message)
         self.on_change(str(run.metadata.namespace), workflow)
 
-    async def collect_garbage(self, run: WorkflowRun) -> float | None:
-        """Delete a finished run ``ttlSecondsAfterFinished`` after it finished."""
+    async def collect_garbage(self, run: WorkflowRun, plan: WorkflowPlan | None = None) -> float | None:
+        """Delete a finished run ``ttlSecondsAfterFinished`` after it finished. ``plan`` is the
+        Workflow the run just ran (so it need not be read again), if known."""
         namespace = str(run.metadata.namespace)
-        workflow = await self.store.get_workflow(namespace, run.spec.workflow_ref.name)
-        ttl = ((workflow or {}).get("spec") or {}).get("ttlSecondsAfterFinished")
+        if plan is not None:
+            ttl = plan.spec.ttl_seconds_after_finished
+        else:
+            workflow = await self.store.get_workflow(namespace, run.spec.workflow_ref.name)
+            ttl = ((workflow or {}).get("spec") or {}).get("ttlSecondsAfterFinished")
         finished = parse_time(run.status.finished_at if run.status else None)
         if ttl is None or finished is None:
             return None
@@ -240,3 +272,6 @@ class RunLifecycle:
         await self.store.delete_run(namespace, str(run.metadata.name))
         return None
 
+
+async def _none() -> None:
+    return None

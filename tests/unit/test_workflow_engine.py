@@ -72,6 +72,7 @@ class MemoryStore:
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> None:
         assert isinstance(status, WorkflowRunStatus)
         patch = merge_patch(status)
+        await asyncio.sleep(0)  # a write takes a while: other tasks run before it lands
         WorkflowRunStatus.model_validate({k: v for k, v in patch.items() if v is not None})
         self.writes.append(patch)
         run = self.runs.get((namespace, name))
@@ -318,19 +319,33 @@ async def test_a_deleted_run_stops_its_steps_without_writing() -> None:
     assert not engine.runs.executors
 
 
-async def test_each_attempt_is_written_before_its_call_and_transitions_share_writes() -> None:
-    """The idempotency key of every call is in the status before the call goes out, and a
-    finished step is written together with the step it starts: a 5-step pipeline costs one
-    write at admission, one per step boundary and one at the end."""
+def resume_id(status: dict[str, Any], name: str) -> str:
+    """The message id a new leader would send for step ``name`` from this status."""
+    step = next(s for s in status["steps"] if s["name"] == name) if status.get("steps") else {}
+    if step.get("phase") == "Running" and step.get("taskId"):
+        return step["taskId"]
+    return f"uid-{name}-{int(step.get('attempts') or 0) + 1}"
+
+
+async def test_every_call_is_the_one_a_new_leader_would_send_and_transitions_share_writes() -> None:
+    """Whatever status has been written when a call goes out, a leader resuming from it sends
+    the same message id (so the agent answers once); and a finished step is written together
+    with the step it starts: a 5-step pipeline costs one write at admission, one per step
+    boundary and one at the end."""
     store = MemoryStore([run_of(None, item="x")],
                         [workflow_of({"steps": [{"name": f"s{i}", "agent": "w"} for i in range(5)]})])
-    seen_before_call: list[bool] = []
+    resumable: list[bool] = []
 
-    def reply(message: str) -> str:
-        step = {s["name"]: s for s in store.runs[("ns", "r")]["status"]["steps"]}
+    unrecorded: list[str] = []
+
+    async def reply(message: str) -> str:
         call = agents.calls[-1]
         name = call["id"].split("-")[1]
-        seen_before_call.append(step[name]["phase"] == "Running" and step[name]["taskId"] == call["id"])
+        status = store.runs[("ns", "r")]["status"]
+        resumable.append(resume_id(status, name) == call["id"])
+        if status["steps"][int(name[1:])]["phase"] != "Running":
+            unrecorded.append(name)  # sent while its record was still on its way
+        await asyncio.sleep(0.001)
         return f"done {name}"
 
     agents = Agents({"w": reply})
@@ -341,7 +356,31 @@ async def test_each_attempt_is_written_before_its_call_and_transitions_share_wri
     await asyncio.wait_for(runner.task, 5)
     status = store.runs[("ns", "r")]["status"]
     assert status["phase"] == "Succeeded" and status["output"] == {"result": "done s4"}
-    assert seen_before_call == [True] * 5
+    assert resumable == [True] * 5 and unrecorded  # the case that matters did happen
+    assert [c["id"] for c in agents.calls] == [f"uid-s{i}-1" for i in range(5)]
     assert len(store.writes) == 1 + 4 + 1
     assert store.writes[0]["phase"] == "Running" and store.writes[0]["steps"][0]["taskId"] == "uid-s0-1"
     assert store.events == [("Normal", "Started"), ("Normal", "Succeeded")]
+
+
+async def test_a_retry_is_recorded_before_it_is_sent() -> None:
+    outcomes = iter([RuntimeError("flaky"), "fine"])
+    recorded: list[str] = []
+
+    def reply(message: str) -> str:
+        recorded.append(resume_id(store.runs[("ns", "r")]["status"], "a"))
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    store = MemoryStore([run_of(None)], [workflow_of(
+        {"steps": [{"name": "a", "agent": "w", "retry": {"limit": 1, "backoff": {"duration": "1ms"}}}]})])
+    agents = Agents({"w": reply})
+    engine = engine_of(store, agents)
+    await engine.reconcile_run("ns", "r")
+    runner = engine.runs.executors[("ns", "r")]
+    assert runner.task is not None
+    await asyncio.wait_for(runner.task, 5)
+    assert [c["id"] for c in agents.calls] == ["uid-a-1", "uid-a-2"] == recorded
+    assert steps(store)["a"]["attempts"] == 2 and steps(store)["a"]["phase"] == "Succeeded"

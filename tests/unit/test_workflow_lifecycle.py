@@ -169,3 +169,27 @@ def test_a_workflow_spec_is_planned_once_per_generation() -> None:
             raise AssertionError("an invalid spec must not plan")
     assert len(plans._plans) == 2  # bounded
     assert parse_time("2026-01-01T00:00:00Z") == 1767225600.0
+
+
+async def test_a_run_that_finishes_here_is_cleaned_up_without_reading_its_workflow_again() -> None:
+    class Counting(MemoryStore):
+        workflow_reads = 0
+
+        async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None:
+            self.workflow_reads += 1
+            return await super().get_workflow(namespace, name)
+
+    store = Counting([run_of(None)], [workflow_of({**SLOW, "ttlSecondsAfterFinished": 30})])
+    requeued: list[tuple[str, str]] = []
+    engine = WorkflowEngine(None, Resolver(), Agents({"slow": lambda m: "done"}), store=store,
+                            requeue_run=lambda ns, name: requeued.append((ns, name)))
+    await engine.reconcile_run("ns", "r")
+    runner = engine.runs.executors[("ns", "r")]
+    assert runner.task is not None
+    await asyncio.wait_for(runner.task, 5)
+    await asyncio.sleep(0)  # the task's exit callback
+    assert requeued == [("ns", "r")] and not engine.runs.executors  # the slot is free
+    reads = store.workflow_reads
+    after = await engine.reconcile_run("ns", "r")
+    assert after is not None and 25 < after <= 31
+    assert store.workflow_reads == reads
