@@ -22,7 +22,6 @@ from kagent.workflow import metrics
 from kagent.workflow.executor import RunExecutor, RunServices
 from kagent.workflow.plan import PlanCache, WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady
-from kagent.workflow.store import RunSummary
 from kagent.workflow.state import (
     FINISHED_RUN_PHASES,
     admit,
@@ -30,6 +29,7 @@ from kagent.workflow.state import (
     run_deadline,
     stopped_step,
 )
+from kagent.workflow.store import RunSummary
 
 RunKey = tuple[str, str]
 """(namespace, name) of a WorkflowRun."""
