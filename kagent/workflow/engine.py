@@ -24,7 +24,7 @@ from kagent.workflow.lifecycle import RunKey, RunLifecycle
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.resolver import AgentResolver
 from kagent.workflow.store import KubeRunStore, RunStore
-from kagent.workflow.workflowstatus import reconcile_workflow
+from kagent.workflow.workflowstatus import WorkflowStatusReconciler
 
 
 class A2ACaller:
@@ -65,9 +65,16 @@ class WorkflowEngine:
         tracer = (tracer_provider or controller_tracer_provider()).get_tracer("kagent.workflow")
         self.services = RunServices(store, resolver, self.caller, tracer)
         self.plans = PlanCache()
+        self.workflows = WorkflowStatusReconciler(store, self.plans)
+        notify = on_change or (lambda namespace, workflow: None)
+
+        def runs_changed(namespace: str, workflow: str) -> None:
+            self.workflows.runs_changed(namespace, workflow)
+            notify(namespace, workflow)
+
         self.runs = RunLifecycle(
             self.services, self.plans,
-            on_change=on_change or (lambda namespace, workflow: None),
+            on_change=runs_changed,
             record_dependencies=record_dependencies or (lambda key, deps: None),
             requeue_run=requeue_run or (lambda namespace, name: None),
         )
@@ -79,7 +86,7 @@ class WorkflowEngine:
 
     async def reconcile_workflow(self, namespace: str, name: str) -> list[str]:
         """Write a Workflow's status; the names of its pending runs (to look at again)."""
-        return await reconcile_workflow(self.store, self.plans, namespace, name)
+        return await self.workflows.reconcile(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted: stop it without writing anything."""

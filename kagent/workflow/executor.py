@@ -132,6 +132,8 @@ class RunExecutor:
         self.task: asyncio.Task[None] | None = None
         self.on_exit = on_exit
         self.entered = False
+        self.read_at = time.monotonic()
+        """When the run was last read from the cluster (see RunLifecycle.reconcile)."""
         self.deadline = run_deadline(run.metadata.creation_timestamp, self.spec.timeout, time.time())
 
     # --- lifecycle --------------------------------------------------------------------------

@@ -40,6 +40,8 @@ QUEUE_RECHECK_SECONDS = 30.0
 MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
 FINISHED_MEMORY = 1024
+RUNNING_READ_SECONDS = 1.0
+"""How often a run being executed is read again at most (to see a cancel)."""
 
 
 def recheck_after(deadline: float | None, every: float, now: float) -> float:
@@ -109,8 +111,18 @@ class RunLifecycle:
     # --- reconcile --------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        """Bring one run forward; returns seconds after which to look again."""
+        """Bring one run forward; returns seconds after which to look again.
+
+        A run being executed changes with every step (each status write comes back as an
+        event); it is read at most once a second, so a cancel is seen within a second without
+        a read per step."""
         key = (namespace, name)
+        executor = self.executors.get(key)
+        if executor is not None and executor.running:
+            wait = executor.read_at + RUNNING_READ_SECONDS - time.monotonic()
+            if wait > 0:
+                return wait
+            executor.read_at = time.monotonic()
         run = await self.store.get_run(namespace, name)
         if run is None:
             self.forget(namespace, name)

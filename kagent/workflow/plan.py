@@ -181,6 +181,6 @@ class PlanCache:
                 self._plans.popitem(last=False)
         else:
             self._plans.move_to_end(key)
-        if isinstance(found, _Invalid):
-            raise ValueError(found.message)
-        return found
+        if isinstance(found, WorkflowPlan):
+            return found
+        raise ValueError(found.message)

@@ -77,7 +77,9 @@ class RunStore(Protocol):
         """Merge the status into the run's; raises RunGone when the run no longer exists."""
         ...
 
-    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> None: ...
+    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str | None:
+        """Merge the status into the Workflow's; the Workflow's new resourceVersion."""
+        ...
 
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None: ...
 
@@ -145,11 +147,12 @@ class KubeRunStore:
                     raise
             await asyncio.sleep(0.2 * 2**attempt)
 
-    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> None:
+    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str | None:
         if not isinstance(status, WorkflowStatus):
             raise TypeError(f"a Workflow status must be a WorkflowStatus, not {type(status).__name__}")
-        await self.client.patch(self.workflow_type.Status, name, {"status": merge_patch(status)},
-                                namespace=namespace, patch_type=PatchType.MERGE)
+        written = await self.client.patch(self.workflow_type.Status, name, {"status": merge_patch(status)},
+                                          namespace=namespace, patch_type=PatchType.MERGE)
+        return written.metadata.resourceVersion if written.metadata else None
 
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None:
         await post_event(self.client, involved(run), type_, reason, message)

@@ -80,9 +80,13 @@ class MemoryStore:
             merged = {**(run.get("status") or {}), **patch}
             run["status"] = {k: v for k, v in merged.items() if v is not None}
 
-    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> None:
+    async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str:
         assert isinstance(status, WorkflowStatus)
-        self.workflows[(namespace, name)]["status"] = status.to_wire()
+        workflow = self.workflows[(namespace, name)]
+        workflow["status"] = status.to_wire()
+        version = str(int(workflow["metadata"].get("resourceVersion") or 0) + 1)
+        workflow["metadata"]["resourceVersion"] = version
+        return version
 
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason))

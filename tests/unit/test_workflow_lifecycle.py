@@ -74,8 +74,11 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     assert pending == ["second"]
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     store.runs[("ns", "first")]["spec"]["cancel"] = True
-    await engine.reconcile_run("ns", "first")
     first = engine.runs.executors[("ns", "first")]
+    after = await engine.reconcile_run("ns", "first")  # a running run is read once a second
+    assert after is not None and 0 < after <= 1 and first.running
+    first.read_at -= 1  # that second has passed
+    assert await engine.reconcile_run("ns", "first") is None
     assert first.task is not None
     await asyncio.wait_for(first.task, 5)
     assert status(store, "first")["reason"] == "Cancelled"

@@ -12,7 +12,11 @@ from kagent.api.base import Condition
 from kagent.api.workflow import StepStatus, WorkflowRunStatus, WorkflowStatus
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.store import KubeRunStore, RunSummary, merge_patch
-from kagent.workflow.workflowstatus import accepted_condition, reconcile_workflow, workflow_status
+from kagent.workflow.workflowstatus import (
+    WorkflowStatusReconciler,
+    accepted_condition,
+    workflow_status,
+)
 from tests.unit.test_workflow_engine import MemoryStore, run_of, workflow_of
 
 RUNS = [RunSummary("a", "t0", "Running", False), RunSummary("b", "t1", None, False),
@@ -40,24 +44,36 @@ def test_accepted_moves_its_transition_time_only_when_its_status_changes() -> No
     assert invalid.message == "spec.steps[0].dependsOn[0]: no step named 'x'"
 
 
-async def test_the_workflow_status_is_written_only_when_it_changes() -> None:
+async def test_the_workflow_status_is_written_only_when_it_changes_and_its_echo_costs_no_count() -> None:
     class Counting(MemoryStore):
-        def __init__(self, *args: Any) -> None:
-            super().__init__(*args)
-            self.workflow_writes = 0
+        workflow_writes = 0
+        counts = 0
 
-        async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> None:
+        async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str:
             self.workflow_writes += 1
-            await super().write_workflow_status(namespace, name, status)
+            return await super().write_workflow_status(namespace, name, status)
+
+        async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]:
+            self.counts += 1
+            return await super().runs_of(namespace, workflow)
 
     store = Counting([run_of(None, name="p")], [workflow_of({"steps": [{"name": "s", "agent": "x"}]})])
-    plans = PlanCache()
-    assert await reconcile_workflow(store, plans, "ns", "wf") == ["p"]
-    assert await reconcile_workflow(store, plans, "ns", "wf") == ["p"]
-    assert store.workflow_writes == 1
+    workflows = WorkflowStatusReconciler(store, PlanCache())
+    assert await workflows.reconcile("ns", "wf") == ["p"]
     written = store.workflows[("ns", "wf")]["status"]
     assert written["pending"] == 1 and written["running"] == 0 and written["observedGeneration"] == 1
-    assert await reconcile_workflow(store, plans, "ns", "missing") == []
+    assert (store.workflow_writes, store.counts) == (1, 1)
+    assert await workflows.reconcile("ns", "wf") == ["p"]  # the echo of its own write
+    assert (store.workflow_writes, store.counts) == (1, 1)
+    store.runs[("ns", "p")]["status"] = {"phase": "Running"}
+    workflows.runs_changed("ns", "wf")
+    assert await workflows.reconcile("ns", "wf") == []
+    assert store.workflows[("ns", "wf")]["status"]["running"] == 1
+    assert (store.workflow_writes, store.counts) == (2, 2)
+    store.workflows[("ns", "wf")]["metadata"]["resourceVersion"] = "99"  # someone else changed it
+    await workflows.reconcile("ns", "wf")
+    assert (store.workflow_writes, store.counts) == (2, 3)
+    assert await workflows.reconcile("ns", "missing") == []
 
 
 def test_a_merge_patch_clears_only_what_was_explicitly_cleared() -> None:
