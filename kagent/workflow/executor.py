@@ -132,6 +132,7 @@ class RunExecutor:
         self.task: asyncio.Task[None] | None = None
         self.on_exit = on_exit
         self.entered = False
+        self.finishing = False
         self.read_at = time.monotonic()
         """When the run was last read from the cluster (see RunLifecycle.reconcile)."""
         self.deadline = run_deadline(run.metadata.creation_timestamp, self.spec.timeout, time.time())
@@ -437,13 +438,18 @@ class RunExecutor:
     # --- status -----------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write the whole status (one writer per run, so no resourceVersion is needed)."""
+        """Write the whole status (one writer per run, so no resourceVersion is needed). The
+        API server answers with the run as it now is: a cancel asked for meanwhile is seen
+        here, at once, by a run that is not finishing anyway."""
         async with self.lock:
-            await self.services.store.write_run_status(
+            cancel = await self.services.store.write_run_status(
                 self.namespace, self.name, run_status(self.status, self.steps, time.time()))
+        if cancel and not self.finishing:
+            self.stop("Cancelled", "the run was cancelled")
 
     async def finish(self, phase: RunPhase, reason: str, message: str,
                      output: dict[str, Any] | None = None) -> None:
+        self.finishing = True
         finished = now_rfc3339()
         self.status.phase, self.status.reason, self.status.message = phase, reason, message
         self.status.finished_at = finished

@@ -40,8 +40,9 @@ QUEUE_RECHECK_SECONDS = 30.0
 MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
 FINISHED_MEMORY = 1024
-RUNNING_READ_SECONDS = 1.0
-"""How often a run being executed is read again at most (to see a cancel)."""
+RUNNING_READ_SECONDS = 2.0
+"""How often a run being executed is read again at most, to see a cancel during a long step
+(its executor sees one at once in the answer to each of its status writes)."""
 
 
 def recheck_after(deadline: float | None, every: float, now: float) -> float:
@@ -114,8 +115,9 @@ class RunLifecycle:
         """Bring one run forward; returns seconds after which to look again.
 
         A run being executed changes with every step (each status write comes back as an
-        event); it is read at most once a second, so a cancel is seen within a second without
-        a read per step."""
+        event); it is read at most every RUNNING_READ_SECONDS, not once per step: its executor
+        sees a cancel in the answer to its next status write, and this read sees one during a
+        long step."""
         key = (namespace, name)
         executor = self.executors.get(key)
         if executor is not None and executor.running:

@@ -73,8 +73,9 @@ class RunStore(Protocol):
 
     async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]: ...
 
-    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> None:
-        """Merge the status into the run's; raises RunGone when the run no longer exists."""
+    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
+        """Merge the status into the run's; whether the run (as written) asks to be
+        cancelled. Raises RunGone when the run no longer exists."""
         ...
 
     async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str | None:
@@ -126,26 +127,29 @@ class KubeRunStore:
                                        bool(raw["spec"].get("cancel"))))
         return runs
 
-    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> None:
+    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         """Merge-patch the status subresource (one writer per run, so no resourceVersion is
-        needed); a dropped connection is retried, as the write is idempotent."""
+        needed); a dropped connection is retried, as the write is idempotent. The answer holds
+        the whole run: whether its spec asks for a cancel is returned."""
         if not isinstance(status, WorkflowRunStatus):
             raise TypeError(f"a WorkflowRun status must be a WorkflowRunStatus, not {type(status).__name__}")
         body = {"status": merge_patch(status)}
-        for attempt in range(STATUS_WRITE_ATTEMPTS):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
-                await self.client.patch(self.run_type.Status, name, body, namespace=namespace,
-                                        patch_type=PatchType.MERGE)
-                return
+                written = await self.client.patch(self.run_type.Status, name, body,
+                                                  namespace=namespace, patch_type=PatchType.MERGE)
+                return bool((written.get("spec") or {}).get("cancel"))
             except ApiError as error:
                 if is_not_found(error):
                     raise RunGone(f"WorkflowRun {namespace}/{name} no longer exists") from None
-                if attempt == STATUS_WRITE_ATTEMPTS - 1:
+                if attempt == STATUS_WRITE_ATTEMPTS:
                     raise
             except Exception:
-                if attempt == STATUS_WRITE_ATTEMPTS - 1:
+                if attempt == STATUS_WRITE_ATTEMPTS:
                     raise
-            await asyncio.sleep(0.2 * 2**attempt)
+            await asyncio.sleep(0.2 * 2 ** (attempt - 1))
 
     async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str | None:
         if not isinstance(status, WorkflowStatus):

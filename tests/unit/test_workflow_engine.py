@@ -69,16 +69,18 @@ class MemoryStore:
                 for (ns, _), r in self.runs.items()
                 if ns == namespace and r["spec"]["workflowRef"]["name"] == workflow]
 
-    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> None:
+    async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         assert isinstance(status, WorkflowRunStatus)
         patch = merge_patch(status)
         await asyncio.sleep(0)  # a write takes a while: other tasks run before it lands
         WorkflowRunStatus.model_validate({k: v for k, v in patch.items() if v is not None})
         self.writes.append(patch)
         run = self.runs.get((namespace, name))
-        if run is not None:
-            merged = {**(run.get("status") or {}), **patch}
-            run["status"] = {k: v for k, v in merged.items() if v is not None}
+        if run is None:
+            return False
+        merged = {**(run.get("status") or {}), **patch}
+        run["status"] = {k: v for k, v in merged.items() if v is not None}
+        return bool(run["spec"].get("cancel"))
 
     async def write_workflow_status(self, namespace: str, name: str, status: WorkflowStatus) -> str:
         assert isinstance(status, WorkflowStatus)

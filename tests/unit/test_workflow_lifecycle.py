@@ -75,9 +75,9 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     store.runs[("ns", "first")]["spec"]["cancel"] = True
     first = engine.runs.executors[("ns", "first")]
-    after = await engine.reconcile_run("ns", "first")  # a running run is read once a second
-    assert after is not None and 0 < after <= 1 and first.running
-    first.read_at -= 1  # that second has passed
+    after = await engine.reconcile_run("ns", "first")  # a running run is read once in a while
+    assert after is not None and 0 < after <= 2 and first.running
+    first.read_at -= 2  # that while has passed
     assert await engine.reconcile_run("ns", "first") is None
     assert first.task is not None
     await asyncio.wait_for(first.task, 5)
@@ -196,3 +196,24 @@ async def test_a_run_that_finishes_here_is_cleaned_up_without_reading_its_workfl
     after = await engine.reconcile_run("ns", "r")
     assert after is not None and 25 < after <= 31
     assert store.workflow_reads == reads
+
+
+async def test_a_cancel_is_seen_in_the_answer_to_the_next_status_write() -> None:
+    store = MemoryStore([run_of(None)], [workflow_of(
+        {"steps": [{"name": f"s{i}", "agent": "w"} for i in range(3)]})])
+
+    def reply(message: str) -> str:
+        if len(agents.calls) == 2:  # someone cancels while s1 runs
+            store.runs[("ns", "r")]["spec"]["cancel"] = True
+        return "ok"
+
+    agents = Agents({"w": reply})
+    engine = engine_of(store, agents)
+    await engine.reconcile_run("ns", "r")
+    runner = engine.runs.executors[("ns", "r")]
+    assert runner.task is not None
+    await asyncio.wait_for(runner.task, 5)  # no reconcile needed
+    assert (status(store)["phase"], status(store)["reason"]) == ("Failed", "Cancelled")
+    assert [c["id"] for c in agents.calls] == ["uid-s0-1", "uid-s1-1", "uid-s2-1"][:len(agents.calls)]
+    assert len(agents.calls) <= 3 and status(store)["steps"][1]["phase"] == "Succeeded"
+    assert all(s["phase"] != "Running" for s in status(store)["steps"])
