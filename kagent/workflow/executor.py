@@ -156,7 +156,10 @@ class RunExecutor:
             self.on_exit(self, error is not None)
 
     def stop(self, reason: str, message: str) -> None:
-        """End the run as Failed with ``reason``; in-flight steps are cancelled."""
+        """End the run as Failed with ``reason``; in-flight steps are cancelled. A run already
+        writing its end keeps it."""
+        if self.finishing:
+            return
         if self.task is not None and not self.task.done() and self.stop_reason is None:
             self.stop_reason = (reason, message)
             if self.entered:  # else main sees the reason as it starts (a task cancelled
@@ -209,8 +212,8 @@ class RunExecutor:
     async def schedule(self) -> tuple[list[str], bool]:
         """Settle every Pending step that can be settled now, in memory: skip blocked steps and
         steps whose ``when`` is false, fail steps whose ``when`` cannot be evaluated, and begin
-        an attempt of every ready step. Returns the steps begun (to start once the status holds
-        their attempts) and whether anything changed."""
+        an attempt of every ready step. Returns the steps begun (to send) and whether anything
+        changed (to write)."""
         begun: list[str] = []
         changed = False
         while True:
