@@ -21,6 +21,11 @@ from kagent.workflow.resolver import AgentResolver, ClusterAgentResolver
 from kagent.workflow.store import RunGone
 
 
+WORKFLOW_STATUS_DELAY = 0.5
+"""A Workflow's run counts follow its runs' changes this much later, so a burst of changes
+(many runs starting or ending at once) is counted once."""
+
+
 class WorkflowReconciler:
     def __init__(self, client: AsyncClient, index: DependencyIndex,
                  enqueue: Callable[[ObjectKey], None], resolver: AgentResolver | None = None,
@@ -30,7 +35,8 @@ class WorkflowReconciler:
         self._timers: dict[ObjectKey, tuple[float, asyncio.TimerHandle]] = {}
         self.engine = WorkflowEngine(
             client, resolver or ClusterAgentResolver.from_environment(client), caller,
-            on_change=lambda namespace, workflow: enqueue(("Workflow", namespace, workflow)),
+            on_change=lambda namespace, workflow: self.look_again(
+                ("Workflow", namespace, workflow), WORKFLOW_STATUS_DELAY),
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
             requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
         )

@@ -36,7 +36,7 @@ RunKey = tuple[str, str]
 AGENT_RECHECK_SECONDS = 6.0
 """How often a run waiting for an agent looks again (an Agent's change also wakes it)."""
 QUEUE_RECHECK_SECONDS = 30.0
-"""How often a queued run looks again (a finished run also wakes the queue)."""
+"""How often a queued run looks again (a run of its Workflow ending here wakes it at once)."""
 MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
 FINISHED_MEMORY = 1024
@@ -68,6 +68,8 @@ class RunLifecycle:
         self.executors: dict[RunKey, RunExecutor] = {}
         self.finished: OrderedDict[RunKey, WorkflowPlan] = OrderedDict()
         """The Workflow each recently finished run ran, so its clean-up need not read it."""
+        self.queued: dict[tuple[str, str], set[str]] = {}
+        """Runs this leader put in a Workflow's queue, woken as soon as one of its runs ends."""
         self._admission: dict[tuple[str, str], asyncio.Lock] = {}
 
     # --- the executors ----------------------------------------------------------------------
@@ -75,6 +77,8 @@ class RunLifecycle:
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted: stop its steps without writing anything."""
         self.finished.pop((namespace, name), None)
+        for waiting in self.queued.values():
+            waiting.discard(name)
         executor = self.executors.pop((namespace, name), None)
         if executor is not None and executor.task is not None:
             executor.task.cancel()
@@ -108,6 +112,8 @@ class RunLifecycle:
         self.on_change(executor.namespace, executor.workflow)
         if crashed or executor.spec.ttl_seconds_after_finished is not None:
             self.requeue_run(*key)
+        for waiting in sorted(self.queued.get((executor.namespace, executor.workflow), ())):
+            self.requeue_run(executor.namespace, waiting)  # a slot is free
 
     # --- reconcile --------------------------------------------------------------------------
 
@@ -200,6 +206,7 @@ class RunLifecycle:
                            and (namespace, r.name) not in self.executors]
                 decision = admit(name, concurrency.limit, concurrency.policy, running, pending)
                 if decision.action == "wait":
+                    self.queued.setdefault((namespace, workflow_name), set()).add(name)
                     await self.set_pending(run, "Queued", f"waiting for one of {len(running)} running "
                                            f"runs to finish (limit {concurrency.limit})")
                     return recheck_after(deadline, QUEUE_RECHECK_SECONDS, time.time())
@@ -216,6 +223,8 @@ class RunLifecycle:
     async def start(self, run: WorkflowRun, plan: WorkflowPlan, workflow: dict[str, Any]) -> None:
         """Admit the run: one status write holds phase Running and the attempts of the steps
         that can start at once, then the executor sends them."""
+        self.queued.get((str(run.metadata.namespace), run.spec.workflow_ref.name), set()).discard(
+            str(run.metadata.name))
         status = (run.status or WorkflowRunStatus()).model_copy()
         status.phase, status.reason, status.message = "Running", "Running", "the run is executing"
         status.started_at = status.started_at or now_rfc3339()
@@ -257,6 +266,8 @@ class RunLifecycle:
 
     async def end(self, run: WorkflowRun, reason: str, message: str) -> None:
         """Fail a run that has no task (never started, or its task is gone)."""
+        self.queued.get((str(run.metadata.namespace), run.spec.workflow_ref.name), set()).discard(
+            str(run.metadata.name))
         status = run.status or WorkflowRunStatus()
         now = now_rfc3339()
         ended = WorkflowRunStatus(phase="Failed", reason=reason, message=message, finished_at=now)

@@ -63,7 +63,9 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     store = MemoryStore([run_of(None, name="first", created="2026-01-01T00:00:00Z"),
                          run_of(None, name="second", created="2026-01-01T00:00:01Z")],
                         [workflow_of(spec)])
-    engine = engine_of(store, Agents({"slow": never}))
+    woken: list[tuple[str, str]] = []
+    engine = WorkflowEngine(None, Resolver(), Agents({"slow": never}), store=store,
+                            requeue_run=lambda ns, name: woken.append((ns, name)))
     assert await engine.reconcile_run("ns", "second") is not None  # the older one goes first
     assert status(store, "second")["reason"] == "Queued"
     assert await engine.reconcile_run("ns", "first") is None
@@ -81,8 +83,9 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     assert await engine.reconcile_run("ns", "first") is None
     assert first.task is not None
     await asyncio.wait_for(first.task, 5)
+    await asyncio.sleep(0)  # its exit callback
     assert status(store, "first")["reason"] == "Cancelled"
-    await engine.reconcile_run("ns", "first")  # its task is done: the slot is free
+    assert woken == [("ns", "second")]  # the slot is free: the queued run is woken at once
     assert await engine.reconcile_run("ns", "second") is None
     assert status(store, "second")["phase"] == "Running"
     await engine.shutdown()
