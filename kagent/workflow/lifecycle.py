@@ -239,6 +239,7 @@ class RunLifecycle:
             raise
         metrics.RUNS_STARTED.labels(executor.workflow).inc()
         executor.start()
+        self.record_dependencies((executor.namespace, executor.name), set())  # no more waiting
         await self.store.post_event(run, "Normal", "Started", f"run of Workflow {executor.workflow} started")
 
     async def replace(self, namespace: str, old: str, new: str) -> None:
@@ -274,6 +275,7 @@ class RunLifecycle:
         if status.steps:
             ended.steps = [stopped_step(s, message, now) for s in status.steps]
         await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name), ended)
+        self.record_dependencies((str(run.metadata.namespace), str(run.metadata.name)), set())
         workflow = run.spec.workflow_ref.name
         metrics.RUNS.labels(workflow, "Failed", reason).inc()
         await self.store.post_event(run, "Warning", reason, message)

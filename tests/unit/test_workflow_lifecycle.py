@@ -46,7 +46,7 @@ async def test_a_run_waits_for_its_agents_and_records_them_as_dependencies() -> 
 
     recorded: dict[Any, Any] = {}
     store = MemoryStore([run_of(None)], [workflow_of(SLOW)])
-    engine = WorkflowEngine(None, NotYet(), Agents({}), store=store,
+    engine = WorkflowEngine(None, NotYet(), Agents({"slow": never}), store=store,
                             record_dependencies=lambda key, deps: recorded.update({key: deps}))
     after = await engine.reconcile_run("ns", "r")
     assert after is not None and 0 < after <= 6
@@ -56,6 +56,11 @@ async def test_a_run_waits_for_its_agents_and_records_them_as_dependencies() -> 
     assert store.events == [("Normal", "WaitingForAgent")]
     await engine.reconcile_run("ns", "r")  # nothing changed: no write, no event
     assert len(store.writes) == 1 and len(store.events) == 1
+    engine.services.resolver = Resolver()  # the agent is Ready now
+    await engine.reconcile_run("ns", "r")
+    assert status(store)["phase"] == "Running"
+    assert recorded == {("ns", "r"): set()}  # admitted: changes of its Workflow or agents no longer wake it
+    await engine.shutdown()
 
 
 async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
