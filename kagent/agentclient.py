@@ -42,6 +42,9 @@ MAX_CONNECTIONS = 256
 """Connections open at once across all agents; further calls wait for a free one (the wait
 counts against their timeout)."""
 MAX_IDLE_CONNECTIONS = 64
+IDLE_SECONDS = 2.0
+"""How long an idle connection is kept: below the usual server keep-alive (uvicorn's is 5 s),
+so a connection is not reused just as the agent closes it."""
 
 
 class AgentCallError(Exception):
@@ -153,7 +156,8 @@ class AgentClient:
         from a2a.client import ClientConfig, ClientFactory
 
         limits = httpx.Limits(max_connections=max_connections,
-                              max_keepalive_connections=min(MAX_IDLE_CONNECTIONS, max_connections))
+                              max_keepalive_connections=min(MAX_IDLE_CONNECTIONS, max_connections),
+                              keepalive_expiry=IDLE_SECONDS)
         self.http = httpx.AsyncClient(
             transport=_BoundedTransport(max_answer_bytes, limits=limits),
             timeout=DEFAULT_TIMEOUT)
@@ -229,15 +233,31 @@ class AgentClient:
         )
         context = ClientCallContext(timeout=timeout, service_parameters=trace_headers)
         final = None
-        try:
-            async for response in card.client.send_message(request, context=context):
-                final = response
-        except (A2AClientError, httpx.HTTPError) as exc:
-            self.forget(url)
-            raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
+        for attempt in (1, 2):
+            try:
+                async for response in card.client.send_message(request, context=context):
+                    final = response
+                break
+            except (A2AClientError, httpx.HTTPError) as exc:
+                if attempt == 1 and _not_delivered(exc):
+                    continue  # the same message (and id) again, on a fresh connection
+                self.forget(url)
+                raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
         if final is None:
             raise AgentCallError(f"agent {agent_name} sent no answer")
         return Answer(answer_text(agent_name, final), reported_usage(final))
+
+
+def _not_delivered(error: BaseException) -> bool:
+    """Whether the request surely never reached the agent: no connection, or a kept-alive
+    connection the agent had closed (it hung up without a byte of answer). Such a call is sent
+    once more; the message id stays, so an agent that deduplicates answers it once anyway."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.ConnectError | httpx.RemoteProtocolError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 _DEFAULT_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AgentClient] = (

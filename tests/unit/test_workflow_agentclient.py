@@ -42,9 +42,11 @@ class HostileAgent:
         agent = request.path_params["agent"]
         if agent == "big-card":
             return Response(b"{" + b" " * (2 << 20) + b"}", media_type="application/json")
+        # the "hang-up" agent answers on a socket that closes without a byte of answer
+        base = f"http://127.0.0.1:{self.hang_up_port}" if agent == "hang-up" else self.url
         return JSONResponse({
             "name": agent, "description": "test", "version": "1",
-            "supportedInterfaces": [{"url": f"{self.url}/{agent}", "protocolBinding": "JSONRPC",
+            "supportedInterfaces": [{"url": f"{base}/{agent}", "protocolBinding": "JSONRPC",
                                      "protocolVersion": "1.0"}],
             "capabilities": {}, "defaultInputModes": ["text/plain"],
             "defaultOutputModes": ["text/plain"], "skills": [],
@@ -59,7 +61,15 @@ class HostileAgent:
             return StreamingResponse(chunks(), media_type="application/json")
         return Response("broken", status_code=500)
 
+    async def hang_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.hung_up += 1
+        writer.close()
+
     async def __aenter__(self) -> Self:
+        self.hung_up = 0
+        self.hang_up_server = await asyncio.start_server(self.hang_up, "127.0.0.1", 0)
+        self.hang_up_port = self.hang_up_server.sockets[0].getsockname()[1]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             await asyncio.sleep(0.01)
@@ -68,6 +78,7 @@ class HostileAgent:
     async def __aexit__(self, *exc: object) -> None:
         self.server.should_exit = True
         await self.task
+        self.hang_up_server.close()
 
 
 async def test_a_card_over_its_bound_is_refused() -> None:
@@ -109,3 +120,12 @@ async def test_an_unreachable_agent_is_named() -> None:
     with pytest.raises(AgentCallError, match=f"cannot reach agent gone at http://127.0.0.1:{port}"):
         await client.ask(f"http://127.0.0.1:{port}/", "gone", "hi", timeout=5)
     await client.aclose()
+
+
+async def test_a_request_the_agent_hung_up_on_is_sent_once_more_and_no_more() -> None:
+    async with HostileAgent() as agent:
+        client = AgentClient()
+        with pytest.raises(AgentCallError, match="Server disconnected"):
+            await client.ask(f"{agent.url}/hang-up", "hang-up", "hi", timeout=10, message_id="m-1")
+        assert agent.hung_up == 2
+        await client.aclose()
