@@ -40,7 +40,8 @@ QUEUE_RECHECK_SECONDS = 30.0
 MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
 FINISHED_MEMORY = 1024
-RUNNING_READ_SECONDS = 2.0
+RUN_LIST_SECONDS = 1.0
+RUNNING_READ_SECONDS = 5.0
 """How often a run being executed is read again at most, to see a cancel during a long step
 (its executor sees one at once in the answer to each of its status writes)."""
 
@@ -66,8 +67,10 @@ class RunLifecycle:
         self.record_dependencies = record_dependencies
         self.requeue_run = requeue_run
         self.executors: dict[RunKey, RunExecutor] = {}
-        self.finished: OrderedDict[RunKey, WorkflowPlan] = OrderedDict()
-        """The Workflow each recently finished run ran, so its clean-up need not read it."""
+        self.finished: OrderedDict[RunKey, WorkflowPlan | None] = OrderedDict()
+        """Runs that recently ended here, with the Workflow they ran (so their clean-up need
+        not read it): a list of runs read before they ended does not count them running."""
+        self._lists: dict[tuple[str, str], tuple[float, asyncio.Future[list[RunSummary]]]] = {}
         self.queued: dict[tuple[str, str], set[str]] = {}
         """Runs this leader put in a Workflow's queue, woken as soon as one of its runs ends."""
         self._admission: dict[tuple[str, str], asyncio.Lock] = {}
@@ -106,14 +109,22 @@ class RunLifecycle:
         key = (executor.namespace, executor.name)
         if self.executors.get(key) is executor:
             del self.executors[key]
-        self.finished[key] = executor.plan
+        if crashed:  # resumed: it has not ended
+            self.requeue_run(*key)
+            return
+        self.ended(key, executor.workflow, executor.plan)
+        if executor.spec.ttl_seconds_after_finished is not None:
+            self.requeue_run(*key)
+
+    def ended(self, key: RunKey, workflow: str, plan: WorkflowPlan | None) -> None:
+        """A run ended here: remember it, and wake its Workflow's queue (a slot may be free)."""
+        self.finished[key] = plan
+        self.finished.move_to_end(key)
         while len(self.finished) > FINISHED_MEMORY:
             self.finished.popitem(last=False)
-        self.on_change(executor.namespace, executor.workflow)
-        if crashed or executor.spec.ttl_seconds_after_finished is not None:
-            self.requeue_run(*key)
-        for waiting in sorted(self.queued.get((executor.namespace, executor.workflow), ())):
-            self.requeue_run(executor.namespace, waiting)  # a slot is free
+        self.on_change(key[0], workflow)
+        for waiting in sorted(self.queued.get((key[0], workflow), ())):
+            self.requeue_run(key[0], waiting)
 
     # --- reconcile --------------------------------------------------------------------------
 
@@ -175,11 +186,30 @@ class RunLifecycle:
         # the agents and the Workflow's other runs are read at once: both are needed to admit
         not_ready, runs = await asyncio.gather(
             self.first_agent_not_ready(namespace, plan),
-            self.store.runs_of(namespace, workflow_name) if plan.spec.concurrency else _none())
+            self.runs_of(namespace, workflow_name) if plan.spec.concurrency else _none())
         if not_ready is not None:
             await self.set_pending(run, "WaitingForAgent", str(not_ready))
             return recheck_after(deadline, AGENT_RECHECK_SECONDS, time.time())
         return await self.admit(run, plan, workflow, runs or [], deadline)
+
+    async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]:
+        """The Workflow's runs as admission needs them. One list serves every admission that
+        asks within RUN_LIST_SECONDS (a burst of new runs costs a few lists, not one each):
+        what changed here since is corrected from the executors and the ended runs."""
+        key = (namespace, workflow)
+        now = time.monotonic()
+        shared = self._lists.get(key)
+        if shared is None or now - shared[0] > RUN_LIST_SECONDS:
+            self._lists = {k: v for k, v in self._lists.items() if now - v[0] <= RUN_LIST_SECONDS}
+            listing = asyncio.ensure_future(self.store.runs_of(namespace, workflow))
+            shared = self._lists[key] = (now, listing)
+
+            def failed(done: asyncio.Future[list[RunSummary]], mine: Any = shared) -> None:
+                if (done.cancelled() or done.exception() is not None) and self._lists.get(key) is mine:
+                    del self._lists[key]
+
+            listing.add_done_callback(failed)
+        return await asyncio.shield(shared[1])
 
     async def first_agent_not_ready(self, namespace: str, plan: WorkflowPlan) -> AgentNotReady | None:
         for agent in plan.agents:
@@ -200,10 +230,12 @@ class RunLifecycle:
         async with lock:
             if concurrency is not None:
                 running = [(r.created, r.name) for r in runs if r.name != name and (
-                    r.phase == "Running" or (namespace, r.name) in self.executors)]
+                    (namespace, r.name) in self.executors
+                    or (r.phase == "Running" and (namespace, r.name) not in self.finished))]
                 pending = [(r.created, r.name) for r in runs
                            if r.phase in (None, "Pending") and not r.cancel
-                           and (namespace, r.name) not in self.executors]
+                           and (namespace, r.name) not in self.executors
+                           and (namespace, r.name) not in self.finished]
                 decision = admit(name, concurrency.limit, concurrency.policy, running, pending)
                 if decision.action == "wait":
                     self.queued.setdefault((namespace, workflow_name), set()).add(name)
@@ -252,7 +284,7 @@ class RunLifecycle:
                 await asyncio.wait_for(asyncio.shield(executor.task), REPLACE_WAIT_SECONDS)
             return
         run = await self.store.get_run(namespace, old)
-        if run is not None:
+        if run is not None and (run.status is None or run.status.phase not in FINISHED_RUN_PHASES):
             await self.end(run, "Replaced", message)
 
     async def set_pending(self, run: WorkflowRun, reason: str, message: str) -> None:
@@ -275,11 +307,12 @@ class RunLifecycle:
         if status.steps:
             ended.steps = [stopped_step(s, message, now) for s in status.steps]
         await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name), ended)
-        self.record_dependencies((str(run.metadata.namespace), str(run.metadata.name)), set())
+        key = (str(run.metadata.namespace), str(run.metadata.name))
+        self.record_dependencies(key, set())
         workflow = run.spec.workflow_ref.name
         metrics.RUNS.labels(workflow, "Failed", reason).inc()
+        self.ended(key, workflow, None)
         await self.store.post_event(run, "Warning", reason, message)
-        self.on_change(str(run.metadata.namespace), workflow)
 
     async def collect_garbage(self, run: WorkflowRun, plan: WorkflowPlan | None = None) -> float | None:
         """Delete a finished run ``ttlSecondsAfterFinished`` after it finished. ``plan`` is the

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from kagent.workflow.lifecycle import RUNNING_READ_SECONDS
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.resolver import AgentNotReady
 from kagent.workflow.state import parse_time
@@ -83,8 +84,8 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     store.runs[("ns", "first")]["spec"]["cancel"] = True
     first = engine.runs.executors[("ns", "first")]
     after = await engine.reconcile_run("ns", "first")  # a running run is read once in a while
-    assert after is not None and 0 < after <= 2 and first.running
-    first.read_at -= 2  # that while has passed
+    assert after is not None and 0 < after <= RUNNING_READ_SECONDS and first.running
+    first.read_at -= RUNNING_READ_SECONDS  # that while has passed
     assert await engine.reconcile_run("ns", "first") is None
     assert first.task is not None
     await asyncio.wait_for(first.task, 5)
@@ -225,3 +226,25 @@ async def test_a_cancel_is_seen_in_the_answer_to_the_next_status_write() -> None
     assert [c["id"] for c in agents.calls] == ["uid-s0-1", "uid-s1-1", "uid-s2-1"][:len(agents.calls)]
     assert len(agents.calls) <= 3 and status(store)["steps"][1]["phase"] == "Succeeded"
     assert all(s["phase"] != "Running" for s in status(store)["steps"])
+
+
+async def test_a_burst_of_runs_shares_its_lists_and_never_exceeds_the_limit() -> None:
+    class Counting(MemoryStore):
+        lists = 0
+
+        async def runs_of(self, namespace: str, workflow: str) -> list[Any]:
+            self.lists += 1
+            await asyncio.sleep(0.01)  # a list takes a while
+            return await super().runs_of(namespace, workflow)
+
+    names = [f"r{i:02d}" for i in range(20)]
+    store = Counting([run_of(None, name=n, created=f"2026-01-01T00:00:{i:02d}Z")
+                      for i, n in enumerate(names)],
+                     [workflow_of({**SLOW, "concurrency": {"limit": 5, "policy": "queue"}})])
+    engine = engine_of(store, Agents({"slow": never}))
+    await asyncio.gather(*(engine.reconcile_run("ns", n) for n in names))
+    phases = {n: status(store, n).get("phase") for n in names}
+    assert [n for n in names if phases[n] == "Running"] == names[:5]  # the oldest, in order
+    assert all(status(store, n)["reason"] == "Queued" for n in names[5:])
+    assert store.lists <= 2
+    await engine.shutdown()
