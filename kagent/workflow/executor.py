@@ -134,7 +134,8 @@ class RunExecutor:
         self.entered = False
         self.finishing = False
         self.read_at = time.monotonic()
-        """When the run was last read from the cluster (see RunLifecycle.reconcile)."""
+        """When the run was last seen as the cluster has it: read, or answered to a status
+        write (see RunLifecycle.reconcile)."""
         self.deadline = run_deadline(run.metadata.creation_timestamp, self.spec.timeout, time.time())
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -447,6 +448,7 @@ class RunExecutor:
         async with self.lock:
             cancel = await self.services.store.write_run_status(
                 self.namespace, self.name, run_status(self.status, self.steps, time.time()))
+            self.read_at = time.monotonic()  # the answer is the run as it now is: a fresh read
         if cancel and not self.finishing:
             self.stop("Cancelled", "the run was cancelled")
 

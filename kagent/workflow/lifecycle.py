@@ -132,9 +132,9 @@ class RunLifecycle:
         """Bring one run forward; returns seconds after which to look again.
 
         A run being executed changes with every step (each status write comes back as an
-        event); it is read at most every RUNNING_READ_SECONDS, not once per step: its executor
-        sees a cancel in the answer to its next status write, and this read sees one during a
-        long step."""
+        event); it is read only when neither it was read nor its executor wrote its status in
+        the last RUNNING_READ_SECONDS: the answer to a status write is the run as it is (its
+        executor sees a cancel there), and this read sees one during a long step."""
         key = (namespace, name)
         executor = self.executors.get(key)
         if executor is not None and executor.running:
