@@ -80,8 +80,9 @@ class RunLifecycle:
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted: stop its steps without writing anything."""
         self.finished.pop((namespace, name), None)
-        for waiting in self.queued.values():
-            waiting.discard(name)
+        for (queue_namespace, _), waiting in self.queued.items():
+            if queue_namespace == namespace:
+                waiting.discard(name)
         executor = self.executors.pop((namespace, name), None)
         if executor is not None and executor.task is not None:
             executor.task.cancel()
