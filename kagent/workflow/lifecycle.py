@@ -43,7 +43,8 @@ FINISHED_MEMORY = 1024
 RUN_LIST_SECONDS = 1.0
 RUNNING_READ_SECONDS = 5.0
 """How often a run being executed is read again at most, to see a cancel during a long step
-(its executor sees one at once in the answer to each of its status writes)."""
+(its executor sees one at once in the answer to each of its status writes). A read is a
+request to the API server today; served from a cache it could be read at every event."""
 
 
 def recheck_after(deadline: float | None, every: float, now: float) -> float:

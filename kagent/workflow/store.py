@@ -92,7 +92,9 @@ class RunStore(Protocol):
 
 
 class KubeRunStore:
-    """The store on the Kubernetes API (lightkube)."""
+    """The store on the Kubernetes API (lightkube). Every read is a request today; the reads
+    (``get_run``, ``get_workflow``, ``runs_of``) are the place to serve from a watch-fed cache
+    of runs and Workflows instead."""
 
     def __init__(self, client: AsyncClient) -> None:
         self.client = client
