@@ -140,6 +140,8 @@ class RunLifecycle:
         key = (namespace, name)
         executor = self.executors.get(key)
         if executor is not None and executor.running:
+            if executor.finishing:  # writing its end: its exit looks again if there is more to do
+                return None
             wait = executor.read_at + RUNNING_READ_SECONDS - time.monotonic()
             if wait > 0:
                 return wait

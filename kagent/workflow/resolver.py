@@ -7,8 +7,8 @@ point the engine at local processes without any special case in the engine:
 - ``KAGENT_WORKFLOW_AGENT_URLS``: JSON object from ``name`` or ``namespace/name`` to a base URL;
 - ``KAGENT_WORKFLOW_AGENT_URL_TEMPLATE``: e.g. ``http://{name}.{namespace}.svc:8080``.
 
-A Ready agent's address is remembered for a couple of seconds, so the steps of busy runs do not
-read the same Agent from the API server for every call; an agent that is not Ready is never
+A Ready agent's address is remembered for a few seconds, so the steps of busy runs do not read
+the same Agent from the API server for every call; an agent that is not Ready is never
 remembered (a waiting run sees it become Ready at once).
 """
 
@@ -38,7 +38,7 @@ class AgentResolver(Protocol):
         ...
 
 
-READY_CACHE_SECONDS = 2.0
+READY_CACHE_SECONDS = 5.0
 READY_CACHE_SIZE = 4096
 
 
