@@ -39,6 +39,7 @@ class WorkflowReconciler:
                 ("Workflow", namespace, workflow), WORKFLOW_STATUS_DELAY),
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
             requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
+            run_settled=lambda namespace, name: self.drop_timer(("WorkflowRun", namespace, name)),
         )
 
     async def handle(self, kind: str, namespace: str, name: str) -> float | None:
@@ -72,10 +73,13 @@ class WorkflowReconciler:
 
         self._timers[key] = (due, asyncio.get_running_loop().call_later(after, fire))
 
-    def deleted(self, namespace: str, name: str) -> None:
-        timer = self._timers.pop(("WorkflowRun", namespace, name), None)
+    def drop_timer(self, key: ObjectKey) -> None:
+        timer = self._timers.pop(key, None)
         if timer is not None:
             timer[1].cancel()
+
+    def deleted(self, namespace: str, name: str) -> None:
+        self.drop_timer(("WorkflowRun", namespace, name))
         self.engine.forget(namespace, name)
         self.index.forget(("WorkflowRun", namespace, name))
 

@@ -54,6 +54,7 @@ class WorkflowEngine:
                  on_change: Callable[[str, str], None] | None = None,
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
                  requeue_run: Callable[[str, str], None] | None = None,
+                 run_settled: Callable[[str, str], None] | None = None,
                  tracer_provider: trace.TracerProvider | None = None) -> None:
         from kagent.workflow.tracing import controller_tracer_provider
 
@@ -77,6 +78,7 @@ class WorkflowEngine:
             on_change=runs_changed,
             record_dependencies=record_dependencies or (lambda key, deps: None),
             requeue_run=requeue_run or (lambda namespace, name: None),
+            run_settled=run_settled,
         )
 
     async def reconcile_run(self, namespace: str, name: str) -> float | None:

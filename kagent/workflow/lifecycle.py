@@ -60,13 +60,16 @@ class RunLifecycle:
     def __init__(self, services: RunServices, plans: PlanCache,
                  on_change: Callable[[str, str], None],
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None],
-                 requeue_run: Callable[[str, str], None]) -> None:
+                 requeue_run: Callable[[str, str], None],
+                 run_settled: Callable[[str, str], None] | None = None) -> None:
         self.services = services
         self.store = services.store
         self.plans = plans
         self.on_change = on_change
         self.record_dependencies = record_dependencies
         self.requeue_run = requeue_run
+        self.run_settled = run_settled or (lambda namespace, name: None)
+        """Nothing is due for a run until it changes: a look asked for earlier is not needed."""
         self.executors: dict[RunKey, RunExecutor] = {}
         self.finished: OrderedDict[RunKey, WorkflowPlan | None] = OrderedDict()
         """Runs that recently ended here, with the Workflow they ran (so their clean-up need
@@ -117,6 +120,8 @@ class RunLifecycle:
         self.ended(key, executor.workflow, executor.plan)
         if executor.spec.ttl_seconds_after_finished is not None:
             self.requeue_run(*key)
+        else:  # finished for good: the looks its steps' events asked for are not needed
+            self.run_settled(*key)
 
     def ended(self, key: RunKey, workflow: str, plan: WorkflowPlan | None) -> None:
         """A run ended here: remember it, and wake its Workflow's queue (a slot may be free)."""

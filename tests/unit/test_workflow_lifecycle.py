@@ -248,3 +248,19 @@ async def test_a_burst_of_runs_shares_its_lists_and_never_exceeds_the_limit() ->
     assert all(status(store, n)["reason"] == "Queued" for n in names[5:])
     assert store.lists <= 2
     await engine.shutdown()
+
+
+async def test_a_run_finished_for_good_needs_no_further_look() -> None:
+    store = MemoryStore([run_of(None)], [workflow_of(SLOW)])
+    settled: list[tuple[str, str]] = []
+    requeued: list[tuple[str, str]] = []
+    engine = WorkflowEngine(None, Resolver(), Agents({"slow": lambda m: "done"}), store=store,
+                            requeue_run=lambda ns, name: requeued.append((ns, name)),
+                            run_settled=lambda ns, name: settled.append((ns, name)))
+    await engine.reconcile_run("ns", "r")
+    runner = engine.runs.executors[("ns", "r")]
+    assert runner.task is not None
+    await asyncio.wait_for(runner.task, 5)
+    await asyncio.sleep(0)
+    assert status(store)["phase"] == "Succeeded"
+    assert settled == [("ns", "r")] and requeued == []  # no TTL: nothing more to do
