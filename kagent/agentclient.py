@@ -175,24 +175,26 @@ class AgentClient:
         """Drop the card of the agent at ``url`` (it moved, or could not be reached)."""
         self._cards.pop(url.rstrip("/"), None)
 
-    async def _card(self, url: str, timeout: float) -> _Card:
+    async def _card(self, url: str, timeout: float, headers: dict[str, str]) -> _Card:
         now = time.monotonic()
         card = self._cards.get(url)
         if card is not None and card.expires > now:
             return card
         pending = self._fetching.get(url)
         if pending is None:  # one fetch per agent, however many calls wait for it
-            pending = asyncio.ensure_future(self._fetch_card(url, timeout))
+            pending = asyncio.ensure_future(self._fetch_card(url, timeout, headers))
             self._fetching[url] = pending
             pending.add_done_callback(lambda _: self._fetching.pop(url, None))
         return await asyncio.shield(pending)
 
-    async def _fetch_card(self, url: str, timeout: float) -> _Card:
+    async def _fetch_card(self, url: str, timeout: float, headers: dict[str, str]) -> _Card:
+        """Read the card, as part of the call that needed it (its trace headers go along)."""
         from a2a.client.card_resolver import parse_agent_card
         from google.protobuf.json_format import ParseError
 
         body = bytearray()
-        async with self.http.stream("GET", url + CARD_PATH, timeout=min(timeout, 30.0)) as response:
+        async with self.http.stream("GET", url + CARD_PATH, headers=headers,
+                                    timeout=min(timeout, 30.0)) as response:
             response.raise_for_status()
             async for chunk in response.aiter_bytes():
                 body += chunk
@@ -221,12 +223,12 @@ class AgentClient:
         from a2a.types import Message, Part, Role, SendMessageRequest
 
         url = url.rstrip("/")
-        try:
-            card = await self._card(url, timeout)
-        except (A2AClientError, httpx.HTTPError, ValueError) as exc:
-            raise AgentCallError(f"cannot reach agent {agent_name} at {url}: {exc}") from None
         trace_headers: dict[str, str] = {}
         propagate.inject(trace_headers)
+        try:
+            card = await self._card(url, timeout, trace_headers)
+        except (A2AClientError, httpx.HTTPError, ValueError) as exc:
+            raise AgentCallError(f"cannot reach agent {agent_name} at {url}: {exc}") from None
         request = SendMessageRequest(
             message=Message(role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()),
                             parts=[Part(text=message)]),
