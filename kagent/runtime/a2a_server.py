@@ -50,7 +50,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from kagent.runtime.agent import AgentRuntime, TextDelta, Turn, TurnFailed, TurnResult
 from kagent.runtime.config import RuntimeConfig
-from kagent.agentclient import USAGE_METADATA
+from kagent.agentclient import MODEL_METADATA, USAGE_METADATA
 from kagent.runtime.tracing import incoming_context
 
 logger = logging.getLogger("kagent.runtime.a2a")
@@ -190,7 +190,8 @@ class KagentExecutor(AgentExecutor):
 
     async def _finish(self, updater: TaskUpdater, result: TurnResult) -> None:
         message = updater.new_agent_message([Part(text=result.text)],
-                                            metadata={USAGE_METADATA: usage_metadata(result)})
+                                            metadata={USAGE_METADATA: usage_metadata(result),
+                                                      MODEL_METADATA: result.model or ""})
         if result.input_required:
             await updater.requires_input(message=message)
             return

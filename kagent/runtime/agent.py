@@ -54,7 +54,8 @@ from kagent.runtime.memory.compression import Compressor
 from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
 from kagent.runtime.metering import ModelMetrics
-from kagent.runtime.models import build_model, model_settings
+from kagent.runtime.fallback import track_answers
+from kagent.runtime.models import build_model, model_label, model_settings
 from kagent.runtime.metrics import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
 
 logger = logging.getLogger("kagent.runtime")
@@ -94,6 +95,8 @@ class TurnResult:
     input_required: bool = False
     """The run paused on a human question; ``text`` is the question."""
     usage: RunUsage = field(default_factory=RunUsage)
+    model: str | None = None
+    """Which model answered (``provider/name``): ``spec.model`` or one of its fallbacks."""
 
 
 class TurnFailed(Exception):
@@ -132,7 +135,7 @@ class AgentRuntime:
         )
         self.human: dict[str, HumanTool] = human_tools(config.tools)
         self.limits = spec.limits
-        self.model_label = f"{spec.model.provider}/{spec.model.name}"
+        self.model_label = model_label(spec.model)
         self.compressor: Compressor | None = None
         self.longterm: LongTermMemory | None = None
         self.agent: Agent[None, str | DeferredToolRequests] | None = None
@@ -147,7 +150,7 @@ class AgentRuntime:
         if self.agent is not None:
             return
         spec = self.config.agent.spec
-        model = build_model(spec.model, self.config.secrets)
+        model = build_model(spec.model, self.config.secrets, agent=self.name)
         metrics = ModelMetrics(agent_name=self.name, model_name=self.model_label)
         toolsets = await self._toolsets()
         agent: Agent[None, Any] = Agent(
@@ -155,7 +158,6 @@ class AgentRuntime:
             instructions=spec.system_prompt or None,
             name=self.name,
             description=spec.description,
-            model_settings=model_settings(spec.model),
             toolsets=toolsets,
             output_type=[str, DeferredToolRequests],
             capabilities=[metrics],
@@ -169,7 +171,7 @@ class AgentRuntime:
             summary_spec = memory.compression.model or spec.model
             summary_model = (
                 model if memory.compression.model is None
-                else build_model(summary_spec, self.config.secrets)
+                else build_model(summary_spec, self.config.secrets, agent=self.name)
             )
             config = memory.config
             self.compressor = Compressor(
@@ -177,7 +179,7 @@ class AgentRuntime:
                 max_history=config.max_history if config else None,
                 capabilities=[ModelMetrics(
                     agent_name=self.name,
-                    model_name=f"{summary_spec.provider}/{summary_spec.name}",
+                    model_name=model_label(summary_spec),
                 )],
                 instrument=instrumentation,
             )
@@ -261,6 +263,8 @@ class AgentRuntime:
             try:
                 result = await self._turn(turn, emit)
                 outcome = "success"
+                if result.model:
+                    span.set_attribute("kagent.model", result.model)
                 span.set_attribute("kagent.input_required", result.input_required)
                 emit(result)
             except asyncio.CancelledError:
@@ -356,6 +360,7 @@ class AgentRuntime:
                     if event.delta.content_delta:
                         emit(TextDelta(event.delta.content_delta))
 
+        answered = track_answers()
         # run() with a handler, not run_stream_events(): the same streamed run without another
         # task and memory stream between the agent loop and us.
         result = await self.agent.run(
@@ -369,6 +374,7 @@ class AgentRuntime:
             event_stream_handler=relay,
         )
 
+        answered_by = answered.label
         new_messages = [*prefix, *result.new_messages()]
         if not stateless:
             count = await self.store.append(turn.conversation_id, new_messages)
@@ -393,8 +399,9 @@ class AgentRuntime:
                 for call in output.calls
                 if call.tool_name in self.human
             ]
-            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage)
-        return TurnResult(str(output), usage=result.usage)
+            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage,
+                              model=answered_by)
+        return TurnResult(str(output), usage=result.usage, model=answered_by)
 
     def _usage_limits(self) -> UsageLimits:
         limits = self.limits
