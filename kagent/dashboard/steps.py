@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kagent.api.workflow import WorkflowSpec
+from kagent.api.workflow import StepStatus, WorkflowSpec
 
 
 def outputs_of(steps: list[dict[str, Any]], full: dict[str, str]) -> dict[str, str]:
@@ -52,7 +52,8 @@ def step_input(spec: dict[str, Any], run: dict[str, Any], name: str,
     outputs = outputs_of(recorded, full_outputs)
     try:
         if step.input is not None:
-            text = render_template(step.input, template_variables(run_input, recorded, outputs))
+            steps = [StepStatus.model_validate(s) for s in recorded]
+            text = render_template(step.input, template_variables(run_input, steps, outputs))
         else:
             text = default_input(parsed, deps, name, run_input, outputs)
     except ExpressionError as error:

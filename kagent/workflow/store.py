@@ -19,6 +19,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 
 from kagent.api.base import KagentModel
+from kagent.api.labels import MANAGED_BY_LABEL, MANAGER, WORKFLOW_RUN_LABEL
 from kagent.api.workflow import WorkflowRun, WorkflowRunStatus, WorkflowStatus
 from kagent.kube import KAGENT_RESOURCES, apply, is_not_found
 from kagent.kube.events import post_event
@@ -170,7 +171,7 @@ class KubeRunStore:
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {
                 "name": outputs_configmap(name), "namespace": run.metadata.namespace,
-                "labels": {"app.kubernetes.io/managed-by": "kagent", "kagent.dev/workflowrun": name[:63]},
+                "labels": {MANAGED_BY_LABEL: MANAGER, WORKFLOW_RUN_LABEL: name[:63]},
                 "ownerReferences": [{"apiVersion": run.api_version, "kind": run.kind,
                                      "name": name, "uid": run.metadata.uid, "controller": True}],
             },
