@@ -17,7 +17,7 @@ from kagent.agentclient import AgentClient
 from kagent.mockllm import MockLLM
 from tests.runtime_manifests import agent, model, secret, unique
 
-OPEN_SECONDS = 2.0
+OPEN_SECONDS = 6.0
 
 FAILING = {
     "rules": [
@@ -80,7 +80,7 @@ def test_fallback_answers_and_the_circuit_opens_and_closes(agent_runtime: Any) -
         # While open, the primary sees no request at all, even once it has recovered.
         llm.set_script(RECOVERED)
         before = len(primary_calls(llm))
-        while time.monotonic() - opened < OPEN_SECONDS * 0.6:
+        while time.monotonic() - opened < OPEN_SECONDS / 3:  # well inside, even on a busy machine
             answer = ask("three")
             assert answer.choices[0].message.content == "backup answers: three"
         assert len(primary_calls(llm)) == before
