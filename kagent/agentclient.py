@@ -32,6 +32,10 @@ DEFAULT_TIMEOUT = 300.0
 MODEL_METADATA = "kagent.dev/model"
 """Key of a Kagent runtime's answer metadata naming the model that answered (``provider/name``),
 which is not always ``spec.model`` when the Agent has ``model.fallbacks``."""
+TOOL_CALL_METADATA = "kagent.dev/toolCall"
+TOOL_RESULT_METADATA = "kagent.dev/toolResult"
+"""Keys of a Kagent runtime's working-status messages reporting a tool call as it starts (id,
+name, arguments) and as it finishes (id, name, outcome, content), bounded in size."""
 USAGE_METADATA = "kagent.dev/usage"
 """Key of a Kagent runtime's answer metadata holding the turn's model usage, so a caller (the
 workflow engine) accounts for tokens without guessing."""

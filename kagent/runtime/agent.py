@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -27,6 +28,8 @@ from pydantic_ai import (
     AgentStreamEvent,
     DeferredToolRequests,
     DeferredToolResults,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
     InstrumentationSettings,
     PartDeltaEvent,
     PartStartEvent,
@@ -87,6 +90,33 @@ class Turn:
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+
+
+TOOL_ACTIVITY_CHARS = 2_000
+"""How much of a tool call's arguments or result a caller is shown as it happens (the model
+gets the whole result; the caller gets the answer)."""
+
+
+@dataclass(frozen=True)
+class ToolActivity:
+    """A tool call starting (``phase`` call) or finished (``phase`` result), for callers that
+    show the agent's work as it happens (the dashboard's chat panel)."""
+
+    phase: Literal["call", "result"]
+    id: str
+    name: str
+    arguments: Any = None
+    outcome: str | None = None
+    content: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.phase == "call":
+            body["arguments"] = self.arguments
+        else:
+            body["outcome"] = self.outcome
+            body["content"] = self.content
+        return body
 
 
 @dataclass
@@ -225,13 +255,13 @@ class AgentRuntime:
         assert result is not None
         return result
 
-    async def stream(self, turn: Turn) -> AsyncIterator[TextDelta | TurnResult]:
+    async def stream(self, turn: Turn) -> AsyncIterator[TextDelta | ToolActivity | TurnResult]:
         """Text as the model writes it, then the :class:`TurnResult`; raises TurnFailed.
 
         The turn runs in its own task (so its span and context never leak into the caller);
         closing this iterator early cancels it.
         """
-        queue: asyncio.Queue[TextDelta | TurnResult | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[TextDelta | ToolActivity | TurnResult | BaseException] = asyncio.Queue()
         task = asyncio.create_task(self._execute(turn, queue.put_nowait))
         try:
             while True:
@@ -359,6 +389,16 @@ class AgentRuntime:
                 elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
                     if event.delta.content_delta:
                         emit(TextDelta(event.delta.content_delta))
+                elif isinstance(event, FunctionToolCallEvent):
+                    emit(ToolActivity("call", event.part.tool_call_id, event.part.tool_name,
+                                      arguments=self._shown_arguments(event.part)))
+                elif isinstance(event, FunctionToolResultEvent):
+                    part = event.part
+                    emit(ToolActivity(
+                        "result", part.tool_call_id, part.tool_name,
+                        outcome=getattr(part, "outcome", None) or "success",
+                        content=self._shown(str(part.content)),
+                    ))
 
         answered = track_answers()
         # run() with a handler, not run_stream_events(): the same streamed run without another
@@ -402,6 +442,23 @@ class AgentRuntime:
             return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage,
                               model=answered_by)
         return TurnResult(str(output), usage=result.usage, model=answered_by)
+
+    def _shown(self, text: str) -> str:
+        """Text a caller may see of a tool's work: secret values redacted, length bounded."""
+        text = self.config.secrets.redact(text)
+        if len(text) > TOOL_ACTIVITY_CHARS:
+            return text[:TOOL_ACTIVITY_CHARS] + f"… ({len(text) - TOOL_ACTIVITY_CHARS} more characters)"
+        return text
+
+    def _shown_arguments(self, part: Any) -> Any:
+        """The call's arguments as an object when they parse and are shown whole, else text."""
+        try:
+            args: Any = part.args_as_dict()
+        except ValueError:  # arguments the model wrote as invalid JSON
+            args = part.args
+        text = args if isinstance(args, str) else json.dumps(args, default=str)
+        shown = self._shown(text)
+        return args if shown == text and not isinstance(args, str) else shown
 
     def _usage_limits(self) -> UsageLimits:
         limits = self.limits
