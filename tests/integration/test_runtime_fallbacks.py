@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import openai
+import pytest
 from prometheus_client import REGISTRY
 
 from kagent.agentclient import AgentClient
@@ -109,24 +110,26 @@ async def _ask_a2a(url: str, name: str) -> Any:
         await client.aclose()
 
 
+def failed_request(runtime: Any) -> openai.APIStatusError:
+    """Send one request that must fail; the error the official client raises."""
+    with openai.OpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(
+                model=runtime.name, messages=[{"role": "user", "content": "hello"}])
+    return caught.value
+
+
 def test_every_model_failing_says_how_each_failed(agent_runtime: Any) -> None:
     script = {"rules": [
         {"model": "primary", "error": {"status": 503, "message": "primary is down"}},
         {"model": "backup", "error": {"status": 429, "message": "backup is busy", "retry_after": 0}},
     ]}
     with MockLLM(script) as llm:
-        runtime = agent_runtime(documents(llm))
-        client = openai.OpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0)
-        try:
-            client.chat.completions.create(
-                model=runtime.name, messages=[{"role": "user", "content": "hello"}])
-        except openai.RateLimitError as error:
-            message = str(error)
-        else:  # pragma: no cover - the assertion below explains
-            message = ""
-        client.close()
-        assert "every model of the agent's chain" in message, message
-        assert "primary is down" in message and "backup is busy" in message, message
+        error = failed_request(agent_runtime(documents(llm)))
+    assert isinstance(error, openai.RateLimitError)  # the last model's status
+    message = str(error)
+    assert "every model of the agent's chain" in message, message
+    assert "primary is down" in message and "backup is busy" in message, message
 
 
 def test_a_bad_key_is_not_handed_to_the_fallback(agent_runtime: Any) -> None:
@@ -135,14 +138,6 @@ def test_a_bad_key_is_not_handed_to_the_fallback(agent_runtime: Any) -> None:
         {"model": "backup", "content": "backup answers"},
     ]}
     with MockLLM(script) as llm:
-        runtime = agent_runtime(documents(llm))
-        client = openai.OpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0)
-        try:
-            client.chat.completions.create(
-                model=runtime.name, messages=[{"role": "user", "content": "hello"}])
-            failed = False
-        except openai.APIStatusError:
-            failed = True
-        client.close()
-        assert failed
+        error = failed_request(agent_runtime(documents(llm)))
+        assert "rejected the agent's API key" in str(error)
         assert [c.model for c in llm.calls] == ["primary"]

@@ -43,22 +43,23 @@ def test_consecutive_failures_open_the_circuit_and_one_probe_closes_it() -> None
     assert breaker.state == "closed" and breaker.acquire() is None
 
 
-def test_a_failed_probe_opens_the_circuit_again_for_the_whole_period() -> None:
-    clock = Clock()
+def probing(clock: Clock) -> CircuitBreaker:
+    """A breaker that opened once and has just let its probe through."""
     breaker = CircuitBreaker(failure_threshold=1, open_seconds=5, now=clock)
     breaker.failed()
     clock.t += 5
     assert breaker.acquire() is None
+    return breaker
+
+
+def test_a_failed_probe_opens_the_circuit_again_for_the_whole_period() -> None:
+    breaker = probing(Clock())
     breaker.failed()
     assert breaker.state == "open" and breaker.acquire() == 5
 
 
 def test_a_probe_that_neither_succeeds_nor_fails_is_given_back() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(failure_threshold=1, open_seconds=5, now=clock)
-    breaker.failed()
-    clock.t += 5
-    assert breaker.acquire() is None
+    breaker = probing(Clock())
     breaker.released()
     assert breaker.acquire() is None  # another request may probe
 
