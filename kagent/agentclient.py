@@ -29,6 +29,13 @@ import httpx
 from opentelemetry import propagate
 
 DEFAULT_TIMEOUT = 300.0
+MODEL_METADATA = "kagent.dev/model"
+"""Key of a Kagent runtime's answer metadata naming the model that answered (``provider/name``),
+which is not always ``spec.model`` when the Agent has ``model.fallbacks``."""
+TOOL_CALL_METADATA = "kagent.dev/toolCall"
+TOOL_RESULT_METADATA = "kagent.dev/toolResult"
+"""Keys of a Kagent runtime's working-status messages reporting a tool call as it starts (id,
+name, arguments) and as it finishes (id, name, outcome, content), bounded in size."""
 USAGE_METADATA = "kagent.dev/usage"
 """Key of a Kagent runtime's answer metadata holding the turn's model usage, so a caller (the
 workflow engine) accounts for tokens without guessing."""
@@ -53,10 +60,12 @@ class AgentCallError(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """An agent's final text and the model usage it reported (camelCase keys, may be empty)."""
+    """An agent's final text, the model usage it reported (camelCase keys, may be empty) and the
+    model that answered (``provider/name``; None when the agent does not say)."""
 
     text: str
     usage: dict[str, int] = field(default_factory=dict)
+    model: str | None = None
 
 
 def _text_of(parts: Any) -> str:
@@ -88,17 +97,22 @@ def answer_text(agent_name: str, response: Any) -> str:
     raise AgentCallError(f"agent {agent_name} {name} the task{detail}")
 
 
-def reported_usage(response: Any) -> dict[str, int]:
-    """The usage a Kagent runtime puts in its answer's metadata (``kagent.dev/usage``)."""
+def _answer_metadata(response: Any) -> dict[str, Any]:
+    """The metadata of an A2A StreamResponse's final message, as plain data."""
     from google.protobuf.json_format import MessageToDict
 
     if response.HasField("task") and response.task.status.HasField("message"):
-        metadata = response.task.status.message.metadata
-    elif response.HasField("message"):
-        metadata = response.message.metadata
-    else:
+        return MessageToDict(response.task.status.message.metadata)
+    if response.HasField("message"):
+        return MessageToDict(response.message.metadata)
+    return {}
+
+
+def reported_usage(metadata: dict[str, Any]) -> dict[str, int]:
+    """The usage a Kagent runtime puts in its answer's metadata (``kagent.dev/usage``)."""
+    usage = metadata.get(USAGE_METADATA) or {}
+    if not isinstance(usage, dict):
         return {}
-    usage = MessageToDict(metadata).get(USAGE_METADATA) or {}
     return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
 
 
@@ -247,7 +261,9 @@ class AgentClient:
                 raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
         if final is None:
             raise AgentCallError(f"agent {agent_name} sent no answer")
-        return Answer(answer_text(agent_name, final), reported_usage(final))
+        metadata = _answer_metadata(final)
+        return Answer(answer_text(agent_name, final), reported_usage(metadata),
+                      str(metadata.get(MODEL_METADATA) or "") or None)
 
 
 def _not_delivered(error: BaseException) -> bool:

@@ -11,8 +11,8 @@ from kagent.api.base import KagentModel, SecretKeySelector, cel
 Provider = Literal["openai", "anthropic", "bedrock", "vllm"]
 
 
-class ModelSpec(KagentModel):
-    """The language model an agent thinks with."""
+class ModelEndpoint(KagentModel):
+    """One language model: which API, which model, how to reach it."""
 
     model_config = {
         "json_schema_extra": {
@@ -50,6 +50,33 @@ class ModelSpec(KagentModel):
     api_key_secret_ref: SecretKeySelector | None = None
     """The Secret key holding the provider's API key. It reaches the agent pod only as an
     environment variable; its value is never copied into a ConfigMap, log or trace."""
+
+
+class CircuitBreakerSpec(KagentModel):
+    """When to stop sending requests to a failing model, and when to try it again."""
+
+    failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Consecutive failed calls (rate limit, provider 5xx, timeout, connection error) that open
+    the circuit."""
+    open_seconds: Annotated[float, Field(ge=1, le=3600)] = 30
+    """How long an open circuit sends no request to the model. Then one probe request is let
+    through: success closes the circuit, failure opens it again for the same time."""
+
+
+MAX_FALLBACKS = 4
+
+
+class ModelSpec(ModelEndpoint):
+    """The language model an agent thinks with, and the models that answer when it cannot."""
+
+    fallbacks: Annotated[list[ModelEndpoint], Field(max_length=MAX_FALLBACKS)] | None = None
+    """Further models, tried in order when the one before fails with a rate limit, a provider
+    5xx, a timeout or a connection error, or its circuit is open. Any provider may follow any
+    other. Bad requests and bad keys are not retried on another model. Which model answered is
+    in the response metadata, the span, the metrics and the workflow step status."""
+    circuit_breaker: CircuitBreakerSpec | None = None
+    """Circuit breaker applied to each model of the chain (defaults apply when fallbacks are
+    given and this is unset)."""
 
 
 class EmbeddingSpec(KagentModel):

@@ -284,6 +284,9 @@ class StepStatus(KagentModel):
     """Why the last attempt failed."""
     usage: Usage | None = None
     """Model usage of the step."""
+    model: str | None = None
+    """The model that gave the step's answer (``provider/name``): the agent's ``model`` or, when
+    it could not answer, one of its ``model.fallbacks``."""
     task_id: str | None = None
     """A2A task id of the last attempt (the idempotency key of an in-flight attempt)."""
 

@@ -20,10 +20,8 @@ from typing import Any
 
 import httpx
 
-from kagent.agentclient import USAGE_METADATA
+from kagent.agentclient import TOOL_CALL_METADATA, TOOL_RESULT_METADATA, USAGE_METADATA
 
-TOOL_CALL_METADATA = "kagent.dev/toolCall"
-TOOL_RESULT_METADATA = "kagent.dev/toolResult"
 MAX_MESSAGE_CHARS = 32_768
 CHAT_TIMEOUT = 600.0
 

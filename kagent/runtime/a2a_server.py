@@ -48,9 +48,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from kagent.runtime.agent import AgentRuntime, TextDelta, Turn, TurnFailed, TurnResult
+from kagent.runtime.agent import (
+    AgentRuntime,
+    TextDelta,
+    ToolActivity,
+    Turn,
+    TurnFailed,
+    TurnResult,
+)
 from kagent.runtime.config import RuntimeConfig
-from kagent.agentclient import USAGE_METADATA
+from kagent.agentclient import (
+    MODEL_METADATA,
+    TOOL_CALL_METADATA,
+    TOOL_RESULT_METADATA,
+    USAGE_METADATA,
+)
 from kagent.runtime.tracing import incoming_context
 
 logger = logging.getLogger("kagent.runtime.a2a")
@@ -169,6 +181,12 @@ class KagentExecutor(AgentExecutor):
                         append=started_artifact, last_chunk=False,
                     )
                     started_artifact = True
+                elif isinstance(event, ToolActivity):
+                    key = TOOL_CALL_METADATA if event.phase == "call" else TOOL_RESULT_METADATA
+                    await updater.update_status(
+                        TaskState.TASK_STATE_WORKING,
+                        message=updater.new_agent_message([], metadata={key: event.to_json()}),
+                    )
                 elif isinstance(event, TurnResult):
                     if outcome is not None:
                         outcome.set_result(event)
@@ -190,7 +208,8 @@ class KagentExecutor(AgentExecutor):
 
     async def _finish(self, updater: TaskUpdater, result: TurnResult) -> None:
         message = updater.new_agent_message([Part(text=result.text)],
-                                            metadata={USAGE_METADATA: usage_metadata(result)})
+                                            metadata={USAGE_METADATA: usage_metadata(result),
+                                                      MODEL_METADATA: result.model or ""})
         if result.input_required:
             await updater.requires_input(message=message)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
@@ -27,6 +28,8 @@ from pydantic_ai import (
     AgentStreamEvent,
     DeferredToolRequests,
     DeferredToolResults,
+    FunctionToolCallEvent,
+    FunctionToolResultEvent,
     InstrumentationSettings,
     PartDeltaEvent,
     PartStartEvent,
@@ -54,7 +57,8 @@ from kagent.runtime.memory.compression import Compressor
 from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
 from kagent.runtime.metering import ModelMetrics
-from kagent.runtime.models import build_model, model_settings
+from kagent.runtime.fallback import track_answers
+from kagent.runtime.models import build_model, model_label, model_settings
 from kagent.runtime.metrics import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
 
 logger = logging.getLogger("kagent.runtime")
@@ -88,12 +92,41 @@ class TextDelta:
     text: str
 
 
+TOOL_ACTIVITY_CHARS = 2_000
+"""How much of a tool call's arguments or result a caller is shown as it happens (the model
+gets the whole result; the caller gets the answer)."""
+
+
+@dataclass(frozen=True)
+class ToolActivity:
+    """A tool call starting (``phase`` call) or finished (``phase`` result), for callers that
+    show the agent's work as it happens (the dashboard's chat panel)."""
+
+    phase: Literal["call", "result"]
+    id: str
+    name: str
+    arguments: Any = None
+    outcome: str | None = None
+    content: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "name": self.name}
+        if self.phase == "call":
+            body["arguments"] = self.arguments
+        else:
+            body["outcome"] = self.outcome
+            body["content"] = self.content
+        return body
+
+
 @dataclass
 class TurnResult:
     text: str
     input_required: bool = False
     """The run paused on a human question; ``text`` is the question."""
     usage: RunUsage = field(default_factory=RunUsage)
+    model: str | None = None
+    """Which model answered (``provider/name``): ``spec.model`` or one of its fallbacks."""
 
 
 class TurnFailed(Exception):
@@ -132,7 +165,7 @@ class AgentRuntime:
         )
         self.human: dict[str, HumanTool] = human_tools(config.tools)
         self.limits = spec.limits
-        self.model_label = f"{spec.model.provider}/{spec.model.name}"
+        self.model_label = model_label(spec.model)
         self.compressor: Compressor | None = None
         self.longterm: LongTermMemory | None = None
         self.agent: Agent[None, str | DeferredToolRequests] | None = None
@@ -147,7 +180,7 @@ class AgentRuntime:
         if self.agent is not None:
             return
         spec = self.config.agent.spec
-        model = build_model(spec.model, self.config.secrets)
+        model = build_model(spec.model, self.config.secrets, agent=self.name)
         metrics = ModelMetrics(agent_name=self.name, model_name=self.model_label)
         toolsets = await self._toolsets()
         agent: Agent[None, Any] = Agent(
@@ -155,7 +188,6 @@ class AgentRuntime:
             instructions=spec.system_prompt or None,
             name=self.name,
             description=spec.description,
-            model_settings=model_settings(spec.model),
             toolsets=toolsets,
             output_type=[str, DeferredToolRequests],
             capabilities=[metrics],
@@ -169,7 +201,7 @@ class AgentRuntime:
             summary_spec = memory.compression.model or spec.model
             summary_model = (
                 model if memory.compression.model is None
-                else build_model(summary_spec, self.config.secrets)
+                else build_model(summary_spec, self.config.secrets, agent=self.name)
             )
             config = memory.config
             self.compressor = Compressor(
@@ -177,7 +209,7 @@ class AgentRuntime:
                 max_history=config.max_history if config else None,
                 capabilities=[ModelMetrics(
                     agent_name=self.name,
-                    model_name=f"{summary_spec.provider}/{summary_spec.name}",
+                    model_name=model_label(summary_spec),
                 )],
                 instrument=instrumentation,
             )
@@ -223,13 +255,13 @@ class AgentRuntime:
         assert result is not None
         return result
 
-    async def stream(self, turn: Turn) -> AsyncIterator[TextDelta | TurnResult]:
+    async def stream(self, turn: Turn) -> AsyncIterator[TextDelta | ToolActivity | TurnResult]:
         """Text as the model writes it, then the :class:`TurnResult`; raises TurnFailed.
 
         The turn runs in its own task (so its span and context never leak into the caller);
         closing this iterator early cancels it.
         """
-        queue: asyncio.Queue[TextDelta | TurnResult | BaseException] = asyncio.Queue()
+        queue: asyncio.Queue[TextDelta | ToolActivity | TurnResult | BaseException] = asyncio.Queue()
         task = asyncio.create_task(self._execute(turn, queue.put_nowait))
         try:
             while True:
@@ -261,6 +293,8 @@ class AgentRuntime:
             try:
                 result = await self._turn(turn, emit)
                 outcome = "success"
+                if result.model:
+                    span.set_attribute("kagent.model", result.model)
                 span.set_attribute("kagent.input_required", result.input_required)
                 emit(result)
             except asyncio.CancelledError:
@@ -355,7 +389,18 @@ class AgentRuntime:
                 elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
                     if event.delta.content_delta:
                         emit(TextDelta(event.delta.content_delta))
+                elif isinstance(event, FunctionToolCallEvent):
+                    emit(ToolActivity("call", event.part.tool_call_id, event.part.tool_name,
+                                      arguments=self._shown_arguments(event.part)))
+                elif isinstance(event, FunctionToolResultEvent):
+                    part = event.part
+                    emit(ToolActivity(
+                        "result", part.tool_call_id, part.tool_name,
+                        outcome=getattr(part, "outcome", None) or "success",
+                        content=self._shown(str(part.content)),
+                    ))
 
+        answered = track_answers()
         # run() with a handler, not run_stream_events(): the same streamed run without another
         # task and memory stream between the agent loop and us.
         result = await self.agent.run(
@@ -369,6 +414,7 @@ class AgentRuntime:
             event_stream_handler=relay,
         )
 
+        answered_by = answered.label
         new_messages = [*prefix, *result.new_messages()]
         if not stateless:
             count = await self.store.append(turn.conversation_id, new_messages)
@@ -393,8 +439,26 @@ class AgentRuntime:
                 for call in output.calls
                 if call.tool_name in self.human
             ]
-            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage)
-        return TurnResult(str(output), usage=result.usage)
+            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage,
+                              model=answered_by)
+        return TurnResult(str(output), usage=result.usage, model=answered_by)
+
+    def _shown(self, text: str) -> str:
+        """Text a caller may see of a tool's work: secret values redacted, length bounded."""
+        text = self.config.secrets.redact(text)
+        if len(text) > TOOL_ACTIVITY_CHARS:
+            return text[:TOOL_ACTIVITY_CHARS] + f"… ({len(text) - TOOL_ACTIVITY_CHARS} more characters)"
+        return text
+
+    def _shown_arguments(self, part: Any) -> Any:
+        """The call's arguments as an object when they parse and are shown whole, else text."""
+        try:
+            args: Any = part.args_as_dict()
+        except ValueError:  # arguments the model wrote as invalid JSON
+            args = part.args
+        text = args if isinstance(args, str) else json.dumps(args, default=str)
+        shown = self._shown(text)
+        return args if shown == text and not isinstance(args, str) else shown
 
     def _usage_limits(self) -> UsageLimits:
         limits = self.limits

@@ -46,7 +46,9 @@ def describe_failure(error: BaseException, *, provider: str, model: str) -> Requ
     retried; the same request would run away again), provider errors that retrying cannot fix
     are 502 with ``retryable`` False, rate limits stay 429 with the provider's ``retry-after``.
     """
-    where = f"model provider {provider} (model {model})"
+    where = f"model provider {provider} (model {model})" if provider else f"model {model}"
+    if isinstance(error, pai.FallbackExceptionGroup):
+        return _chain_failure(error)
     if isinstance(error, LimitExceeded):
         return RequestFailure("limit_exceeded", str(error), 422, "limit")
     if isinstance(error, pai.RunTimedOut):
@@ -66,6 +68,25 @@ def describe_failure(error: BaseException, *, provider: str, model: str) -> Requ
         )
     return RequestFailure(
         "internal_error", f"the agent failed: {type(error).__name__}: {error}", 500, "error"
+    )
+
+
+def _chain_failure(group: pai.FallbackExceptionGroup) -> RequestFailure:
+    """Every model of ``model`` and ``model.fallbacks`` failed: say how each one did; the status
+    and code are the last model's."""
+    failures = [
+        describe_failure(e, provider="", model=getattr(e, "model_name", "?"))
+        for e in group.exceptions
+    ]
+    last = failures[-1]
+    waits = [f.retry_after for f in failures if f.retry_after is not None]
+    return RequestFailure(
+        last.code,
+        "every model of the agent's chain (model, then model.fallbacks) failed: "
+        + "; ".join(f.message for f in failures),
+        last.http_status, last.outcome,
+        retryable=any(f.retryable for f in failures),
+        retry_after=min(waits) if waits else None,
     )
 
 
@@ -105,7 +126,7 @@ def _provider_failure(error: pai.ModelAPIError, where: str) -> RequestFailure:
     if isinstance(error, (pai.ModelUnavailableError, pai.ModelServerError)):
         return RequestFailure(
             "provider_unavailable", f"the {where} failed{got}: {detail}", 502, "error",
-            retryable=True,
+            retryable=True, retry_after=error.retry_after,
         )
     if isinstance(error, pai.ModelNotFoundError):
         return RequestFailure(

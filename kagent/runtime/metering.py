@@ -11,6 +11,7 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse
 
+from kagent.runtime.fallback import answered_label
 from kagent.runtime.metrics import LLM_REQUESTS, LLM_TOKENS
 
 
@@ -22,13 +23,14 @@ class ModelMetrics(AbstractCapability[Any]):
     async def after_model_request(
         self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
     ) -> ModelResponse:
-        LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="success").inc()
+        model = answered_label() or self.model_name  # a fallback may have answered
+        LLM_REQUESTS.labels(agent=self.agent_name, model=model, outcome="success").inc()
         usage = response.usage
         if usage.input_tokens:
-            LLM_TOKENS.labels(agent=self.agent_name, model=self.model_name,
+            LLM_TOKENS.labels(agent=self.agent_name, model=model,
                               direction="input").inc(usage.input_tokens)
         if usage.output_tokens:
-            LLM_TOKENS.labels(agent=self.agent_name, model=self.model_name,
+            LLM_TOKENS.labels(agent=self.agent_name, model=model,
                               direction="output").inc(usage.output_tokens)
         return response
 

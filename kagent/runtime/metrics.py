@@ -31,3 +31,13 @@ TOOL_DURATION = Histogram(
     "agent_tool_duration_seconds", "Time one tool call took.", ["agent", "tool"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+MODEL_FAILOVERS = Counter(
+    "agent_model_failovers_total",
+    "Model calls handed to the next model of the chain, by the model that could not answer and "
+    "why (the provider error's kind, or circuit_open).",
+    ["agent", "model", "reason"],
+)
+MODEL_CIRCUIT_OPEN = Gauge(
+    "agent_model_circuit_open", "1 while a model's circuit breaker is open or probing.",
+    ["agent", "model"],
+)

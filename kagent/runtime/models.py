@@ -12,7 +12,8 @@ import os
 from pydantic_ai.models import Model
 from pydantic_ai.settings import ModelSettings
 
-from kagent.api.model import ModelSpec
+from kagent.api.model import CircuitBreakerSpec, ModelEndpoint, ModelSpec
+from kagent.runtime.fallback import FALLBACK_ON, CircuitBreaker, GuardedModel
 from kagent.runtime.secrets import SecretResolver
 
 PROVIDER_RETRIES = 2
@@ -28,23 +29,59 @@ class ModelConfigError(ValueError):
     """The model block cannot work as written; the message names the field."""
 
 
-def _endpoint(spec: ModelSpec) -> str | None:
+def _endpoint(spec: ModelEndpoint) -> str | None:
     return spec.endpoint.rstrip("/") if spec.endpoint else None
 
 
-def build_model(spec: ModelSpec, secrets: SecretResolver) -> Model:
-    """A pydantic-ai model for ``spec``; raises :class:`ModelConfigError` or MissingSecretError."""
+def model_label(spec: ModelEndpoint) -> str:
+    """How metrics, spans and statuses name a model: ``provider/name``."""
+    return f"{spec.provider}/{spec.name}"
+
+
+def build_model(spec: ModelSpec, secrets: SecretResolver, *, agent: str = "") -> Model:
+    """A pydantic-ai model for ``spec`` and its fallbacks; raises :class:`ModelConfigError` or
+    MissingSecretError, naming the field (``model.fallbacks[1].apiKeySecretRef``).
+
+    Each model of the chain sits behind its own circuit breaker (when fallbacks are given or
+    ``circuitBreaker`` is set) and notes when it answers. A model with another after it is not
+    retried by its SDK: the next model answers instead of the caller waiting out retries."""
+    chain: list[tuple[str, ModelEndpoint]] = [("model", spec)]
+    chain += [(f"model.fallbacks[{i}]", f) for i, f in enumerate(spec.fallbacks or [])]
+    breaker_spec = spec.circuit_breaker or (CircuitBreakerSpec() if spec.fallbacks else None)
+    guarded: list[Model] = []
+    for position, (field, endpoint) in enumerate(chain):
+        last = position == len(chain) - 1
+        try:
+            built = _build_one(endpoint, secrets, retries=PROVIDER_RETRIES if last else 0)
+        except ModelConfigError as error:
+            raise ModelConfigError(str(error).replace("model.", f"{field}.", 1)) from None
+        breaker = None
+        if breaker_spec is not None:
+            breaker = CircuitBreaker(failure_threshold=breaker_spec.failure_threshold,
+                                     open_seconds=breaker_spec.open_seconds)
+        guarded.append(GuardedModel(built, label=model_label(endpoint), agent=agent,
+                                    breaker=breaker))
+    if len(guarded) == 1:
+        return guarded[0]
+    from pydantic_ai.models.fallback import FallbackModel
+
+    return FallbackModel(*guarded, fallback_on=FALLBACK_ON)
+
+
+def _build_one(spec: ModelEndpoint, secrets: SecretResolver, *, retries: int) -> Model:
     key = secrets.get_optional(spec.api_key_secret_ref)
+    settings = model_settings(spec) or None
     if spec.provider in ("openai", "vllm"):
-        return _openai_compatible(spec, key)
+        return _openai_compatible(spec, key, retries, settings)
     if spec.provider == "anthropic":
-        return _anthropic(spec, key)
+        return _anthropic(spec, key, retries, settings)
     if spec.provider == "bedrock":
-        return _bedrock(spec, key)
+        return _bedrock(spec, key, settings)
     raise ModelConfigError(f"model.provider {spec.provider!r} is not supported")
 
 
-def _openai_compatible(spec: ModelSpec, key: str | None) -> Model:
+def _openai_compatible(spec: ModelEndpoint, key: str | None, retries: int,
+                       settings: ModelSettings | None) -> Model:
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -63,11 +100,13 @@ def _openai_compatible(spec: ModelSpec, key: str | None) -> Model:
                 "the OpenAI API key)"
             )
         key = key or PLACEHOLDER_KEY
-    client = LeanAsyncOpenAI(base_url=endpoint, api_key=key, max_retries=PROVIDER_RETRIES)
-    return OpenAIChatModel(spec.name, provider=OpenAIProvider(openai_client=client))
+    client = LeanAsyncOpenAI(base_url=endpoint, api_key=key, max_retries=retries)
+    return OpenAIChatModel(spec.name, provider=OpenAIProvider(openai_client=client),
+                           settings=settings)
 
 
-def _anthropic(spec: ModelSpec, key: str | None) -> Model:
+def _anthropic(spec: ModelEndpoint, key: str | None, retries: int,
+               settings: ModelSettings | None) -> Model:
     from anthropic import AsyncAnthropic
     from pydantic_ai.models.anthropic import AnthropicModel
     from pydantic_ai.providers.anthropic import AnthropicProvider
@@ -78,11 +117,12 @@ def _anthropic(spec: ModelSpec, key: str | None) -> Model:
             "model.apiKeySecretRef is required for provider anthropic (the Secret key holding "
             "the Anthropic API key)"
         )
-    client = AsyncAnthropic(api_key=key, base_url=_endpoint(spec), max_retries=PROVIDER_RETRIES)
-    return AnthropicModel(spec.name, provider=AnthropicProvider(anthropic_client=client))
+    client = AsyncAnthropic(api_key=key, base_url=_endpoint(spec), max_retries=retries)
+    return AnthropicModel(spec.name, provider=AnthropicProvider(anthropic_client=client),
+                          settings=settings)
 
 
-def _bedrock(spec: ModelSpec, key: str | None) -> Model:
+def _bedrock(spec: ModelEndpoint, key: str | None, settings: ModelSettings | None) -> Model:
     """Bedrock with a Bedrock API key (bearer token) when the spec gives one; otherwise the AWS
     credential chain of the pod (IRSA, instance profile, AWS_* variables)."""
     from pydantic_ai.models.bedrock import BedrockConverseModel
@@ -98,10 +138,10 @@ def _bedrock(spec: ModelSpec, key: str | None) -> Model:
         provider = BedrockProvider(api_key=key, base_url=_endpoint(spec), region_name=region)
     else:
         provider = BedrockProvider(base_url=_endpoint(spec), region_name=region)
-    return BedrockConverseModel(spec.name, provider=provider)
+    return BedrockConverseModel(spec.name, provider=provider, settings=settings)
 
 
-def model_settings(spec: ModelSpec) -> ModelSettings:
+def model_settings(spec: ModelEndpoint) -> ModelSettings:
     """Sampling settings the spec gives; unset fields keep the provider's defaults."""
     settings: ModelSettings = {}
     if spec.temperature is not None:

@@ -100,6 +100,12 @@ def usage_body(result: TurnResult) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
+def kagent_extra(result: TurnResult) -> dict[str, Any]:
+    """Kagent's own fields beside the OpenAI ones: whether a person must answer, and which model
+    of the chain (``model``, ``model.fallbacks``) answered."""
+    return {"input_required": result.input_required, "model": result.model}
+
+
 def openai_routes(runtime: AgentRuntime) -> list[Route]:
     name = runtime.name
 
@@ -157,7 +163,7 @@ def openai_routes(runtime: AgentRuntime) -> list[Route]:
                 "finish_reason": "stop",
             }],
             "usage": usage_body(result),
-            "kagent": {"input_required": result.input_required},
+            "kagent": kagent_extra(result),
         }, headers=headers)
 
     async def _stream(runtime: AgentRuntime, turn: Turn, completion_id: str, created: int,
@@ -192,7 +198,7 @@ def openai_routes(runtime: AgentRuntime) -> list[Route]:
                         if event.text and (not streamed or event.input_required):
                             # A question for a person is not streamed by the model: send it.
                             yield chunk({"content": ("\n\n" if streamed else "") + event.text})
-                        yield chunk({}, "stop", kagent={"input_required": event.input_required})
+                        yield chunk({}, "stop", kagent=kagent_extra(event))
                         if include_usage:
                             data = {
                                 "id": completion_id, "object": "chat.completion.chunk",

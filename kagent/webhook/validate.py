@@ -53,8 +53,11 @@ def _json_schema_errors(schema: dict[str, Any] | None, field: str) -> list[Field
 def _check_agent(agent: Agent) -> list[FieldError]:
     errors: list[FieldError] = []
     model = agent.spec.model
-    if model.endpoint and not model.endpoint.startswith(("http://", "https://")):
-        errors.append(FieldError("spec.model.endpoint", "must be an http:// or https:// URL"))
+    chain = [("spec.model", model)]
+    chain += [(f"spec.model.fallbacks[{i}]", f) for i, f in enumerate(model.fallbacks or [])]
+    for field, endpoint in chain:
+        if endpoint.endpoint and not endpoint.endpoint.startswith(("http://", "https://")):
+            errors.append(FieldError(f"{field}.endpoint", "must be an http:// or https:// URL"))
     scaling = agent.spec.scaling
     if scaling is not None and scaling.keda is not None and not scaling.keda.enabled and scaling.keda.triggers:
         errors.append(FieldError("spec.scaling.keda.triggers", "triggers are only used when keda.enabled is true"))

@@ -421,6 +421,7 @@ class RunExecutor:
         step.phase, step.output, step.error, step.finished_at = "Succeeded", text, None, now_rfc3339()
         step.output_ref = OutputReference(config_map=outputs_configmap(self.name), key=name) if cut else None
         step.usage = add_usage(step.usage, answer.usage)
+        step.model = answer.model or step.model
         if spec_step.loop is not None:
             await self.decide_loop(spec_step, step)
 

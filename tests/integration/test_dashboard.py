@@ -286,6 +286,9 @@ def test_the_chat_panel_streams_the_answer_and_answers_a_question_in_place(
     page.press("input[name=message]", "Enter")
     question = page.wait_for_selector("[data-turn=agent][data-question=true]", timeout=60_000)
     assert "What is your order number?" in question.inner_text()
+    # The tool call that asked shows in the turn as it happened, with its arguments.
+    call = page.wait_for_selector("[data-turn=agent] .tool[data-tool=ask-customer]")
+    assert "What is your order number?" in call.inner_text()
     assert page.get_attribute("input[name=message]", "placeholder").startswith("Answer")
     page.fill("input[name=message]", "A-1234")
     page.press("input[name=message]", "Enter")

@@ -219,11 +219,12 @@ def test_human_question_over_the_openai_api(llm: MockLLM, agent_runtime: Any) ->
                 stream=True, extra_headers={"X-Conversation-Id": cid}))
             question = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert question == "An agent needs your decision.\n\nApprove 40 EUR?"
-            assert chunks[-1].model_extra["kagent"] == {"input_required": True}
+            assert chunks[-1].model_extra["kagent"] == {"input_required": True,
+                                                        "model": "openai/gpt-4o"}
             answer = client.chat.completions.create(
                 model=name, messages=[{"role": "user", "content": "yes"}],
                 extra_headers={"X-Conversation-Id": cid})
         assert answer.choices[0].message.content == "Operator said yes"
-        assert answer.model_extra["kagent"] == {"input_required": False}
+        assert answer.model_extra["kagent"] == {"input_required": False, "model": "openai/gpt-4o"}
     finally:
         llm.set_script(SCRIPT)
