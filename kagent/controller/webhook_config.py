@@ -1,4 +1,5 @@
-"""Keep the CA bundle of Kagent's own webhook configurations current — and touch nothing else.
+"""Keep the address and CA bundle of Kagent's own webhook configurations current — and touch
+nothing else.
 
 The Helm chart creates the two configurations (``kagent.dev``); the controller's RBAC lets it
 ``get`` and ``patch`` exactly those two by name, nothing more (no create, list or watch of
@@ -42,22 +43,45 @@ async def configurations_exist(client: AsyncClient, name: str = WEBHOOK_CONFIGUR
     return True
 
 
-def ca_bundle_patch(configuration: Any, bundle: str) -> dict[str, Any]:
-    """A strategic merge patch setting ``caBundle`` on every webhook of one configuration (the
-    list merges by webhook name, so rules, paths and policies stay as the chart wrote them)."""
-    return {"webhooks": [{"name": hook.name, "clientConfig": {"caBundle": bundle}}
-                         for hook in configuration.webhooks or []]}
+def handler_client_config(client_config: dict[str, Any], webhook_name: str, suffix: str) -> dict[str, Any]:
+    """Where the API server reaches one webhook: this replica's address (a URL, or the Service)
+    plus the webhook's own path (``validate-agents.kagent.dev`` → ``/validate-agents``, as kopf
+    names them), with the CA bundle."""
+    handler_id = webhook_name.removesuffix(f".{suffix}")
+    config: dict[str, Any] = {"caBundle": client_config["caBundle"]}
+    if client_config.get("url"):
+        config["url"] = f"{str(client_config['url']).rstrip('/')}/{handler_id}"
+    else:
+        service = dict(client_config["service"])
+        service["path"] = f"{str(service.get('path') or '').rstrip('/')}/{handler_id}"
+        config["service"] = service
+    return config
 
 
-async def inject_ca_bundle(client: AsyncClient, bundle: str, name: str = WEBHOOK_CONFIGURATION_NAME) -> None:
+def client_config_patch(configuration: Any, client_config: dict[str, Any], suffix: str) -> list[dict[str, Any]]:
+    """A JSON patch replacing each webhook's ``clientConfig`` — and nothing else: rules, policies
+    and timeouts stay as the chart wrote them. Each replacement is guarded by a test of the
+    webhook's name, so a configuration changed meanwhile is refused, not garbled."""
+    ops: list[dict[str, Any]] = []
+    for index, hook in enumerate(configuration.webhooks or []):
+        ops.append({"op": "test", "path": f"/webhooks/{index}/name", "value": hook.name})
+        ops.append({"op": "replace", "path": f"/webhooks/{index}/clientConfig",
+                    "value": handler_client_config(client_config, hook.name, suffix)})
+    return ops
+
+
+async def inject_client_config(client: AsyncClient, client_config: dict[str, Any],
+                               name: str = WEBHOOK_CONFIGURATION_NAME) -> None:
     for kind in CONFIGURATION_KINDS:
         configuration = await client.get(kind, name)
-        await client.patch(kind, name, ca_bundle_patch(configuration, bundle), patch_type=PatchType.STRATEGIC)
+        await client.patch(kind, name, client_config_patch(configuration, client_config, name),
+                           patch_type=PatchType.JSON)
 
 
 class CaBundleInjector:
     """Wraps the webhook server (kopf's ``admission.server``): each client configuration the
-    server announces (a new or renewed CA) has its bundle written into the configurations."""
+    server announces (at start, and for a renewed CA) is written into the configurations'
+    webhooks — their address and CA bundle only."""
 
     def __init__(self, server: Any, client: AsyncClient, name: str = WEBHOOK_CONFIGURATION_NAME) -> None:
         self.server = server
@@ -66,15 +90,14 @@ class CaBundleInjector:
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for client_config in self.server(fn):
-            bundle = client_config.get("caBundle")
-            if bundle:
-                await self._inject(bundle)
+            if client_config.get("caBundle"):
+                await self._inject(dict(client_config))
             yield client_config
 
-    async def _inject(self, bundle: str) -> None:
+    async def _inject(self, client_config: dict[str, Any]) -> None:
         for attempt in range(1, PATCH_ATTEMPTS + 1):
             try:
-                await inject_ca_bundle(self.client, bundle, self.name)
+                await inject_client_config(self.client, client_config, self.name)
                 log.info("injected the webhook CA bundle into %s", self.name)
                 return
             except Exception as error:  # noqa: BLE001 - retried, then told
