@@ -145,7 +145,8 @@ class _ListMeta(msgspec.Struct):
 
 class _List(msgspec.Struct):
     metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-    items: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    items: list[msgspec.Raw] | None = None
+    """None when empty in a metadata-only list (``PartialObjectMetadataList`` sends ``null``)."""
 
 
 class _Event(msgspec.Struct):
@@ -217,7 +218,7 @@ class Informer:
             response = await self.http.get(self.spec.path, params=params, headers=self.spec.accept(watch=False))
             _raise_for(response, self.spec)
             page = _decode_list(response.content)
-            for raw in page.items:
+            for raw in page.items or ():
                 obj = self._trim(_decode(raw))
                 if obj is not None:
                     fresh[object_key(obj)] = obj

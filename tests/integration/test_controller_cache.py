@@ -248,30 +248,40 @@ async def test_the_informer_lists_watches_and_notices_what_vanished_while_it_was
 
 async def test_the_secret_watch_receives_metadata_only(control_plane: ControlPlane, namespace: str) -> None:
     """The API server honours the metadata-only watch: no Secret value reaches the informer, in
-    the list or in watch events."""
+    the list or in watch events (and an empty metadata list, whose items are null, syncs)."""
     from kagent.controller.cache import SECRET_WATCH
 
-    control_plane.kubectl("create", "secret", "generic", "listed", "-n", namespace, "--from-literal=k=listed-value")
     spec = WatchSpec("Secret", "v1", "secrets", field_selector=f"metadata.namespace={namespace}",
                      metadata_only=SECRET_WATCH.metadata_only)
     received: list[dict[str, Any]] = []
     http = watch_http_client(control_plane.kubeconfig)
-    informer = Informer(http, spec, lambda t, old, new: received.append(new or old or {}))
-    task = asyncio.create_task(informer.run())
-    try:
+
+    async def informed(what: str) -> Informer:
+        informer = Informer(http, spec, lambda t, old, new: received.append(new or old or {}))
+        tasks.append(asyncio.create_task(informer.run()))
         await asyncio.wait_for(informer.synced.wait(), 30)
+        return informer
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        watching = await informed("an empty namespace")
         control_plane.kubectl("create", "secret", "generic", "watched", "-n", namespace,
                               "--from-literal=k=watched-value")
         for _ in range(200):
-            if informer.store.get(namespace, "watched") is not None:
+            if watching.store.get(namespace, "watched") is not None:
                 break
             await asyncio.sleep(0.1)
+        control_plane.kubectl("create", "secret", "generic", "listed", "-n", namespace,
+                              "--from-literal=k=listed-value")
+        listing = await informed("a namespace with Secrets")
+        assert listing.store.get(namespace, "listed") is not None
         names = {o["metadata"]["name"] for o in received}
         assert {"listed", "watched"} <= names
         assert all(o.get("kind") == "PartialObjectMetadata" and "data" not in o for o in received), received
         text = json.dumps(received)
         assert not any(v in text for v in ("listed-value", "bGlzdGVkLXZhbHVl", "watched-value", "d2F0Y2hlZC12YWx1ZQ"))
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await http.aclose()
