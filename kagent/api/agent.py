@@ -281,6 +281,46 @@ class PodOverrides(KagentModel):
         return context
 
 
+class LabelSelector(KagentModel):
+    """A label selector, as in Kubernetes (both parts must match)."""
+
+    match_labels: dict[str, str] | None = None
+    """Labels that must all be present with these values."""
+    match_expressions: Annotated[list[FreeForm], Field(max_length=32)] | None = None
+    """Set-based requirements ({key, operator: In | NotIn | Exists | DoesNotExist, values})."""
+
+
+class NetworkPeer(KagentModel):
+    """Pods allowed to call the agent, as a NetworkPolicy peer: pods matching ``podSelector`` in
+    namespaces matching ``namespaceSelector`` (either alone: every pod of those namespaces, or
+    those pods in the agent's namespace)."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("has(self.namespaceSelector) || has(self.podSelector)",
+                    "give namespaceSelector, podSelector or both", ".podSelector"),
+            ]
+        }
+    }
+
+    namespace_selector: LabelSelector | None = None
+    """Namespaces whose pods may call the agent (with podSelector: only those pods)."""
+    pod_selector: LabelSelector | None = None
+    """Pods that may call the agent (in the agent's namespace unless namespaceSelector is given)."""
+
+
+class NetworkPolicySpec(KagentModel):
+    """The agent's NetworkPolicy: who may reach its serving port."""
+
+    enabled: bool = True
+    """Give the agent a NetworkPolicy (its serving port reachable only from its own namespace,
+    the Kagent controller and ``allowFrom``; its metrics port from the monitoring namespaces the
+    chart names). Turning it off leaves the pods open to every pod the cluster network lets in."""
+    allow_from: Annotated[list[NetworkPeer], Field(max_length=32)] | None = None
+    """More callers, beside the agent's namespace and the Kagent controller."""
+
+
 class AgentSpec(KagentModel):
     """Desired state of an Agent."""
 
@@ -322,7 +362,9 @@ class AgentSpec(KagentModel):
     memory_ref: LocalObjectReference | None = None
     """Memory, from a Memory resource in the same namespace."""
     replicas: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    """Fixed number of pods, when there is no scaling (default 1)."""
+    """Number of pods, when there is no scaling (default 1). Changing it changes only the
+    Deployment's replica count — no pod restarts. It is the Agent's scale subresource too:
+    ``kubectl scale agent NAME --replicas=N`` and an autoscaler targeting the Agent set it."""
     scaling: ScalingSpec | None = None
     """Autoscaling."""
     resources: ResourceRequirements | None = None
@@ -335,6 +377,9 @@ class AgentSpec(KagentModel):
     """Per-request budgets."""
     pod: PodOverrides | None = None
     """Pod-level overrides: image, env, scheduling, security context."""
+    network_policy: NetworkPolicySpec | None = None
+    """Who may reach the agent's pods over the network (by default its namespace and the
+    Kagent controller)."""
 
 
 class AgentStatus(KagentModel):
@@ -346,7 +391,7 @@ class AgentStatus(KagentModel):
     """Accepted: every referenced Tool, Memory and Secret resolves. Ready: the current
     generation is rolled out and available."""
     replicas: int | None = None
-    """Pods that exist."""
+    """Pods that exist (the scale subresource's current replicas)."""
     ready_replicas: int | None = None
     """Pods that are ready."""
     endpoint: str | None = None
@@ -363,6 +408,11 @@ class Agent(Resource):
     kind_name: ClassVar[str] = "Agent"
     plural: ClassVar[str] = "agents"
     short_names: ClassVar[tuple[str, ...]] = ("ag",)
+    scale_subresource: ClassVar[dict[str, str] | None] = {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Provider", json_path=".spec.model.provider"),
         PrinterColumn(name="Model", json_path=".spec.model.name"),

@@ -156,6 +156,8 @@ class Resource(KagentModel):
     short_names: ClassVar[tuple[str, ...]] = ()
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = ()
     root_validations: ClassVar[tuple[dict[str, str], ...]] = ()
+    scale_subresource: ClassVar[dict[str, str] | None] = None
+    """The CRD's scale subresource (spec/status replicas and selector paths), if it has one."""
 
     api_version: Literal["kagent.dev/v1alpha1"] = API_VERSION
     """Always kagent.dev/v1alpha1."""

@@ -152,7 +152,8 @@ def crd_for(kind: type[Resource]) -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, **({"scale": dict(kind.scale_subresource)}
+                                                       if kind.scale_subresource else {})},
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": openapi_schema(kind)},
                 }

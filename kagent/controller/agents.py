@@ -22,14 +22,22 @@ from kagent.api.manifests import ManifestError
 from kagent.controller.cache import (
     AppliedChildren,
     ControllerCache,
+    controller_owner,
     manifest_digest,
     trim_deployment,
 )
 from kagent.controller.metrics import APPLIES
-from kagent.controller.render import AGENT_LABEL, AgentInputs, autoscaler_for, render_agent
+from kagent.controller.render import (
+    AGENT_LABEL,
+    AgentInputs,
+    NetworkPolicySettings,
+    autoscaler_for,
+    render_agent,
+)
 from kagent.controller.resolve import parse_cached, resolve_agent
 from kagent.controller.status import (
     READY_PROGRESS_REASONS,
+    Rollout,
     agent_status,
     deployment_rollout,
     read_status,
@@ -45,11 +53,29 @@ PRUNABLE = {
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "ScaledObject": "keda.sh/v1alpha1",
     "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
 }
 FIRST_APPLIED = frozenset({"ServiceAccount", "ConfigMap"})
 """Applied before the other children: the pods the Deployment starts use them."""
 ROLLOUT_POLL_SECONDS = 5.0
 """Not rolled out yet: look again this soon even if no watch event arrives."""
+CONFLICT_RECHECK_SECONDS = 30.0
+"""A child's name is taken by an object this Agent does not control: look again this soon (the
+other object carries none of Kagent's labels, so no watch event says when it goes)."""
+
+
+def conflict_verdict(kind: str, namespace: str, name: str) -> Verdict:
+    return Verdict(
+        False, f"{kind}Conflict",
+        f'{kind} "{name}" in namespace "{namespace}" already exists and is not controlled by this '
+        f"Agent; Kagent leaves it untouched and creates none of the Agent's objects until it is "
+        f"gone (delete or rename it, or rename the Agent)")
+
+
+def controlled_by(obj: dict[str, Any], uid: str | None) -> bool:
+    """Whether ``obj`` (full or a cached view) names the Agent with ``uid`` as its controller."""
+    owner = controller_owner(obj.get("metadata") or {})
+    return owner is not None and owner.get("kind") == "Agent" and owner.get("uid") == uid
 
 
 def autoscaling_verdict(agent: Agent, keda_available: bool) -> Verdict | None:
@@ -95,10 +121,12 @@ def inputs_digest(inputs: AgentInputs) -> str:
 
 
 class AgentReconciler:
-    def __init__(self, client: AsyncClient, cache: ControllerCache, image: str) -> None:
+    def __init__(self, client: AsyncClient, cache: ControllerCache, image: str,
+                 network: NetworkPolicySettings | None = None) -> None:
         self.client = client
         self.cache = cache
         self.image = image
+        self.network = network or NetworkPolicySettings()
         self.applied = AppliedChildren()
         self._last: dict[ObjectKey, _LastRender] = {}
 
@@ -120,36 +148,52 @@ class AgentReconciler:
             invalid = Verdict(False, "InvalidSpec", str(error).replace("\n", " "))
             return await self._report(raw, invalid, None, None, None, None, frozenset(), keda_available)
         assert isinstance(agent, Agent)
-        resolution = resolve_agent(self.cache, agent, keda_available, self.image)
+        resolution = resolve_agent(self.cache, agent, keda_available, self.image, self.network)
+        if resolution.unread_secrets:
+            await self.cache.load_secret_keys(self.client, namespace, resolution.unread_secrets)
+            resolution = resolve_agent(self.cache, agent, keda_available, self.image, self.network)
         deployment: dict[str, Any] | None = None
         config_hash = endpoint = None
+        conflict: Verdict | None = None
         if resolution.inputs is None:
             # Keep the children as they were: a missing reference must not take a running agent down.
-            accepted = Verdict(False, resolution.reason, f"not found or invalid: {', '.join(resolution.missing)}")
+            missing = resolution.missing + [f'Secret "{n}"' for n in resolution.unread_secrets]
+            accepted = Verdict(False, resolution.reason or "SecretNotFound",
+                               f"not found or invalid: {', '.join(missing)}")
         else:
+            accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")
             digest = inputs_digest(resolution.inputs)
             last = self._last.get(key)
             if last is None or last.inputs != digest or not self._children_up_to_date(last):
-                last, deployment = await self._render_and_apply(key, resolution.inputs, digest)
-            await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
-            config_hash, endpoint = last.config_hash, last.endpoint
-            accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")
+                last, deployment, conflict = await self._render_and_apply(key, resolution.inputs, digest)
+            if last is not None:
+                await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
+                config_hash, endpoint = last.config_hash, last.endpoint
         return await self._report(raw, accepted, agent, config_hash, endpoint, deployment,
-                                  frozenset(resolution.dependencies), keda_available)
+                                  frozenset(resolution.dependencies), keda_available, conflict)
 
     def _children_up_to_date(self, last: _LastRender) -> bool:
         return all(self.applied.up_to_date(child, desired, self.cache.store(child[0]))
                    for child, desired in last.children)
 
-    async def _render_and_apply(self, key: ObjectKey, inputs: AgentInputs,
-                                digest: str) -> tuple[_LastRender, dict[str, Any] | None]:
+    async def _render_and_apply(
+        self, key: ObjectKey, inputs: AgentInputs, digest: str,
+    ) -> tuple[_LastRender | None, dict[str, Any] | None, Verdict | None]:
         """Render and apply what changed: first what the pods use (ServiceAccount, ConfigMap),
-        then the rest, each group at once."""
+        then the rest, each group at once. Nothing at all if a child's name is taken by an
+        object this Agent does not control (the conflict is returned)."""
         rendered = render_agent(inputs)
         planned = []
         for manifest in rendered.objects:
             meta = manifest["metadata"]
             planned.append(((manifest["kind"], meta["namespace"], meta["name"]), manifest_digest(manifest), manifest))
+        uid = inputs.agent.metadata.uid
+        taken = await asyncio.gather(*(self._taken(child, manifest, uid) for child, _, manifest in planned))
+        conflict = next((child for child, is_taken in zip((p[0] for p in planned), taken, strict=True)
+                         if is_taken), None)
+        if conflict is not None:
+            self._last.pop(key, None)
+            return None, None, conflict_verdict(*conflict)
         answers: dict[ObjectKey, dict[str, Any] | None] = {}
         for group in (FIRST_APPLIED, None):
             batch = [p for p in planned if (p[0][0] in FIRST_APPLIED) == (group is not None)]
@@ -164,7 +208,25 @@ class AgentReconciler:
         last = _LastRender(digest, tuple((child, desired) for child, desired, _ in planned),
                            rendered.config_hash, rendered.endpoint)
         self._last[key] = last
-        return last, deployment
+        return last, deployment, None
+
+    async def _taken(self, key: ObjectKey, manifest: dict[str, Any], uid: str | None) -> bool:
+        """Whether the child's name is taken by an object this Agent does not control (never
+        take over: server-side apply would otherwise adopt it). The cache holds only objects
+        with Kagent's labels, so a child it lacks is looked up once before it is created."""
+        cached = self.cache.get(*key)
+        if cached is not None:
+            return not controlled_by(cached, uid)
+        if self.applied.up_to_date(key, manifest_digest(manifest), self.cache.store(key[0])):
+            return False  # just created by us; the watch has not delivered it yet
+        try:
+            existing = await self.client.get(raw_resource(manifest["apiVersion"], key[0]), key[2],
+                                             namespace=key[1])
+        except Exception as error:  # noqa: BLE001 - 404s of unserved APIs are not ApiErrors
+            if is_not_found(error):
+                return False
+            raise
+        return not controlled_by(dict(existing), uid)
 
     async def _apply(self, key: ObjectKey, manifest: dict[str, Any], desired: str) -> dict[str, Any] | None:
         """Server-side apply a child unless it is already as wanted; the server's answer, or None."""
@@ -187,8 +249,7 @@ class AgentReconciler:
             existing = self.cache.get(kind, namespace, name)
             if existing is None:
                 continue
-            owners = existing["metadata"].get("ownerReferences") or []
-            if not any(o.get("uid") == agent.metadata.uid for o in owners):
+            if not controlled_by(existing, agent.metadata.uid):
                 continue
             log.info("pruning %s %s/%s", kind, namespace, name)
             try:
@@ -208,6 +269,7 @@ class AgentReconciler:
         deployment: dict[str, Any] | None,
         dependencies: frozenset[ObjectKey],
         keda_available: bool,
+        conflict: Verdict | None = None,
     ) -> Result:
         meta = raw["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -215,6 +277,8 @@ class AgentReconciler:
         if deployment is None:
             deployment = self.cache.get("Deployment", namespace, name)
         rollout = deployment_rollout(deployment, config_hash or previous.config_hash)
+        if conflict is not None:
+            rollout = Rollout(False, conflict.reason, conflict.message, rollout.replicas, rollout.ready_replicas)
         autoscaling = autoscaling_verdict(agent, keda_available) if agent is not None else None
         status = agent_status(
             previous, meta.get("generation", 0), accepted, rollout, autoscaling, endpoint,
@@ -223,5 +287,7 @@ class AgentReconciler:
         if status_changed(previous, status):
             await self.cache.write_status(self.client, raw, status)
         requeue = None if rollout.ready or not accepted.ok else ROLLOUT_POLL_SECONDS
+        if conflict is not None:
+            requeue = CONFLICT_RECHECK_SECONDS
         return Result(requeue_after=requeue, dependencies=dependencies,
                       transitions=transitions(previous.conditions, status.conditions, READY_PROGRESS_REASONS))

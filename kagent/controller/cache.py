@@ -1,7 +1,8 @@
 """The controller's watch-fed cache: what it watches, what it keeps of each object, and how it
 knows a child is already as wanted.
 
-Watched: the five Kagent kinds, every Secret (key names and resourceVersion only, never a value),
+Watched: the five Kagent kinds, every Secret's metadata only (a metadata-only watch: no Secret's
+data reaches the controller through it),
 each kind of child an Agent owns (label-selected: ``app.kubernetes.io/managed-by=kagent`` and
 ``kagent.dev/agent``), KEDA's ScaledObjects while their API is served, and KEDA's CRD to notice
 it coming and going. Reconcilers read only from here; they write through the API.
@@ -32,7 +33,7 @@ from kagent.api.base import API_VERSION
 from kagent.api.memory import MemoryStatus
 from kagent.api.tool import ToolStatus
 from kagent.controller.render import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY
-from kagent.kube import KAGENT_RESOURCES
+from kagent.kube import KAGENT_RESOURCES, is_not_found, raw_resource
 from kagent.kube.informer import (
     MODIFIED,
     Informer,
@@ -40,6 +41,7 @@ from kagent.kube.informer import (
     Object,
     Store,
     WatchSpec,
+    object_key,
     resource_version,
 )
 from kagent.kube.reconcile import ObjectKey
@@ -76,9 +78,13 @@ def _identity(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def trim_secret(obj: Object) -> Object:
-    """Which keys a Secret has and its version — never a value."""
-    keys = {*(obj.get("data") or {}), *(obj.get("stringData") or {})}
-    return {"metadata": _identity(obj.get("metadata") or {}), "keys": sorted(keys)}
+    """A Secret's identity and version (the watch sends metadata only)."""
+    return {"metadata": _identity(obj.get("metadata") or {})}
+
+
+def secret_key_names(obj: Object) -> tuple[str, ...]:
+    """Which keys a Secret has — never a value."""
+    return tuple(sorted({*(obj.get("data") or {}), *(obj.get("stringData") or {})}))
 
 
 def controller_owner(meta: dict[str, Any]) -> dict[str, Any] | None:
@@ -133,7 +139,7 @@ def trim_crd(obj: Object) -> Object:
 KAGENT_WATCHES = tuple(
     WatchSpec(kind.kind_name, API_VERSION, kind.plural, transform=trim_kagent) for kind in KINDS
 )
-SECRET_WATCH = WatchSpec("Secret", "v1", "secrets", transform=trim_secret)
+SECRET_WATCH = WatchSpec("Secret", "v1", "secrets", transform=trim_secret, metadata_only=True)
 CHILD_WATCHES = (
     WatchSpec("ServiceAccount", "v1", "serviceaccounts", label_selector=CHILD_SELECTOR, transform=trim_child),
     WatchSpec("ConfigMap", "v1", "configmaps", label_selector=CHILD_SELECTOR, transform=trim_child),
@@ -143,6 +149,8 @@ CHILD_WATCHES = (
     WatchSpec("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers",
               label_selector=CHILD_SELECTOR, transform=trim_child),
     WatchSpec("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", label_selector=CHILD_SELECTOR,
+              transform=trim_child),
+    WatchSpec("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", label_selector=CHILD_SELECTOR,
               transform=trim_child),
 )
 SCALED_OBJECT_WATCH = WatchSpec("ScaledObject", "keda.sh/v1alpha1", "scaledobjects",
@@ -193,17 +201,21 @@ class ControllerCache:
         self.informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._keda_task: asyncio.Task[None] | None = None
+        self._secret_keys: dict[tuple[str, str], tuple[str, ...]] = {}
         self._reset()
 
     def _reset(self) -> None:
         """Fresh, empty informers (a new leader must not trust what it saw before)."""
         self.informers = {spec.kind: self._informer(spec)
                           for spec in (*KAGENT_WATCHES, SECRET_WATCH, *CHILD_WATCHES, KEDA_CRD_WATCH)}
+        self._secret_keys = {}
 
     def _informer(self, spec: WatchSpec) -> Informer:
         def handler(event_type: str, old: Object | None, new: Object | None) -> None:
             if spec.kind == "CustomResourceDefinition":
                 self._keda_crd_changed(new)
+            if spec.kind == "Secret" and resource_version(old) != resource_version(new):
+                self._secret_keys.pop(object_key(old or new or {}), None)  # read again when needed
             self.sink(spec.kind, event_type, old, new)
 
         return Informer(self.http, spec, handler)
@@ -221,6 +233,25 @@ class ControllerCache:
     def list(self, kind: str, namespace: str | None = None) -> Iterable[Object]:
         store = self.store(kind)
         return store.list(namespace) if store is not None else ()
+
+    def secret_keys(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        """The key names of a referenced Secret, once :meth:`load_secret_keys` has read it (and
+        it has not changed since); None: not read yet."""
+        return self._secret_keys.get((namespace, name))
+
+    async def load_secret_keys(self, client: AsyncClient, namespace: str, names: Iterable[str]) -> None:
+        """Read the Secrets an accepted object references — the only Secrets whose data the
+        controller ever reads — and keep their key names (the values are dropped at once)."""
+        async def load(name: str) -> None:
+            try:
+                secret = await client.get(raw_resource("v1", "Secret"), name, namespace=namespace)
+            except Exception as error:  # noqa: BLE001 - a 404 is "missing", reported by resolve
+                if not is_not_found(error):
+                    raise
+                return
+            self._secret_keys[(namespace, name)] = secret_key_names(dict(secret))
+
+        await asyncio.gather(*(load(name) for name in dict.fromkeys(names)))
 
     async def write_status(self, client: AsyncClient, cached: Object,
                            status: AgentStatus | ToolStatus | MemoryStatus) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -78,7 +79,8 @@ class Controller:
         self.index = DependencyIndex()
         self.cache = ControllerCache(http, self.on_event, on_keda_change=self.keda_changed)
         self.events = EventRecorder(client)
-        self.agents = AgentReconciler(client, self.cache, settings.image)
+        network = dataclasses.replace(settings.network_policy, controller_namespace=settings.namespace)
+        self.agents = AgentReconciler(client, self.cache, settings.image, network)
         references = ReferenceReconciler(client, self.cache, discover_mcp)
         self.workflows = WorkflowReconciler(client, self.index, self.enqueue)
         workflows = WorkflowsAdapter(self.workflows)

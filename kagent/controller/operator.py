@@ -17,13 +17,14 @@ from typing import Any
 
 import kopf
 from lightkube import AsyncClient
-from prometheus_client import start_http_server
 
 from kagent.api.labels import LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
+from kagent.controller.health import LoopHeartbeat, start_health_server
 from kagent.controller.leader import LeaderElector
 from kagent.controller.manager import Controller
 from kagent.controller.mcp_discovery import mcp_discoverer
 from kagent.controller.settings import ControllerSettings, WebhookSettings
+from kagent.controller.webhook_config import CaBundleInjector, configurations_exist
 from kagent.kube import async_client, watch_http_client
 from kagent.webhook.server import (
     register_webhooks,
@@ -49,7 +50,8 @@ def build_registry(client: AsyncClient) -> kopf.OperatorRegistry:
     return registry
 
 
-def kopf_settings(settings: ControllerSettings, webhook_server: Any | None) -> kopf.OperatorSettings:
+def kopf_settings(settings: ControllerSettings, webhook_server: Any | None,
+                  kopf_manages_configuration: bool = True) -> kopf.OperatorSettings:
     config = kopf.OperatorSettings()
     config.posting.enabled = False  # we post our own, meaningful Events
     config.watching.server_timeout = 300
@@ -58,7 +60,7 @@ def kopf_settings(settings: ControllerSettings, webhook_server: Any | None) -> k
     config.peering.standalone = True  # leadership is ours (a Lease), kopf's peering is not HA
     if webhook_server is not None:
         config.admission.server = webhook_server
-        if settings.webhook and settings.webhook.manage_configuration:
+        if settings.webhook and settings.webhook.manage_configuration and kopf_manages_configuration:
             config.admission.managed = WEBHOOK_CONFIGURATION_NAME
     return config
 
@@ -77,10 +79,17 @@ async def run(settings: ControllerSettings) -> None:
     # only turns a slow, busy API server into retries that load it more).
     client = async_client(settings.kubeconfig, timeout=API_TIMEOUT_SECONDS)
     http = watch_http_client(settings.kubeconfig)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    heartbeat = LoopHeartbeat(settings.loop_stall_seconds)
+    beating = asyncio.create_task(heartbeat.run(), name="loop-heartbeat")
+    health = start_health_server(settings.metrics_port, heartbeat) if settings.metrics_port else None
     controller = Controller(client, settings, http, discover_mcp=mcp_discoverer(client))
     webhook_server = await _webhook_server(client, settings)
+    kopf_manages = True
+    if webhook_server is not None and settings.webhook and settings.webhook.manage_configuration \
+            and await configurations_exist(client):
+        # The chart made them: only their CA bundle is ours to write, by name.
+        webhook_server = CaBundleInjector(webhook_server, client)
+        kopf_manages = False
     elector = LeaderElector(client, settings.namespace, LEASE_NAME, settings.identity,
                             lease_seconds=settings.lease_seconds)
     election = asyncio.create_task(elector.run(controller.lead))
@@ -94,13 +103,16 @@ async def run(settings: ControllerSettings) -> None:
         else:
             await kopf.operator(
                 registry=build_registry(client),
-                settings=kopf_settings(settings, webhook_server),
+                settings=kopf_settings(settings, webhook_server, kopf_manages),
                 clusterwide=True,
                 standalone=True,
             )
     finally:
         election.cancel()
-        await asyncio.gather(election, return_exceptions=True)
+        beating.cancel()
+        await asyncio.gather(election, beating, return_exceptions=True)
+        if health is not None:
+            health.shutdown()
         await elector.release()
         await http.aclose()
         await client.close()

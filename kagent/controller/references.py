@@ -63,7 +63,11 @@ class ReferenceReconciler:
             assert isinstance(resource, (Tool, Memory))
             refs = unique_refs(list(iter_secret_refs(resource.spec)))
             dependencies.update(("Secret", namespace, r.name) for r in refs)
-            _, missing = secret_digest(self.cache, namespace, refs)
+            secrets = secret_digest(self.cache, namespace, refs)
+            if secrets.unread:
+                await self.cache.load_secret_keys(self.client, namespace, secrets.unread)
+                secrets = secret_digest(self.cache, namespace, refs)
+            missing = secrets.missing + [f'Secret "{name}"' for name in secrets.unread]
             if isinstance(resource, Tool) and resource.spec.agent is not None:
                 target = resource.spec.agent.name
                 dependencies.add(("Agent", namespace, target))

@@ -18,7 +18,14 @@ import yaml
 from kagent.api import Agent, Memory, Tool
 from kagent.api.agent import ScalingSpec
 from kagent.api.base import API_VERSION, SecretKeySelector
-from kagent.api.labels import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER
+from kagent.api.labels import (
+    AGENT_LABEL,
+    CONFIG_HASH_ANNOTATION,
+    CONTROLLER_NAMESPACE,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    NAME_LABEL,
+)
 from kagent.api.memory import MemorySpec
 from kagent.api.secrets import TRACING_SECRET_KEYS, iter_secret_refs, secret_env_name, unique_refs
 
@@ -31,6 +38,25 @@ DEFAULT_IMAGE = "ghcr.io/kagent-operator/kagent:0.1.0"
 AGENT_URL_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local"
 
 Autoscaler = Literal["hpa", "keda"]
+SCALE_FIELDS = frozenset({"replicas", "scaling"})
+"""Agent spec fields that say how many pods run, not what a pod runs: left out of the runtime
+config (and so of the config hash), so scaling never restarts a pod."""
+
+
+@dataclass(frozen=True)
+class NetworkPolicySettings:
+    """Who besides an agent's own namespace may reach agents: set once for the controller (the
+    chart's values), the same for every agent."""
+
+    controller_namespace: str = CONTROLLER_NAMESPACE
+    controller_pod_labels: dict[str, str] = field(
+        default_factory=lambda: {NAME_LABEL: MANAGER, "app.kubernetes.io/component": "controller"})
+    """Labels of the controller's pods (the workflow engine calls agents from there)."""
+    allow_from: tuple[dict[str, Any], ...] = ()
+    """Extra NetworkPolicy peers allowed on every agent's serving port (chart values)."""
+    metrics_from: tuple[dict[str, Any], ...] = (
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},)
+    """Peers allowed on the metrics port (the monitoring namespaces)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,8 @@ class AgentInputs:
     """Whether the KEDA CRDs are installed."""
     image: str = DEFAULT_IMAGE
     """Image of the agent runtime (the controller's own image unless the Agent overrides it)."""
+    network: NetworkPolicySettings = field(default_factory=NetworkPolicySettings)
+    """The controller-wide part of every agent's NetworkPolicy."""
 
 
 @dataclass(frozen=True)
@@ -81,13 +109,15 @@ def agent_secret_refs(inputs: AgentInputs) -> list[SecretKeySelector]:
 
 
 def _clean(resource: Agent | Tool | Memory) -> dict[str, Any]:
-    """A resource as the runtime reads it: spec and identity only, no status or server fields."""
+    """A resource as the runtime reads it: spec and identity only, no status or server fields,
+    and for an Agent nothing about how many pods run (see :data:`SCALE_FIELDS`)."""
     meta = resource.metadata
+    exclude = set(SCALE_FIELDS) if isinstance(resource, Agent) else None
     return {
         "apiVersion": API_VERSION,
         "kind": resource.kind,
         "metadata": {"name": meta.name, "namespace": meta.namespace},
-        "spec": resource.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        "spec": resource.spec.model_dump(by_alias=True, exclude_none=True, mode="json", exclude=exclude),
     }
 
 
@@ -380,6 +410,34 @@ def _pdb(agent: Agent) -> dict[str, Any]:
     }
 
 
+def _network_policy(inputs: AgentInputs) -> dict[str, Any]:
+    """Ingress to the agent's pods: the serving port from its own namespace, the Kagent
+    controller and the allowed peers; the metrics port from the monitoring namespaces. Anything
+    else is dropped (egress is left open: agents call models, tools and other agents)."""
+    agent, network = inputs.agent, inputs.network
+    spec = agent.spec.network_policy
+    peers: list[dict[str, Any]] = [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": network.controller_namespace}},
+         "podSelector": {"matchLabels": dict(network.controller_pod_labels)}},
+        *(dict(peer) for peer in network.allow_from),
+    ]
+    if spec is not None and spec.allow_from:
+        peers.extend(peer.model_dump(by_alias=True, exclude_none=True, mode="json") for peer in spec.allow_from)
+    ingress: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}], "from": peers}]
+    metrics_port = _metrics_port(agent)
+    if metrics_port is not None and metrics_port != HTTP_PORT and network.metrics_from:
+        ingress.append({"ports": [{"protocol": "TCP", "port": metrics_port}],
+                        "from": [dict(peer) for peer in network.metrics_from]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(agent),
+        "spec": {"podSelector": {"matchLabels": selector_labels(agent)}, "policyTypes": ["Ingress"],
+                 "ingress": ingress},
+    }
+
+
 def render_agent(inputs: AgentInputs) -> RenderedAgent:
     """All objects an Agent owns, in apply order (a ServiceAccount before the pods that use it)."""
     agent = inputs.agent
@@ -400,5 +458,7 @@ def render_agent(inputs: AgentInputs) -> RenderedAgent:
         objects.append(_scaled_object(agent, agent.spec.scaling))
     if _min_available_replicas(agent) >= 2:
         objects.append(_pdb(agent))
+    if agent.spec.network_policy is None or agent.spec.network_policy.enabled:
+        objects.append(_network_policy(inputs))
     endpoint = AGENT_URL_TEMPLATE.format(name=agent.metadata.name, namespace=agent.metadata.namespace)
     return RenderedAgent(objects=objects, config_hash=digest, autoscaler=autoscaler, endpoint=endpoint)

@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kagent.api import Agent, Memory, Tool
 from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
-from kagent.controller.render import AgentInputs, agent_secret_refs
+from kagent.controller.render import AgentInputs, NetworkPolicySettings, agent_secret_refs
 from kagent.kube.reconcile import ObjectKey, ObjectReader
 
 Dependency = ObjectKey
 """(kind, namespace, name) of an object another one depends on."""
+
+
+class SecretReader(ObjectReader, Protocol):
+    """The cache, which holds Secrets' metadata, plus the key names of the referenced ones."""
+
+    def secret_keys(self, namespace: str, name: str) -> tuple[str, ...] | None: ...
 
 
 @dataclass
@@ -29,6 +35,8 @@ class Resolution:
     """Human-readable names of what does not resolve, e.g. 'Tool "create-ticket"'."""
     reason: str = ""
     dependencies: set[Dependency] = field(default_factory=set)
+    unread_secrets: list[str] = field(default_factory=list)
+    """Referenced Secrets whose key names are not known yet: read them and resolve again."""
 
 
 def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory:
@@ -38,26 +46,41 @@ def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory:
     return resource
 
 
-def secret_digest(cache: ObjectReader, namespace: str, refs: Iterable[SecretKeySelector]) -> tuple[str, list[str]]:
+@dataclass(frozen=True)
+class SecretCheck:
+    digest: str
+    """Of the referenced keys and their Secrets' versions."""
+    missing: list[str]
+    unread: list[str]
+    """Secrets that exist but whose key names have not been read yet."""
+
+
+def secret_digest(cache: SecretReader, namespace: str, refs: Iterable[SecretKeySelector]) -> SecretCheck:
     """A digest of the referenced Secrets' versions, and the refs that do not resolve.
 
     The digest covers each referenced key and the resourceVersion of its Secret — never a value —
     so rotating a referenced Secret rolls the pods while an unrelated Secret does not."""
     digest = hashlib.sha256()
     missing: list[str] = []
+    unread: list[str] = []
     for ref in refs:
         secret = cache.get("Secret", namespace, ref.name)
+        keys = cache.secret_keys(namespace, ref.name)
         if secret is None:
             missing.append(f'Secret "{ref.name}"')
-        elif ref.key not in secret.get("keys", ()):
+        elif keys is None:
+            if ref.name not in unread:
+                unread.append(ref.name)
+        elif ref.key not in keys:
             missing.append(f'key "{ref.key}" in Secret "{ref.name}"')
         else:
             version = secret["metadata"].get("resourceVersion", "")
             digest.update(f"{ref.name}\0{ref.key}\0{version}\0".encode())
-    return digest.hexdigest()[:16], missing
+    return SecretCheck(digest.hexdigest()[:16], missing, unread)
 
 
-def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image: str) -> Resolution:
+def resolve_agent(cache: SecretReader, agent: Agent, keda_available: bool, image: str,
+                  network: NetworkPolicySettings | None = None) -> Resolution:
     namespace = str(agent.metadata.namespace)
     missing: list[str] = []
     reasons: list[str] = []
@@ -90,15 +113,16 @@ def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image
     inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available, image=image)
     refs = agent_secret_refs(inputs)
     dependencies.update(("Secret", namespace, ref.name) for ref in refs)
-    digest, missing_secrets = secret_digest(cache, namespace, refs)
-    if missing_secrets:
-        missing.extend(missing_secrets)
+    secrets = secret_digest(cache, namespace, refs)
+    if secrets.missing:
+        missing.extend(secrets.missing)
         reasons.append("SecretNotFound")
-    if missing:
-        return Resolution(inputs=None, missing=missing, reason=reasons[0], dependencies=dependencies)
+    if missing or secrets.unread:
+        return Resolution(inputs=None, missing=missing, reason=reasons[0] if reasons else "",
+                          dependencies=dependencies, unread_secrets=secrets.unread)
     inputs = AgentInputs(
-        agent=agent, tools=tools, memory=memory, secret_digest=digest,
-        keda_available=keda_available, image=image,
+        agent=agent, tools=tools, memory=memory, secret_digest=secrets.digest,
+        keda_available=keda_available, image=image, network=network or NetworkPolicySettings(),
     )
     return Resolution(inputs=inputs, dependencies=dependencies)
 

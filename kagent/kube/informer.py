@@ -50,6 +50,16 @@ class WatchSpec:
     label_selector: str | None = None
     field_selector: str | None = None
     transform: Transform = field(default=keep_all, compare=False)
+    metadata_only: bool = False
+    """Ask the API server for metadata only (PartialObjectMetadata, as client-go's metadata
+    informers do): the objects' contents — a Secret's data — never reach this process."""
+
+    def accept(self, watch: bool) -> dict[str, str]:
+        """The Accept header of a list (or watch) request."""
+        if not self.metadata_only:
+            return {}
+        kind = "PartialObjectMetadata" if watch else "PartialObjectMetadataList"
+        return {"Accept": f"application/json;as={kind};g=meta.k8s.io;v=v1"}
 
     @property
     def path(self) -> str:
@@ -135,7 +145,8 @@ class _ListMeta(msgspec.Struct):
 
 class _List(msgspec.Struct):
     metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-    items: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    items: list[msgspec.Raw] | None = None
+    """None when empty in a metadata-only list (``PartialObjectMetadataList`` sends ``null``)."""
 
 
 class _Event(msgspec.Struct):
@@ -204,10 +215,10 @@ class Informer:
         params = {"limit": str(self.page_size), **self.spec.selectors()}
         version = ""
         while True:
-            response = await self.http.get(self.spec.path, params=params)
+            response = await self.http.get(self.spec.path, params=params, headers=self.spec.accept(watch=False))
             _raise_for(response, self.spec)
             page = _decode_list(response.content)
-            for raw in page.items:
+            for raw in page.items or ():
                 obj = self._trim(_decode(raw))
                 if obj is not None:
                     fresh[object_key(obj)] = obj
@@ -242,7 +253,8 @@ class Informer:
                       "timeoutSeconds": str(seconds), **self.spec.selectors()}
             timeout = httpx2.Timeout(10.0, read=seconds + 30.0)
             try:
-                async with self.http.stream("GET", self.spec.path, params=params, timeout=timeout) as response:
+                async with self.http.stream("GET", self.spec.path, params=params, timeout=timeout,
+                                            headers=self.spec.accept(watch=True)) as response:
                     if response.status_code >= 400:
                         await response.aread()
                         _raise_for(response, self.spec)

@@ -174,6 +174,8 @@ def advice(obj: dict[str, Any]) -> list[str]:
             keys = "public-key and secret-key" if tracing.provider == "langfuse" else "api-key"
             found.append(f"spec.observability.tracing.secretRef: {tracing.provider} needs a Secret "
                          f"with {keys}; until it is set the agent runs without sending traces")
+    if isinstance(resource, Agent):
+        found.extend(_in_memory_replicas_advice(resource))
     if isinstance(resource, Tool) and resource.spec.code is not None \
             and resource.spec.code.isolation == "best-effort":
         found.append("spec.code.isolation: best-effort runs model-written code even where the "
@@ -181,6 +183,22 @@ def advice(obj: dict[str, Any]) -> list[str]:
                      "seccomp): it may then reach the agent's process, files or network. Keep "
                      "strict unless you accept that")
     return found
+
+
+def _in_memory_replicas_advice(agent: Agent) -> list[str]:
+    """In-memory conversations live in one pod: with several pods a conversation continued on
+    another one starts from nothing, and every restart loses them."""
+    spec = agent.spec
+    if spec.memory_ref is not None or (spec.memory is not None and spec.memory.type != "in-memory"):
+        return []
+    most = spec.scaling.max_replicas if spec.scaling is not None else spec.replicas or 1
+    if most <= 1:
+        return []
+    field = "spec.scaling.maxReplicas" if spec.scaling is not None else "spec.replicas"
+    memory = "spec.memory.type in-memory" if spec.memory is not None else "no memory (in-memory)"
+    return [f"{field}: {most} pods with {memory} keep each conversation in one pod only: a "
+            "request served by another pod does not see it, and a restart loses it; use redis "
+            "or postgres memory to run more than one pod"]
 
 
 def references(resource: Resource) -> list[Reference]:

@@ -1,6 +1,7 @@
 """The controller reconciles from its watch-fed cache: a deleted child comes back at once (its
 watch queues the owning Agent), and no reconcile reads from the API server what the cache holds —
-counted in the API server's own audit log."""
+counted in the API server's own audit log. Secrets reach it as metadata only; it reads the data
+of referenced Secrets alone."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ SA_USER = f"system:serviceaccount:{SA_NAMESPACE}:{CONTROLLER_SA}"
 CACHED = [("kagent.dev", "agents"), ("kagent.dev", "tools"), ("kagent.dev", "memories"),
           ("", "secrets"), ("", "serviceaccounts"), ("", "configmaps"), ("", "services"),
           ("apps", "deployments"), ("autoscaling", "horizontalpodautoscalers"),
-          ("policy", "poddisruptionbudgets")]
+          ("policy", "poddisruptionbudgets"), ("networking.k8s.io", "networkpolicies")]
 CHILDREN = ["serviceaccounts", "configmaps", "services", "deployments", "horizontalpodautoscalers",
             "poddisruptionbudgets"]
 
@@ -49,7 +50,8 @@ def uid(cp: Any, kind: str, name: str, namespace: str) -> str | None:
     return obj["metadata"]["uid"] if obj else None
 
 
-@pytest.mark.parametrize("kind", ["service", "configmap", "hpa", "serviceaccount", "poddisruptionbudget"])
+@pytest.mark.parametrize("kind", ["service", "configmap", "hpa", "serviceaccount", "poddisruptionbudget",
+                                  "networkpolicy"])
 def test_a_deleted_child_comes_back_within_5_seconds(kagent_controller: Any, namespace: str, kind: str) -> None:
     cp = kagent_controller.plane
     create_seed_secrets(cp, namespace)
@@ -136,6 +138,7 @@ def test_no_reconcile_gets_what_the_cache_holds(audited: tuple[ControlPlane, Con
     cp, controller, log = audited
     namespace = cp.create_namespace("audited")
     create_seed_secrets(cp, namespace)
+    cp.kubectl("create", "secret", "generic", "unrelated", "-n", namespace, "--from-literal=k=v")
     docs = hpa_agent()
     memory = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Memory",
               "metadata": {"name": "sessions", "namespace": namespace},
@@ -159,9 +162,16 @@ def test_no_reconcile_gets_what_the_cache_holds(audited: tuple[ControlPlane, Con
     watched = {(e["objectRef"].get("apiGroup", ""), e["objectRef"]["resource"]) for e in requests
                if e["verb"] == "watch"}
     assert set(CACHED) <= watched, f"the audit log sees the controller's watches: {sorted(watched)}"
-    gets = [f'{e["objectRef"]["resource"]} {e["objectRef"].get("namespace")}/{e["objectRef"].get("name")}'
-            for e in requests if e["verb"] == "get"]
-    assert gets == [], f"GETs for objects the cache holds: {gets}"
+    gets = [e for e in requests if e["verb"] == "get"]
+    # Two kinds of GET only: the data (key names) of the Secrets the Agent and its Tools
+    # reference — never another Secret's — and a child the cache did not hold, just before
+    # creating it (to leave an object of that name it does not control untouched): a 404.
+    secret_gets = {e["objectRef"]["name"] for e in gets if e["objectRef"]["resource"] == "secrets"}
+    assert secret_gets == {"openai-api-key", "knowledge-db", "ticketing-api"}, secret_gets
+    assert "unrelated" not in secret_gets
+    found = [f'{e["objectRef"]["resource"]} {e["objectRef"].get("namespace")}/{e["objectRef"].get("name")}'
+             for e in gets if e["objectRef"]["resource"] != "secrets" and e["responseStatus"]["code"] != 404]
+    assert found == [], f"GETs for objects the cache holds: {found}"
 
     # A reconcile that finds everything as wanted writes nothing (annotating a Tool queues the
     # Agents that use it, but changes nothing they render).
@@ -233,4 +243,45 @@ async def test_the_informer_lists_watches_and_notices_what_vanished_while_it_was
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await http.aclose()
+
+
+async def test_the_secret_watch_receives_metadata_only(control_plane: ControlPlane, namespace: str) -> None:
+    """The API server honours the metadata-only watch: no Secret value reaches the informer, in
+    the list or in watch events (and an empty metadata list, whose items are null, syncs)."""
+    from kagent.controller.cache import SECRET_WATCH
+
+    spec = WatchSpec("Secret", "v1", "secrets", field_selector=f"metadata.namespace={namespace}",
+                     metadata_only=SECRET_WATCH.metadata_only)
+    received: list[dict[str, Any]] = []
+    http = watch_http_client(control_plane.kubeconfig)
+
+    async def informed(what: str) -> Informer:
+        informer = Informer(http, spec, lambda t, old, new: received.append(new or old or {}))
+        tasks.append(asyncio.create_task(informer.run()))
+        await asyncio.wait_for(informer.synced.wait(), 30)
+        return informer
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        watching = await informed("an empty namespace")
+        control_plane.kubectl("create", "secret", "generic", "watched", "-n", namespace,
+                              "--from-literal=k=watched-value")
+        for _ in range(200):
+            if watching.store.get(namespace, "watched") is not None:
+                break
+            await asyncio.sleep(0.1)
+        control_plane.kubectl("create", "secret", "generic", "listed", "-n", namespace,
+                              "--from-literal=k=listed-value")
+        listing = await informed("a namespace with Secrets")
+        assert listing.store.get(namespace, "listed") is not None
+        names = {o["metadata"]["name"] for o in received}
+        assert {"listed", "watched"} <= names
+        assert all(o.get("kind") == "PartialObjectMetadata" and "data" not in o for o in received), received
+        text = json.dumps(received)
+        assert not any(v in text for v in ("listed-value", "bGlzdGVkLXZhbHVl", "watched-value", "d2F0Y2hlZC12YWx1ZQ"))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await http.aclose()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def test_install_creates_the_controller(installed: tuple[ControlPlane, int]) -> 
     deployment = yaml.safe_load(plane.kubectl("get", "deployment", "kagent", "-n", RELEASE_NS, "-o", "yaml").stdout)
     assert deployment["spec"]["replicas"] == 2
     assert deployment["status"]["readyReplicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTP"}, (
+        "liveness must reflect the event loop, not /metrics (served from another thread)")
     plane.kubectl("get", "pdb", "kagent", "-n", RELEASE_NS)
     hooks = yaml.safe_load(plane.kubectl("get", "validatingwebhookconfiguration", "kagent.dev", "-o", "yaml").stdout)
     assert len(hooks["webhooks"]) == 5
@@ -81,15 +85,18 @@ ALLOWED = [
     "list agents.kagent.dev", "watch workflowruns.kagent.dev", "patch agents.kagent.dev/status",
     "create deployments.apps", "patch deployments.apps", "delete horizontalpodautoscalers.autoscaling",
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
-    "patch validatingwebhookconfigurations.admissionregistration.k8s.io",
     "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
     "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
+    "create networkpolicies.networking.k8s.io", "invoke agents.kagent.dev",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
     "update agents.kagent.dev", "create clusterrolebindings.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
-    "get deployments.apps", "get services", "watch pods", "list replicasets.apps",
+    "watch pods", "list replicasets.apps",
+    "create validatingwebhookconfigurations.admissionregistration.k8s.io",
+    "list mutatingwebhookconfigurations.admissionregistration.k8s.io",
+    "delete validatingwebhookconfigurations.admissionregistration.k8s.io",
 ]
 
 
@@ -103,6 +110,65 @@ def test_rbac_grants_what_the_controller_needs(installed: tuple[ControlPlane, in
 def test_rbac_grants_nothing_more(installed: tuple[ControlPlane, int], verb_resource: str) -> None:
     plane, _ = installed
     assert can_i(plane, verb_resource, "-n", "default") == "no", verb_resource
+
+
+def test_webhook_configuration_rights_are_limited_to_kagents_own(installed: tuple[ControlPlane, int]) -> None:
+    plane, _ = installed
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        for verb in ("get", "patch"):
+            resource = f"{kind}.admissionregistration.k8s.io/kagent.dev"
+            assert _can_i_name(plane, verb, resource) == "yes", resource
+            assert _can_i_name(plane, verb, f"{kind}.admissionregistration.k8s.io/someone-elses") == "no"
+
+
+def _can_i_name(plane: ControlPlane, verb: str, resource_with_name: str) -> str:
+    result = plane.kubectl("auth", "can-i", verb, resource_with_name, f"--as={SA}", check=False)
+    return result.stdout.strip()
+
+
+Right = tuple[str, str, str]
+"""(resource, resource name or "", verb)."""
+
+
+def documented_rights() -> dict[str, set[Right]]:
+    """The table in docs/security.md "The controller's rights", by scope (cluster, own namespace)."""
+    text = (REPO / "docs" / "security.md").read_text()
+    table = text.split("## The controller's rights (RBAC)", 1)[1].split("\n## ", 1)[0]
+    rights: dict[str, set[Right]] = {"cluster": set(), "own namespace": set()}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or not cells[0].startswith("`"):
+            continue
+        resources = [r.strip().strip("`") for r in cells[0].split(",")]
+        names = [n.strip() for n in cells[1].split(",")] if cells[1] else [""]
+        verbs = [v.strip() for v in cells[2].split(",")]
+        rights[cells[3]].update((r, n, v) for r in resources for n in names for v in verbs)
+    return rights
+
+
+def listed_rights(plane: ControlPlane, user: str, namespace: str) -> set[Right]:
+    """What ``kubectl auth can-i --list`` says ``user`` may do in ``namespace`` (resources only)."""
+    out = plane.kubectl("auth", "can-i", "--list", f"--as={user}", "-n", namespace).stdout
+    rights: set[Right] = set()
+    for line in out.splitlines()[1:]:
+        if not line[:1].strip():
+            continue  # a non-resource URL row
+        resource, rest = line.split(None, 1)
+        lists = [part.strip().strip("[]").split() for part in rest.split("]")[:3]]
+        _, names, verbs = (lists + [[], [], []])[:3]
+        rights.update((resource, name, verb) for name in names or [""] for verb in verbs)
+    return rights
+
+
+def test_the_controller_has_no_rights_beyond_what_the_docs_list(installed: tuple[ControlPlane, int]) -> None:
+    plane, _ = installed
+    documented = documented_rights()
+    everyone = listed_rights(plane, f"system:serviceaccount:{RELEASE_NS}:no-such-account", "default")
+    for namespace, expected in (("default", documented["cluster"]),
+                                (RELEASE_NS, documented["cluster"] | documented["own namespace"])):
+        granted = listed_rights(plane, SA, namespace) - everyone
+        assert granted - expected == set(), f"rights in {namespace} that docs/security.md does not list"
+        assert expected - granted == set(), f"docs/security.md lists rights the chart does not grant in {namespace}"
 
 
 def test_rbac_namespaced_rights_stay_in_the_release_namespace(installed: tuple[ControlPlane, int]) -> None:
@@ -148,3 +214,5 @@ def test_controller_works_with_only_the_charts_rbac(installed: tuple[ControlPlan
         refused = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(cyclic), check=False)
         assert refused.returncode != 0 and "spec.steps[0].dependsOn[0]" in refused.stderr
         assert "forbidden" not in controller.log_tail(400).lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{controller.metrics_port}/healthz", timeout=5) as health:
+            assert health.status == 200 and health.read().startswith(b"ok: the event loop ran")

@@ -57,10 +57,12 @@ def test_schema_is_structural_and_described(kind: type) -> None:
 def test_crd_names_and_columns() -> None:
     crds = {c["spec"]["names"]["kind"]: c for c in all_crds().values()}
     assert set(crds) == {"Agent", "Tool", "Memory", "Workflow", "WorkflowRun"}
-    for crd in crds.values():
+    for kind, crd in crds.items():
         assert crd["spec"]["names"]["categories"] == ["kagent"]
         assert crd["spec"]["names"]["shortNames"]
-        assert crd["spec"]["versions"][0]["subresources"] == {"status": {}}
+        scale = {"scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                           "labelSelectorPath": ".status.selector"}} if kind == "Agent" else {}
+        assert crd["spec"]["versions"][0]["subresources"] == {"status": {}, **scale}, kind
     agent_columns = [c["name"] for c in crds["Agent"]["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert agent_columns[:4] == ["Provider", "Model", "Ready", "Replicas"]
     assert "Age" in agent_columns

@@ -16,6 +16,7 @@ from kagent.api.base import SecretKeySelector
 from kagent.controller.render import (
     CONFIG_HASH_ANNOTATION,
     AgentInputs,
+    NetworkPolicySettings,
     RenderedAgent,
     render_agent,
 )
@@ -62,7 +63,8 @@ def test_seed_agent_with_keda_golden() -> None:
     rendered = render_agent(AgentInputs(agent=agent, tools=tools, keda_available=True))
     assert_golden(GOLDEN / "seed-keda.yaml", _dump(rendered))
     assert _kinds(rendered) == [
-        "ServiceAccount", "ConfigMap", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget"
+        "ServiceAccount", "ConfigMap", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget",
+        "NetworkPolicy",
     ]
     assert rendered.autoscaler == "keda"
     deployment = _by_kind(rendered, "Deployment")
@@ -167,8 +169,10 @@ def test_restricted_security_and_probes() -> None:
         (lambda a, t, s: t[1].spec.__setattr__("description", "Open a ticket"), True),
         (lambda a, t, s: s.append("rotated"), True),
         (lambda a, t, s: a.metadata.__setattr__("labels", {"team": "x"}), False),
+        (lambda a, t, s: a.spec.scaling.__setattr__("max_replicas", 20), False),
+        (lambda a, t, s: a.spec.scaling.__setattr__("min_replicas", 3), False),
     ],
-    ids=["prompt", "tool", "secret", "unrelated-label"],
+    ids=["prompt", "tool", "secret", "unrelated-label", "max-replicas", "min-replicas"],
 )
 def test_config_hash_follows_what_the_pods_run(change: Any, rolls: bool) -> None:
     agent, tools, _ = _seed()
@@ -188,3 +192,52 @@ def test_rendering_is_deterministic() -> None:
     first = _dump(render_agent(AgentInputs(agent=agent, tools=tools)))
     agent2, tools2, _ = _seed()
     assert _dump(render_agent(AgentInputs(agent=agent2, tools=tools2))) == first
+
+
+def _template_hash(rendered: RenderedAgent) -> str:
+    return _by_kind(rendered, "Deployment")["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+
+
+def test_replicas_change_only_the_replica_count() -> None:
+    """spec.replicas (what ``kubectl scale agent`` writes) must not restart a pod: the pod
+    template, its config hash and the runtime config stay the same."""
+    one, three = (_agent({"replicas": n}, drop=("scaling",)) for n in (1, 3))
+    before, after = render_agent(AgentInputs(agent=one)), render_agent(AgentInputs(agent=three))
+    assert _by_kind(after, "Deployment")["spec"]["replicas"] == 3
+    assert _template_hash(before) == _template_hash(after)
+    assert _by_kind(before, "Deployment")["spec"]["template"] == _by_kind(after, "Deployment")["spec"]["template"]
+    assert _by_kind(before, "ConfigMap") == _by_kind(after, "ConfigMap")
+    assert "replicas" not in _by_kind(after, "ConfigMap")["data"]["agent.yaml"]
+
+
+def _ingress(rendered: RenderedAgent) -> list[dict[str, Any]]:
+    return _by_kind(rendered, "NetworkPolicy")["spec"]["ingress"]
+
+
+def test_network_policy_admits_the_namespace_the_controller_and_allowed_peers() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"team": "observability"}}}
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+    settings = NetworkPolicySettings(controller_namespace="ops", controller_pod_labels={"app": "kagent"},
+                                     allow_from=(gateway,), metrics_from=(monitoring,))
+    agent = _agent({"networkPolicy": {"allowFrom": [{"podSelector": {"matchLabels": {"role": "frontend"}}}]}})
+    rendered = render_agent(AgentInputs(agent=agent, network=settings))
+    policy = _by_kind(rendered, "NetworkPolicy")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"kagent.dev/agent": "customer-support-agent"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    serving, metrics = _ingress(rendered)
+    assert serving["ports"] == [{"protocol": "TCP", "port": 8080}]
+    assert serving["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}},
+         "podSelector": {"matchLabels": {"app": "kagent"}}},
+        gateway,
+        {"podSelector": {"matchLabels": {"role": "frontend"}}},
+    ]
+    assert metrics == {"ports": [{"protocol": "TCP", "port": 9090}], "from": [monitoring]}
+
+
+def test_network_policy_without_metrics_or_turned_off() -> None:
+    quiet = _agent({"observability": {"metrics": {"enabled": False}}})
+    assert len(_ingress(render_agent(AgentInputs(agent=quiet)))) == 1, "no metrics port, no metrics rule"
+    off = _agent({"networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" not in _kinds(render_agent(AgentInputs(agent=off)))

@@ -63,3 +63,21 @@ def test_weaker_code_isolation_is_warned() -> None:
     tool["spec"]["code"]["isolation"] = "best-effort"
     (warning,) = advice(tool)
     assert warning.startswith("spec.code.isolation: best-effort runs model-written code")
+
+
+def test_in_memory_memory_with_several_pods_is_warned() -> None:
+    agent = seed_agent()
+    agent["spec"]["observability"]["tracing"]["secretRef"] = {"name": "langfuse-keys"}
+    agent["spec"]["memory"] = {"type": "in-memory"}
+    (warning,) = advice(agent)  # the seed scales to 10 pods
+    assert warning.startswith("spec.scaling.maxReplicas: 10 pods with spec.memory.type in-memory")
+    agent["spec"].pop("scaling")
+    agent["spec"].pop("memory")
+    agent["spec"]["replicas"] = 2
+    (warning,) = advice(agent)
+    assert warning.startswith("spec.replicas: 2 pods with no memory (in-memory)")
+    agent["spec"]["replicas"] = 1
+    assert advice(agent) == []
+    agent["spec"]["replicas"] = 3
+    agent["spec"]["memory"] = {"type": "redis", "config": {"host": "redis:6379"}}
+    assert advice(agent) == []
