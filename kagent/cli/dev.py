@@ -58,14 +58,16 @@ def up(
 ) -> None:
     """Start a local control plane with Kagent: CRDs, controller, webhook and live agents."""
     target, workdir = dev_paths(kubeconfig)
-    existing = attached(workdir)
-    if existing is not None and existing.is_running():
-        err_console.print(f"[yellow]already running[/] (kubeconfig: {target})")
-        typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
-        raise typer.Exit(0)
     for script in mock_llm or []:
         if not script.is_file():
             fail(f"--mock-llm {script}: no such file", code=EXIT_USAGE)
+    existing = attached(workdir)
+    if existing is not None and existing.is_running():
+        err_console.print(f"[yellow]already running[/] (kubeconfig: {target})")
+        if mock_llm:
+            _apply_scripts(workdir, mock_llm)
+        typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
+        raise typer.Exit(0)
     began = time.monotonic()
     with err_console.status("starting…") as status:
         try:
@@ -78,6 +80,33 @@ def up(
     _print_processes(env.processes, err_console)
     err_console.print("then:  kubectl get kagent -A      stop:  kagent dev down"
                       + (f" --kubeconfig {target}" if kubeconfig else ""))
+
+
+def _apply_scripts(workdir: Path, scripts: list[Path]) -> None:
+    """``--mock-llm`` given to a running environment: its scripted model takes the scripts now
+    (they replace its script); an environment started without one refuses, never ignores them."""
+    from kagent.mockllm.script import ScriptError, load_script, merge_scripts
+
+    try:
+        merged = merge_scripts([load_script(path) for path in scripts])
+    except ScriptError as error:
+        fail(str(error), code=EXIT_USAGE)
+    process = read_state(workdir).get("mock-llm")
+    if process is None or not process.alive():
+        fail("--mock-llm: the running environment was started without a scripted model, so its "
+             "agents cannot be pointed at one now",
+             "stop it with `kagent dev down` and start it again with --mock-llm", EXIT_USAGE)
+    try:
+        answer = httpx.put(f"{process.url}/_mock/script", timeout=10, trust_env=False,
+                           json=merged.model_dump(mode="json", exclude_none=True))
+    except httpx.HTTPError as error:
+        fail(f"--mock-llm: cannot reach the scripted model at {process.url}: {error}",
+             f"see its log, {process.log}")
+    if answer.status_code != 200:
+        fail(f"--mock-llm: the scripted model refused the script: {answer.text[:500]}",
+             code=EXIT_USAGE)
+    err_console.print(f"applied {', '.join(str(p) for p in scripts)} to its scripted model "
+                      f"({len(merged.rules)} rules; they replace the ones it had)", highlight=False)
 
 
 def _print_processes(processes: Mapping[str, DevProcess], where: Console) -> None:

@@ -64,7 +64,7 @@ def test_the_live_view_shows_every_step_with_its_phase() -> None:
 
 def test_every_example_script_loads_and_they_merge_without_clashes() -> None:
     scripts = [load_script(path) for path in sorted(EXAMPLES.glob("*/mockllm.yaml"))]
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     merged = merge_scripts(scripts)
     assert len(merged.rules) == sum(len(s.rules) for s in scripts)
     assert merged.embeddings.dimensions == 64
