@@ -67,9 +67,10 @@ ShowManagedFieldsOption = typer.Option(
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error (and what to do about it) on stderr and exit with ``code``."""
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    # soft_wrap: a message or a command in a hint is never broken across lines (copy, grep).
+    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"  {hint}", highlight=False, style="dim")
+        err_console.print(f"  {hint}", highlight=False, style="dim", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -181,7 +181,7 @@ def _follow(kube: Any, workflow: dict[str, Any], run_name: str, namespace: str,
         final = watch_run(kube, workflow, run_name, namespace, timeout)
     except KeyboardInterrupt:
         err_console.print(f"stopped watching; the run goes on (come back with `kagent workflow "
-                          f"watch {run_name} -n {namespace}`)", highlight=False)
+                          f"watch {run_name} -n {namespace}`)", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     status = final.get("status") or {}
     phase = status.get("phase")
@@ -235,7 +235,7 @@ def run(
     console.print(f"workflowrun/{run_name} created", highlight=False)
     if not watch:
         err_console.print(f"  follow it: kagent workflow watch {run_name} -n {ns}", style="dim",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         return
     _follow(kube, workflow, run_name, ns, timeout)
 
