@@ -12,6 +12,8 @@ itself lives in :mod:`kagent.local.dev`; this module is its command line.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -257,20 +259,37 @@ def demo(
                          watch=True, timeout=timeout, namespace=DEMO_NAMESPACE, kubeconfig=target)
     except typer.Exit as done:
         exit_code = done.exit_code
-    export = f"export KUBECONFIG={target}"
-    err_console.print(f"""
-[bold]Explore[/]
-  {export}
-  kubectl get kagent -n {DEMO_NAMESPACE}                  every Kagent object
-  kagent get runs -n {DEMO_NAMESPACE}                     workflow runs and their phases
-  kagent chat writer -n {DEMO_NAMESPACE}                  talk to an agent
-  kagent workflow run inquiry-routing -n {DEMO_NAMESPACE} --input question="I was charged twice" --watch
-  kagent workflow run review-revise -n {DEMO_NAMESPACE} --input brief="Kagent 1.0" --watch
-  kagent dev status                                    what runs where
-  make demo-down                                       stop everything""", highlight=False)
+    err_console.print(explore_hints(target, kagent_on_path()), highlight=False, soft_wrap=True)
     from kagent.dashboard.server import dashboard_for_dev
     console.print(f"  dashboard  {dashboard_for_dev(target, workdir)}", highlight=False)
     raise typer.Exit(exit_code)
+
+
+def kagent_on_path() -> Path | None:
+    """The folder holding this ``kagent`` when a shell would not find it by name (None when it
+    would): a fresh checkout's ``kagent`` lives in the project's virtualenv."""
+    here = Path(sys.executable).parent
+    found = shutil.which("kagent")
+    if found and Path(found).resolve() == (here / "kagent").resolve():
+        return None
+    return here
+
+
+def explore_hints(kubeconfig: Path, missing_from_path: Path | None) -> str:
+    """What the demo suggests next, each command ready to paste (pure)."""
+    ns = DEMO_NAMESPACE
+    path = (f"  export PATH=\"{missing_from_path}:$PATH\"   put kagent on your PATH (or type "
+            f"{missing_from_path}/kagent)\n" if missing_from_path else "")
+    return f"""
+[bold]Explore[/]
+{path}  export KUBECONFIG={kubeconfig}
+  kubectl get kagent -n {ns}                  every Kagent object
+  kagent get runs -n {ns}                     workflow runs and their phases
+  kagent chat writer -n {ns}                  talk to an agent
+  kagent workflow run inquiry-routing -n {ns} --input question="I was charged twice" --watch
+  kagent workflow run review-revise -n {ns} --input brief="Kagent 1.0" --watch
+  kagent dev status                                    what runs where
+  make demo-down                                       stop everything"""
 
 
 def _agent_ready(kube: Any, name: str) -> bool:

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "ai-agents"
+VENV_BIN = Path(sys.executable).parent
 DEMO_AGENTS = ["researcher", "market-analyst", "tech-analyst", "writer", "inquiry-classifier",
                "billing-agent", "tech-support-agent", "general-agent", "drafter", "reviewer"]
 
@@ -78,6 +79,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "KUBECONFIG")}
     env.update({"KAGENT_DEV_HOME": str(home), "COLUMNS": "120"})
+    # A fresh checkout: the virtualenv holding `kagent` is not on PATH yet.
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if Path(p).resolve() != VENV_BIN.resolve())
     result = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900, check=False)
     env["KUBECONFIG"] = str(home / "kubeconfig")
@@ -92,6 +96,7 @@ def test_make_demo_runs_the_research_report_workflow_to_success(demo: Demo) -> N
     assert "10 agents Ready" in out and "✓ Succeeded" in out
     assert "# AI agents on Kubernetes" in out  # the writer's report, printed as the result
     assert "kagent chat" in out and "make demo-down" in out  # how to explore next
+    assert f'export PATH="{VENV_BIN}:$PATH"' in out  # and how to type `kagent` at all
     runs = demo.kubectl_json("get", "workflowruns", "-n", NS)["items"]
     (run,) = [r for r in runs if r["spec"]["workflowRef"]["name"] == "research-report"]
     status = run["status"]
@@ -488,6 +493,28 @@ async def _seed_knowledge_base(postgres: Any, llm_url: str) -> None:
     await store.add(texts, vectors, [{"source": s} for _, s in KNOWLEDGE])
     await store.close()
     await ctx.http.aclose()
+
+
+def test_dev_up_with_mock_llm_applies_the_script_to_the_running_model(demo: Demo,
+                                                                     tmp_path: Path) -> None:
+    script = httpx.get(f"{demo.llm_url}/_mock/script", timeout=10).json()
+    script["rules"].insert(0, {"name": "test/applied-by-dev-up", "system_contains": "copywriter",
+                               "contains": "from dev up", "content": "Applied by dev up."})
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    applied = demo.kagent("dev", "up", "--mock-llm", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout == f"export KUBECONFIG={demo.kubeconfig}\n"
+    assert "already running" in applied.stderr and f"applied {path}" in applied.stderr
+    rules = httpx.get(f"{demo.llm_url}/_mock/script", timeout=10).json()["rules"]
+    assert rules[0]["name"] == "test/applied-by-dev-up"
+    answer = demo.kagent("invoke", "drafter", "-n", NS, "-m", "a line from dev up")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == "Applied by dev up.\n"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{name: x, colour: red}]\n")
+    refused = demo.kagent("dev", "up", "--mock-llm", str(broken))
+    assert refused.returncode == 2 and "colour" in refused.stderr
 
 
 def test_make_demo_down_leaves_no_process_behind(demo: Demo) -> None:

@@ -74,3 +74,4 @@ def test_name_output_and_managed_fields() -> None:
     assert object_name(doc, "WorkflowRun") == "workflowrun.kagent.dev/writer"
     assert without_managed_fields(doc) == {"metadata": {"name": "writer"}}
     assert doc["metadata"]["managedFields"]  # the input is left as it was
+
