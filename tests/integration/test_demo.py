@@ -338,8 +338,15 @@ def test_example_keda_autoscaling_gets_a_scaled_object_and_no_hpa(demo: Demo, ke
     assert "agent_active_sessions" in triggers["prometheus"]["metadata"]["query"]
     hpas = demo.kubectl_json("get", "hpa", "-n", NS, "-l", "kagent.dev/agent=helpdesk-agent")
     assert hpas["items"] == []
-    wait_for(lambda: _ready(demo.kubectl_json("get", "agent", "helpdesk-agent", "-n", NS)),
-             timeout=90, what="helpdesk-agent Ready")
+    agent = wait_for(lambda: (lambda a: a if _ready(a) else None)(
+        demo.kubectl_json("get", "agent", "helpdesk-agent", "-n", NS)),
+        timeout=90, what="helpdesk-agent Ready")
+    # The condition the example's README tells the reader to look at, as it says it.
+    conditions = {c["type"]: c for c in agent["status"]["conditions"]}
+    assert (conditions["Autoscaling"]["status"], conditions["Autoscaling"]["reason"]) == \
+        ("True", "AutoscalerConfigured")
+    readme = (REPO / "examples/keda-autoscaling/README.md").read_text()
+    assert "`Autoscaling`" in readme and "`AutoscalerConfigured`" in readme
     asked = demo.kagent("invoke", "helpdesk-agent", "-n", NS, "-m", "My laptop will not start")
     assert asked.returncode == 0 and "Which device" in asked.stdout
     metrics = httpx.get(_metrics_url(demo, "helpdesk-agent"), timeout=10).text
