@@ -112,11 +112,11 @@ def _port_free(port: int) -> bool:
 def dashboard_for_dev(kubeconfig: Path, workdir: Path) -> str:
     """The dashboard of a `kagent dev` environment, started detached beside it if it is not
     running yet (`kagent dev down` stops it): its URL, or why it could not start."""
-    from kagent.local.dev import alive, read_state, start_process
+    from kagent.local.dev import read_state, start_process
     from kagent.local.services import free_port
 
     running = read_state(workdir).get("dashboard")
-    if running is not None and alive(running.pid):
+    if running is not None and running.alive():
         return running.url
     port = DEV_PORT if _port_free(DEV_PORT) else free_port()
     key = secrets.token_urlsafe(24)
