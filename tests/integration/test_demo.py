@@ -321,8 +321,13 @@ def keda_crds(demo: Demo) -> None:
     plane = demo.plane()
     for path in keda_crd_files():
         plane.kubectl("apply", "--server-side", "-f", str(path))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                  "crd/scaledobjects.keda.sh")
+    # Polled rather than `kubectl wait`, which fails outright while a new CRD has no
+    # status.conditions yet ("<nil> is of the type <nil>").
+    wait_for(lambda: any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in (json.loads(plane.kubectl("get", "crd", "scaledobjects.keda.sh", "-o", "json")
+                             .stdout).get("status") or {}).get("conditions") or []),
+        what="KEDA's ScaledObject CRD to be Established")
 
 
 def test_example_keda_autoscaling_gets_a_scaled_object_and_no_hpa(demo: Demo, keda_crds: None
