@@ -70,7 +70,9 @@ class KedaSpec(KagentModel):
     enabled: bool = False
     """Use a KEDA ScaledObject (the KEDA CRDs must be installed)."""
     triggers: Annotated[list[KedaTrigger], Field(max_length=32)] | None = None
-    """Extra triggers, beside the cpu/memory metrics which become KEDA triggers too."""
+    """Extra triggers, beside the cpu/memory metrics which become KEDA triggers too. Only with
+    enabled: true (refused otherwise); a prometheus trigger needs a threshold and a query or a
+    metricName."""
     polling_interval: Annotated[int, Field(ge=1)] | None = None
     """Seconds between trigger checks (KEDA's default is 30)."""
     cooldown_period: Annotated[int, Field(ge=0)] | None = None
@@ -180,7 +182,8 @@ class ObservabilitySpec(KagentModel):
 
 
 class CanarySpec(KagentModel):
-    """Canary rollout: a second Deployment with the new version takes a share of traffic."""
+    """Reserved for the Canary strategy, which the webhook refuses today (see
+    spec.rollout.strategy)."""
 
     weight: Annotated[int, Field(ge=0, le=100)] = 10
     """Percent of pods (and so of traffic) that run the new version."""
@@ -193,12 +196,13 @@ class RolloutSpec(KagentModel):
     """How a changed Agent replaces its pods."""
 
     strategy: RolloutStrategy = "RollingUpdate"
-    """RollingUpdate (default), BlueGreen (switch the Service once the new pods are ready) or
-    Canary."""
+    """RollingUpdate, the default and the only strategy accepted today. BlueGreen and Canary
+    are reserved: the webhook refuses them ("not supported yet"); run a second Agent for a
+    blue-green or canary rollout instead (docs/operating.md)."""
     max_surge: IntOrString | None = None
     """RollingUpdate: extra pods during the rollout (default 25%)."""
     canary: CanarySpec | None = None
-    """Canary settings."""
+    """Reserved for the Canary strategy (refused today)."""
 
 
 class RequestLimits(KagentModel):

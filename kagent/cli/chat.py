@@ -52,6 +52,13 @@ class AgentTarget:
     agent: str
     base_url: str
     client_params: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None
+    """The Agent's namespace (None for a runtime reached by --url): hints name it."""
+
+    @property
+    def in_namespace(self) -> str:
+        """`` -n NAMESPACE`` for a hint's command (empty for a --url runtime)."""
+        return f" -n {self.namespace}" if self.namespace else ""
 
     @property
     def completions_url(self) -> str:
@@ -91,7 +98,7 @@ def proxy_target(agent: str, namespace: str, config: Any) -> AgentTarget:
     server = str(params.pop("base_url")).rstrip("/")
     params.pop("timeout", None)
     return AgentTarget(agent=agent, base_url=server + service_proxy_path(namespace, agent),
-                       client_params=params)
+                       client_params=params, namespace=namespace)
 
 
 def resolve_target(agent: str | None, url: str | None, namespace: str | None,
@@ -107,7 +114,7 @@ def resolve_target(agent: str | None, url: str | None, namespace: str | None,
     local = local_agents_url(kubeconfig)
     if local is not None:  # a `kagent dev` cluster: its agents are local processes
         return AgentTarget(agent=agent, base_url=f"{local}/{ns}/{agent}",
-                           client_params={"trust_env": False})
+                           client_params={"trust_env": False}, namespace=ns)
     return proxy_target(agent, ns, load_config(kubeconfig))
 
 
@@ -118,7 +125,7 @@ def _check_agent_exists(agent: str, namespace: str, kubeconfig: Path | None) -> 
     try:
         client(kubeconfig).get(KAGENT_RESOURCES["Agent"], agent, namespace=namespace)
     except Exception as error:  # noqa: BLE001
-        api_failure(error, f"Agent {agent!r} in namespace {namespace!r}")
+        api_failure(error, f"Agent {agent!r} in namespace {namespace!r}", "Agent", namespace)
 
 
 def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
@@ -128,10 +135,11 @@ def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
         message = response.text.strip()[:500] or response.reason_phrase
     if response.status_code == 404:
         fail(f"agent {target.agent!r} answered 404: {message}",
-             "check the agent's name; `kagent get agents` lists them", EXIT_NOT_FOUND)
+             f"check the agent's name; `kagent get agents{target.in_namespace}` lists them",
+             EXIT_NOT_FOUND)
     if response.status_code == 503:
         fail(f"agent {target.agent!r} is not reachable yet: {message}",
-             f"is it Ready? see `kagent describe agent {target.agent}`")
+             f"is it Ready? see `kagent describe agent {target.agent}{target.in_namespace}`")
     fail(f"agent {target.agent!r} failed ({response.status_code}): {message}")
 
 
@@ -246,6 +254,8 @@ def run(
                                      help="Manifests (Agent, Tool, Memory, Secret) or folders."),
     port: int = typer.Option(8080, "--port", "-p", help="Port for the local runtime."),
     serve: bool = typer.Option(False, "--serve", help="Only serve (no chat); Ctrl-C stops."),
+    agent: str = typer.Option(None, "--agent", "-a",
+                              help="Which Agent to run when the files hold several."),
     timeout: float = typer.Option(60, "--startup-timeout", help="Seconds to wait for readiness."),
 ) -> None:
     """Run an agent from manifests on this machine, no cluster, and chat with it."""
@@ -256,13 +266,17 @@ def run(
                "--host", "127.0.0.1"]
     for path in files:
         command += ["-f", str(path)]
+    env = dict(os.environ)
+    if agent:
+        env["KAGENT_AGENT_NAME"] = agent  # the runtime picks this Agent among the files'
     if serve:
-        os.execv(sys.executable, command)
+        os.execve(sys.executable, command, env)
     err_console.print(f"starting the agent runtime on 127.0.0.1:{port}…")
     from kagent.local.process import Process, ProcessExited, ReadinessTimeout
 
     log = Path(tempfile.mkdtemp(prefix="kagent-run-")) / "runtime.log"
-    process = Process.start(command, name="the runtime", log_file=log, die_with_parent=True)
+    process = Process.start(command, name="the runtime", log_file=log, die_with_parent=True,
+                            env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         try:
@@ -270,7 +284,9 @@ def run(
         except ProcessExited as exited:
             code = exited.returncode
             detail = log.read_text(errors="replace").strip()[-2000:]
+            several = "several Agents among the files given" in detail
             fail(f"the runtime exited with status {code}: {detail}",
+                 "pick one with --agent NAME" if several else
                  "fix the manifests (see the message above) and run again",
                  EXIT_USAGE if code == 2 else EXIT_ERROR)
         except ReadinessTimeout:

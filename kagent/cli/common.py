@@ -43,6 +43,8 @@ err_console = Console(stderr=True)
 
 class Output(str, Enum):
     table = "table"
+    wide = "wide"
+    name = "name"
     yaml = "yaml"
     json = "json"
 
@@ -55,14 +57,20 @@ KubeconfigOption = typer.Option(
     None, "--kubeconfig", envvar="KUBECONFIG",
     help="Kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).",
 )
-OutputOption = typer.Option(Output.table, "--output", "-o", help="Output format.")
+OutputOption = typer.Option(
+    Output.table, "--output", "-o",
+    help="table (default), wide (more columns), name (kind.group/NAME per line), yaml or json.")
+ShowManagedFieldsOption = typer.Option(
+    False, "--show-managed-fields",
+    help="Keep metadata.managedFields in yaml/json output (left out by default, as kubectl does).")
 
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> NoReturn:
     """Print an error (and what to do about it) on stderr and exit with ``code``."""
-    err_console.print(f"[red]error:[/] {message}", highlight=False)
+    # soft_wrap: a message or a command in a hint is never broken across lines (copy, grep).
+    err_console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     if hint:
-        err_console.print(f"  {hint}", highlight=False, style="dim")
+        err_console.print(f"  {hint}", highlight=False, style="dim", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -113,8 +121,10 @@ def kagent_resource(kind: str) -> Any:
     return KAGENT_RESOURCES[kind]
 
 
-def api_failure(error: Exception, what: str) -> NoReturn:
-    """Turn a Kubernetes API error or a connection error into a message and an exit code."""
+def api_failure(error: Exception, what: str, kind: str | None = None,
+                namespace: str | None = None) -> NoReturn:
+    """Turn a Kubernetes API error or a connection error into a message and an exit code;
+    with the ``kind`` and ``namespace`` looked in, a 404's hint is the command listing them."""
     import httpx
     import httpx2
     from lightkube.core.exceptions import ApiError
@@ -122,8 +132,12 @@ def api_failure(error: Exception, what: str) -> NoReturn:
     if isinstance(error, ApiError):
         code = error.status.code
         if code == 404:
-            fail(f"{what} not found", "check the name and namespace (-n), or list them with "
-                 "`kagent get`", EXIT_NOT_FOUND)
+            from kagent.api import KINDS
+
+            plural = next((k.plural for k in KINDS if k.kind_name == kind), "KIND")
+            listing = f"kagent get {plural} -n {namespace or 'NAMESPACE'}"
+            fail(f"{what} not found", f"check the name and namespace (-n), or list them with "
+                 f"`{listing}`", EXIT_NOT_FOUND)
         if code in (401, 403):
             fail(f"not allowed to read {what}: {error.status.message}",
                  "check your kubeconfig's user and its RBAC permissions")
@@ -166,8 +180,20 @@ def duration(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
-def print_documents(documents: list[dict[str, Any]], output: Output, single: bool) -> None:
+def without_managed_fields(document: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``: server-side apply's bookkeeping, long and
+    of no use to a reader (kubectl leaves it out unless --show-managed-fields) (pure)."""
+    metadata = document.get("metadata")
+    if not isinstance(metadata, dict) or "managedFields" not in metadata:
+        return document
+    return {**document, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+
+
+def print_documents(documents: list[dict[str, Any]], output: Output, single: bool,
+                    show_managed_fields: bool = False) -> None:
     """yaml/json output: one object as itself, several as a kubectl-style List."""
+    if not show_managed_fields:
+        documents = [without_managed_fields(d) for d in documents]
     body: Any = documents[0] if single and documents else {
         "apiVersion": "v1", "kind": "List", "items": documents,
     }

@@ -12,6 +12,8 @@ itself lives in :mod:`kagent.local.dev`; this module is its command line.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,14 +60,16 @@ def up(
 ) -> None:
     """Start a local control plane with Kagent: CRDs, controller, webhook and live agents."""
     target, workdir = dev_paths(kubeconfig)
-    existing = attached(workdir)
-    if existing is not None and existing.is_running():
-        err_console.print(f"[yellow]already running[/] (kubeconfig: {target})")
-        typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
-        raise typer.Exit(0)
     for script in mock_llm or []:
         if not script.is_file():
             fail(f"--mock-llm {script}: no such file", code=EXIT_USAGE)
+    existing = attached(workdir)
+    if existing is not None and existing.is_running():
+        err_console.print(f"[yellow]already running[/] (kubeconfig: {target})")
+        if mock_llm:
+            _apply_scripts(workdir, mock_llm)
+        typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
+        raise typer.Exit(0)
     began = time.monotonic()
     with err_console.status("starting…") as status:
         try:
@@ -78,6 +82,33 @@ def up(
     _print_processes(env.processes, err_console)
     err_console.print("then:  kubectl get kagent -A      stop:  kagent dev down"
                       + (f" --kubeconfig {target}" if kubeconfig else ""))
+
+
+def _apply_scripts(workdir: Path, scripts: list[Path]) -> None:
+    """``--mock-llm`` given to a running environment: its scripted model takes the scripts now
+    (they replace its script); an environment started without one refuses, never ignores them."""
+    from kagent.mockllm.script import ScriptError, load_script, merge_scripts
+
+    try:
+        merged = merge_scripts([load_script(path) for path in scripts])
+    except ScriptError as error:
+        fail(str(error), code=EXIT_USAGE)
+    process = read_state(workdir).get("mock-llm")
+    if process is None or not process.alive():
+        fail("--mock-llm: the running environment was started without a scripted model, so its "
+             "agents cannot be pointed at one now",
+             "stop it with `kagent dev down` and start it again with --mock-llm", EXIT_USAGE)
+    try:
+        answer = httpx.put(f"{process.url}/_mock/script", timeout=10, trust_env=False,
+                           json=merged.model_dump(mode="json", exclude_none=True))
+    except httpx.HTTPError as error:
+        fail(f"--mock-llm: cannot reach the scripted model at {process.url}: {error}",
+             f"see its log, {process.log}")
+    if answer.status_code != 200:
+        fail(f"--mock-llm: the scripted model refused the script: {answer.text[:500]}",
+             code=EXIT_USAGE)
+    err_console.print(f"applied {', '.join(str(p) for p in scripts)} to its scripted model "
+                      f"({len(merged.rules)} rules; they replace the ones it had)", highlight=False)
 
 
 def _print_processes(processes: Mapping[str, DevProcess], where: Console) -> None:
@@ -228,20 +259,37 @@ def demo(
                          watch=True, timeout=timeout, namespace=DEMO_NAMESPACE, kubeconfig=target)
     except typer.Exit as done:
         exit_code = done.exit_code
-    export = f"export KUBECONFIG={target}"
-    err_console.print(f"""
-[bold]Explore[/]
-  {export}
-  kubectl get kagent -n {DEMO_NAMESPACE}                  every Kagent object
-  kagent get runs -n {DEMO_NAMESPACE}                     workflow runs and their phases
-  kagent chat writer -n {DEMO_NAMESPACE}                  talk to an agent
-  kagent workflow run inquiry-routing -n {DEMO_NAMESPACE} --input question="I was charged twice" --watch
-  kagent workflow run review-revise -n {DEMO_NAMESPACE} --input brief="Kagent 1.0" --watch
-  kagent dev status                                    what runs where
-  make demo-down                                       stop everything""", highlight=False)
+    err_console.print(explore_hints(target, kagent_on_path()), highlight=False, soft_wrap=True)
     from kagent.dashboard.server import dashboard_for_dev
     console.print(f"  dashboard  {dashboard_for_dev(target, workdir)}", highlight=False)
     raise typer.Exit(exit_code)
+
+
+def kagent_on_path() -> Path | None:
+    """The folder holding this ``kagent`` when a shell would not find it by name (None when it
+    would): a fresh checkout's ``kagent`` lives in the project's virtualenv."""
+    here = Path(sys.executable).parent
+    found = shutil.which("kagent")
+    if found and Path(found).resolve() == (here / "kagent").resolve():
+        return None
+    return here
+
+
+def explore_hints(kubeconfig: Path, missing_from_path: Path | None) -> str:
+    """What the demo suggests next, each command ready to paste (pure)."""
+    ns = DEMO_NAMESPACE
+    path = (f"  export PATH=\"{missing_from_path}:$PATH\"   put kagent on your PATH (or type "
+            f"{missing_from_path}/kagent)\n" if missing_from_path else "")
+    return f"""
+[bold]Explore[/]
+{path}  export KUBECONFIG={kubeconfig}
+  kubectl get kagent -n {ns}                  every Kagent object
+  kagent get runs -n {ns}                     workflow runs and their phases
+  kagent chat writer -n {ns}                  talk to an agent
+  kagent workflow run inquiry-routing -n {ns} --input question="I was charged twice" --watch
+  kagent workflow run review-revise -n {ns} --input brief="Kagent 1.0" --watch
+  kagent dev status                                    what runs where
+  make demo-down                                       stop everything"""
 
 
 def _agent_ready(kube: Any, name: str) -> bool:

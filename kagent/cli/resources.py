@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kagent.api import KINDS, Resource
+from kagent.api.base import GROUP
 from kagent.api.labels import AGENT_LABEL
 from kagent.cli.common import (
     EXIT_NOT_FOUND,
@@ -18,6 +20,7 @@ from kagent.cli.common import (
     NamespaceOption,
     Output,
     OutputOption,
+    ShowManagedFieldsOption,
     age,
     api_failure,
     client,
@@ -30,6 +33,7 @@ from kagent.cli.common import (
     print_documents,
     resolve_namespace,
 )
+from kagent.cli.tables import FACT, REFERENCE, TEXT, Column, print_table
 
 
 def kind_aliases(kinds: Iterable[type[Resource]] = KINDS) -> dict[str, str]:
@@ -104,8 +108,7 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
     phase = status.get("phase") or "Pending"
     color = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(phase, "yellow")
     return [(spec.get("workflowRef") or {}).get("name", "-"), f"[{color}]{phase}[/]",
-            status.get("reason") or "-", age(status.get("startedAt")) if status.get("startedAt")
-            else "-", _run_duration(status), age(created)]
+            status.get("reason") or "-", _run_duration(status), age(created)]
 
 
 HEADERS = {
@@ -113,8 +116,70 @@ HEADERS = {
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
     "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
-    "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "STARTED", "DURATION", "AGE"],
+    "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "DURATION", "AGE"],
 }
+WIDE_HEADERS = {
+    "Agent": ["MEMORY", "TOOLS", "ENDPOINT"],
+    "Tool": ["MESSAGE"],
+    "Memory": ["MESSAGE"],
+    "Workflow": ["AGENTS", "INPUTS"],
+    "WorkflowRun": ["STARTED", "STEPS", "TOKENS", "MESSAGE"],
+}
+
+RANKS = {"MESSAGE": TEXT, "REASON": TEXT, "ENDPOINT": TEXT, "TOOLS": TEXT, "AGENTS": TEXT,
+         "INPUTS": TEXT, "MODEL": REFERENCE, "WORKFLOW": REFERENCE, "MEMORY": REFERENCE}
+"""Which columns give way first at a narrow terminal (names never do)."""
+
+
+def _joined(names: Iterable[str]) -> str:
+    return ",".join(names) or "-"
+
+
+def _wide_columns(kind: str, doc: dict[str, Any]) -> list[str]:
+    """What `-o wide` adds to a row (pure)."""
+    spec, status = doc.get("spec") or {}, doc.get("status") or {}
+    if kind == "Agent":
+        memory = (spec.get("memoryRef") or {}).get("name") or (spec.get("memory") or {}).get(
+            "type") or "-"
+        return [memory, _joined(t.get("name", "?") for t in spec.get("tools") or []),
+                status.get("endpoint") or "-"]
+    if kind in ("Tool", "Memory"):
+        return [(_condition(status, "Accepted") or {}).get("message") or "-"]
+    if kind == "Workflow":
+        steps = spec.get("steps") or []
+        agents = dict.fromkeys(s["agent"] for s in steps if s.get("agent"))
+        return [_joined(agents), _joined(p.get("name", "?") for p in spec.get("input") or [])]
+    recorded = status.get("steps") or []
+    done = sum(s.get("phase") in ("Succeeded", "Skipped") for s in recorded)
+    usage = status.get("usage") or {}
+    tokens = (usage.get("inputTokens") or 0) + (usage.get("outputTokens") or 0)
+    started = age(status.get("startedAt")) if status.get("startedAt") else "-"
+    return [started, f"{done}/{len(recorded)}", str(tokens) if tokens else "-",
+            " ".join(str(status.get("message") or "-").split())]
+
+
+def object_name(doc: dict[str, Any], kind: str) -> str:
+    """``-o name``: the object as kubectl names it, ``agent.kagent.dev/NAME`` (pure)."""
+    return f"{kind.lower()}.{GROUP}/{doc['metadata']['name']}"
+
+
+def table_rows(kind: str, docs: list[dict[str, Any]], all_namespaces: bool,
+               wide: bool) -> tuple[list[Column], list[list[str]]]:
+    """The columns and rows of `kagent get` (pure): names first and never cut."""
+    columns = [Column("NAMESPACE", keep=True)] if all_namespaces else []
+    columns.append(Column("NAME", keep=True))
+    columns += [Column(h, rank=RANKS.get(h, FACT))
+                for h in HEADERS[kind] + (WIDE_HEADERS[kind] if wide else [])]
+    rows = []
+    for doc in sorted(docs, key=lambda d: (d["metadata"].get("namespace", ""),
+                                           d["metadata"]["name"])):
+        row = [doc["metadata"]["name"], *_columns(kind, doc)]
+        if wide:
+            row += [escape(cell) for cell in _wide_columns(kind, doc)]
+        if all_namespaces:
+            row.insert(0, doc["metadata"].get("namespace", ""))
+        rows.append(row)
+    return columns, rows
 
 
 def get(
@@ -124,6 +189,7 @@ def get(
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
                                         help="List across all namespaces."),
     output: Output = OutputOption,
+    show_managed_fields: bool = ShowManagedFieldsOption,
     kubeconfig: Path = KubeconfigOption,
 ) -> None:
     """List Kagent resources with their status at a glance."""
@@ -142,27 +208,20 @@ def get(
 
             docs = [_as_dict(o) for o in kube.list(res, namespace=ALL_NS if ns is None else ns)]
     except Exception as error:  # noqa: BLE001 — turned into a message and exit code
-        api_failure(error, f"{kind} {name!r} in namespace {ns!r}" if name else f"{kind}s")
-    if output != Output.table:
-        print_documents(docs, output, single=bool(name))
+        api_failure(error, f"{kind} {name!r} in namespace {ns!r}" if name else f"{kind}s", kind, ns)
+    if output in (Output.yaml, Output.json):
+        print_documents(docs, output, single=bool(name), show_managed_fields=show_managed_fields)
+        return
+    if output == Output.name:
+        for doc in docs:
+            typer.echo(object_name(doc, kind))
         return
     if not docs:
         where = "any namespace" if ns is None else f"namespace {ns!r}"
         err_console.print(f"No {kind} found in {where}.", highlight=False)  # as kubectl: stderr
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    if ns is None:
-        table.add_column("NAMESPACE")
-    table.add_column("NAME")
-    for header in HEADERS[kind]:
-        table.add_column(header)
-    for doc in sorted(docs, key=lambda d: (d["metadata"].get("namespace", ""),
-                                           d["metadata"]["name"])):
-        row = [doc["metadata"]["name"], *_columns(kind, doc)]
-        if ns is None:
-            row.insert(0, doc["metadata"].get("namespace", ""))
-        table.add_row(*row)
-    console.print(table)
+    columns, rows = table_rows(kind, docs, ns is None, output == Output.wide)
+    print_table(console, columns, rows)
 
 
 def _events(kube: Any, kind: str, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -239,7 +298,7 @@ def describe(
         events = _events(kube, kind, name, ns)
         children = _children(kube, name, ns) if kind == "Agent" else []
     except Exception as error:  # noqa: BLE001
-        api_failure(error, f"{kind} {name!r} in namespace {ns!r}")
+        api_failure(error, f"{kind} {name!r} in namespace {ns!r}", kind, ns)
     meta, status = doc["metadata"], doc.get("status") or {}
     console.print(f"[bold]Name:[/]       {meta['name']}", highlight=False)
     console.print(f"[bold]Namespace:[/]  {meta.get('namespace')}", highlight=False)
@@ -265,6 +324,8 @@ def describe(
             table.add_row(c.get("type", ""), c.get("status", ""), c.get("reason", ""),
                           age(c.get("lastTransitionTime")), c.get("message", ""))
         console.print(table)
+    elif status:  # reconciled, and this kind has no conditions to show (a run's are its steps)
+        console.print("  none")
     else:
         console.print("  none yet (is the kagent controller running?)")
 
@@ -306,7 +367,13 @@ def _print_steps(status: dict[str, Any]) -> None:
     console.print("\n[bold]Steps:[/]")
     steps = status.get("steps") or []
     if not steps:
-        console.print("  none started yet")
+        phase = status.get("phase")
+        if phase in ("Succeeded", "Failed"):
+            why = f" ({status['reason']})" if status.get("reason") else ""
+            console.print(f"  none: the run ended {phase}{why} before any step started",
+                          highlight=False)
+        else:
+            console.print("  none started yet")
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     for header in ("STEP", "PHASE", "ATTEMPTS", "STARTED", "DURATION", "ERROR"):
@@ -333,7 +400,7 @@ def logs(
         kube.get(kagent_resource("Agent"), agent, namespace=ns)
         pods = [p for p in kube.list(Pod, namespace=ns, labels={AGENT_LABEL: agent})]
     except Exception as error:  # noqa: BLE001
-        api_failure(error, f"Agent {agent!r} in namespace {ns!r}")
+        api_failure(error, f"Agent {agent!r} in namespace {ns!r}", "Agent", ns)
     if not pods:
         fail(f"Agent {agent!r} has no pods yet",
              f"see why with `kagent describe agent {agent} -n {ns}`", EXIT_NOT_FOUND)

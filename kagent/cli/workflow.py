@@ -1,4 +1,5 @@
-"""`kagent workflow run|output|cancel`: start a Workflow, watch its steps live, read its results."""
+"""`kagent workflow run|watch|output|cancel`: start a Workflow, watch its steps live (or come back
+to a run already going), read its results."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import typer
 import yaml
 from rich.console import Group
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from kagent.api.base import API_VERSION
@@ -31,6 +31,7 @@ from kagent.cli.common import (
     kagent_resource,
     resolve_namespace,
 )
+from kagent.cli.tables import REFERENCE, TEXT, Column, build_table
 
 app = typer.Typer(help="Run Workflows and read their results.", no_args_is_help=True)
 
@@ -86,8 +87,14 @@ def _typed(name: str, raw: str, kind: str) -> Any:
     return value if check is not None else raw
 
 
-def steps_view(workflow: dict[str, Any], run: dict[str, Any]) -> Group:
-    """The live screen: the run's phase and one row per step of the Workflow (pure)."""
+STEP_COLUMNS = (Column("STEP", keep=True), Column("AGENT", rank=REFERENCE), Column("PHASE"),
+                Column("TRIES"), Column("TIME"), Column("TOKENS"), Column("OUTPUT", rank=TEXT))
+"""A step's name is never cut; at a narrow terminal OUTPUT gives way first, then AGENT."""
+
+
+def steps_view(workflow: dict[str, Any], run: dict[str, Any], width: int = 80) -> Group:
+    """The live screen: the run's phase and one row per step of the Workflow, fitted to
+    ``width`` columns (pure)."""
     status = run.get("status") or {}
     phase = status.get("phase") or "Pending"
     header = Text.assemble(
@@ -97,21 +104,20 @@ def steps_view(workflow: dict[str, Any], run: dict[str, Any]) -> Group:
         (f"  {status.get('reason')}: {status.get('message', '')}" if status.get("reason")
          and phase in ("Pending", "Failed") else "", "dim"))
     recorded = {s["name"]: s for s in status.get("steps") or []}
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("STEP", "AGENT", "PHASE", "TRIES", "TIME", "TOKENS", "OUTPUT"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    rows: list[list[str | Text]] = []
     for step in workflow["spec"].get("steps") or []:
         seen = recorded.get(step["name"], {})
         step_phase = seen.get("phase") or "Pending"
         usage = seen.get("usage") or {}
         tokens = usage.get("inputTokens", 0) + usage.get("outputTokens", 0)
         detail = seen.get("error") if step_phase == "Failed" else seen.get("output")
-        table.add_row(
-            step["name"], seen.get("agent") or step.get("agent") or "(routed)",
+        rows.append([
+            Text(step["name"]), Text(seen.get("agent") or step.get("agent") or "(routed)"),
             Text(f"{PHASE_ICON.get(step_phase, '')} {step_phase}",
                  style=PHASE_STYLE.get(step_phase, "")),
             str(seen.get("attempts", 0)), _elapsed(seen) if seen.get("startedAt") else "-",
-            str(tokens) if tokens else "-", _preview(detail))
+            str(tokens) if tokens else "-", Text(_preview(detail))])
+    table, _ = build_table(STEP_COLUMNS, rows, width)
     return Group(header, table)
 
 
@@ -131,7 +137,7 @@ def _get(kube: Any, kind: str, name: str, namespace: str) -> dict[str, Any]:
     try:
         return kube.get(kagent_resource(kind), name, namespace=namespace).to_dict()
     except Exception as error:  # noqa: BLE001 — a message and an exit code
-        api_failure(error, f"{kind} {name!r} in namespace {namespace!r}")
+        api_failure(error, f"{kind} {name!r} in namespace {namespace!r}", kind, namespace)
 
 
 def watch_run(kube: Any, workflow: dict[str, Any], name: str, namespace: str,
@@ -140,15 +146,55 @@ def watch_run(kube: Any, workflow: dict[str, Any], name: str, namespace: str,
     deadline = None if timeout is None else time.monotonic() + timeout
     run = _get(kube, "WorkflowRun", name, namespace)
     # The live screen is progress: stderr, so stdout carries only the run's name and output.
-    with Live(steps_view(workflow, run), console=err_console, refresh_per_second=4,
-              transient=False) as live:
+    with Live(steps_view(workflow, run, err_console.width), console=err_console,
+              refresh_per_second=4, transient=False) as live:
         while (run.get("status") or {}).get("phase") not in FINISHED:
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.5)
             run = _get(kube, "WorkflowRun", name, namespace)
-            live.update(steps_view(workflow, run))
+            live.update(steps_view(workflow, run, err_console.width))
+    if not err_console.is_terminal:
+        err_console.line()  # Live leaves its last line open when it is not a terminal
     return run
+
+
+def _workflow_of(kube: Any, run: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The run's Workflow, for the steps to show; if it is gone, the steps the run recorded."""
+    from lightkube.core.exceptions import ApiError
+
+    name = (run.get("spec") or {}).get("workflowRef", {}).get("name", "")
+    try:
+        return kube.get(kagent_resource("Workflow"), name, namespace=namespace).to_dict()
+    except ApiError as error:
+        if error.status.code != 404:
+            api_failure(error, f"Workflow {name!r} in namespace {namespace!r}", "Workflow",
+                        namespace)
+    steps = (run.get("status") or {}).get("steps") or []
+    return {"spec": {"steps": [{"name": s["name"], "agent": s.get("agent")} for s in steps]}}
+
+
+def _follow(kube: Any, workflow: dict[str, Any], run_name: str, namespace: str,
+            timeout: float | None) -> None:
+    """Watch a run to its end and report it: its output (exit 0), or why it failed (exit 1)."""
+    try:
+        final = watch_run(kube, workflow, run_name, namespace, timeout)
+    except KeyboardInterrupt:
+        err_console.print(f"stopped watching; the run goes on (come back with `kagent workflow "
+                          f"watch {run_name} -n {namespace}`)", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    status = final.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        for key, value in (status.get("output") or {}).items():
+            console.print(f"\n[bold]{key}[/]")
+            typer.echo(value if isinstance(value, str) else json.dumps(value, indent=2))
+        return
+    if phase == "Failed":
+        fail(f"run {run_name} failed: {status.get('reason')}: {status.get('message', '')}",
+             f"see `kagent describe run {run_name} -n {namespace}`")
+    fail(f"run {run_name} is still {phase or 'Pending'} after {timeout:.0f}s",
+         f"come back to it with `kagent workflow watch {run_name} -n {namespace}`", EXIT_ERROR)
 
 
 @app.command("run")
@@ -168,7 +214,7 @@ def run(
     try:
         values = parse_inputs(inputs or [], workflow["spec"].get("input") or [])
     except ValueError as error:
-        fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name}`",
+        fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name} -n {ns}`",
              EXIT_USAGE)
     metadata: dict[str, Any] = {"namespace": ns, "labels": {WORKFLOW_LABEL: workflow_name}}
     if name:
@@ -184,31 +230,29 @@ def run(
 
         if isinstance(error, ApiError) and error.status.code in (400, 409, 422):
             fail(f"the run was refused: {error.status.message}", code=EXIT_USAGE)
-        api_failure(error, f"Workflow {workflow_name!r}")
+        api_failure(error, f"Workflow {workflow_name!r} in namespace {ns!r}", "Workflow", ns)
     run_name = created["metadata"]["name"]
     console.print(f"workflowrun/{run_name} created", highlight=False)
     if not watch:
-        err_console.print(f"  follow it: kagent workflow run … --watch, or "
-                          f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
-                          highlight=False)
+        err_console.print(f"  follow it: kagent workflow watch {run_name} -n {ns}", style="dim",
+                          highlight=False, soft_wrap=True)
         return
-    try:
-        final = watch_run(kube, workflow, run_name, ns, timeout)
-    except KeyboardInterrupt:
-        err_console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
-        raise typer.Exit(130) from None
-    status = final.get("status") or {}
-    phase = status.get("phase")
-    if phase == "Succeeded":
-        for key, value in (status.get("output") or {}).items():
-            console.print(f"\n[bold]{key}[/]")
-            typer.echo(value if isinstance(value, str) else json.dumps(value, indent=2))
-        return
-    if phase == "Failed":
-        fail(f"run {run_name} failed: {status.get('reason')}: {status.get('message', '')}",
-             f"see `kagent describe run {run_name} -n {ns}`")
-    fail(f"run {run_name} is still {phase or 'Pending'} after {timeout:.0f}s",
-         f"follow it with `kagent describe run {run_name} -n {ns}`", EXIT_ERROR)
+    _follow(kube, workflow, run_name, ns, timeout)
+
+
+@app.command("watch")
+def watch(
+    run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Show the steps of a run already started, live until it ends (a finished run: its final
+    state). Exit 0 if it Succeeded, 1 if it Failed or is still going at --timeout."""
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    run = _get(kube, "WorkflowRun", run_name, ns)
+    _follow(kube, _workflow_of(kube, run, ns), run_name, ns, timeout)
 
 
 @app.command("output")
@@ -257,9 +301,14 @@ def cancel(
 
     ns = resolve_namespace(namespace, kubeconfig)
     kube = client(kubeconfig)
+    status = _get(kube, "WorkflowRun", run_name, ns).get("status") or {}
+    if status.get("phase") in FINISHED:
+        ended = status["phase"] + (f" ({status['reason']})" if status.get("reason") else "")
+        fail(f"run {run_name} has already finished: {ended}; there is nothing to cancel",
+             f"see it with `kagent describe run {run_name} -n {ns}`")
     try:
         kube.patch(kagent_resource("WorkflowRun"), run_name, {"spec": {"cancel": True}}, namespace=ns,
                    patch_type=PatchType.MERGE)
     except Exception as error:  # noqa: BLE001
-        api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}")
+        api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}", "WorkflowRun", ns)
     console.print(f"workflowrun/{run_name} cancel requested", highlight=False)

@@ -40,6 +40,13 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
         again = _kagent("dev", "up", "--kubeconfig", str(config))
         assert again.returncode == 0 and "already running" in again.stderr
         assert again.stdout == f"export KUBECONFIG={config}\n"
+        # --mock-llm given to an environment started without a scripted model is refused, not
+        # silently ignored (its agents were never pointed at one).
+        script = Path(__file__).resolve().parents[2] / "examples" / "mockllm" / "weather.yaml"
+        refused = _kagent("dev", "up", "--kubeconfig", str(config), "--mock-llm", str(script))
+        assert refused.returncode == 2 and refused.stdout == ""
+        assert "started without a scripted model" in refused.stderr
+        assert "kagent dev down" in refused.stderr
         status = _kagent("dev", "status", "--kubeconfig", str(config))
         assert status.returncode == 0, status.stderr
         # The report is on stdout, whole lines however long (no wrapping at 80 columns when

@@ -123,7 +123,7 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
                      "streams", "-i", "topic=pipes")
     assert started.returncode == 0, started.stderr
     assert started.stdout == "workflowrun/streams created\n"
-    assert "kubectl get workflowrun streams" in started.stderr
+    assert f"kagent workflow watch streams -n {namespace}" in started.stderr
     cancelled = kagent(plane, "workflow", "cancel", "streams", "-n", namespace)
     assert cancelled.returncode == 0, cancelled.stderr
     assert cancelled.stdout == "workflowrun/streams cancel requested\n"

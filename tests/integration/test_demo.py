@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "ai-agents"
+VENV_BIN = Path(sys.executable).parent
 DEMO_AGENTS = ["researcher", "market-analyst", "tech-analyst", "writer", "inquiry-classifier",
                "billing-agent", "tech-support-agent", "general-agent", "drafter", "reviewer"]
 
@@ -78,6 +79,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "KUBECONFIG")}
     env.update({"KAGENT_DEV_HOME": str(home), "COLUMNS": "120"})
+    # A fresh checkout: the virtualenv holding `kagent` is not on PATH yet.
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if Path(p).resolve() != VENV_BIN.resolve())
     result = subprocess.run(["make", "demo"], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=900, check=False)
     env["KUBECONFIG"] = str(home / "kubeconfig")
@@ -92,6 +96,7 @@ def test_make_demo_runs_the_research_report_workflow_to_success(demo: Demo) -> N
     assert "10 agents Ready" in out and "✓ Succeeded" in out
     assert "# AI agents on Kubernetes" in out  # the writer's report, printed as the result
     assert "kagent chat" in out and "make demo-down" in out  # how to explore next
+    assert f'export PATH="{VENV_BIN}:$PATH"' in out  # and how to type `kagent` at all
     runs = demo.kubectl_json("get", "workflowruns", "-n", NS)["items"]
     (run,) = [r for r in runs if r["spec"]["workflowRef"]["name"] == "research-report"]
     status = run["status"]
@@ -316,8 +321,13 @@ def keda_crds(demo: Demo) -> None:
     plane = demo.plane()
     for path in keda_crd_files():
         plane.kubectl("apply", "--server-side", "-f", str(path))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                  "crd/scaledobjects.keda.sh")
+    # Polled rather than `kubectl wait`, which fails outright while a new CRD has no
+    # status.conditions yet ("<nil> is of the type <nil>").
+    wait_for(lambda: any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in (json.loads(plane.kubectl("get", "crd", "scaledobjects.keda.sh", "-o", "json")
+                             .stdout).get("status") or {}).get("conditions") or []),
+        what="KEDA's ScaledObject CRD to be Established")
 
 
 def test_example_keda_autoscaling_gets_a_scaled_object_and_no_hpa(demo: Demo, keda_crds: None
@@ -333,8 +343,15 @@ def test_example_keda_autoscaling_gets_a_scaled_object_and_no_hpa(demo: Demo, ke
     assert "agent_active_sessions" in triggers["prometheus"]["metadata"]["query"]
     hpas = demo.kubectl_json("get", "hpa", "-n", NS, "-l", "kagent.dev/agent=helpdesk-agent")
     assert hpas["items"] == []
-    wait_for(lambda: _ready(demo.kubectl_json("get", "agent", "helpdesk-agent", "-n", NS)),
-             timeout=90, what="helpdesk-agent Ready")
+    agent = wait_for(lambda: (lambda a: a if _ready(a) else None)(
+        demo.kubectl_json("get", "agent", "helpdesk-agent", "-n", NS)),
+        timeout=90, what="helpdesk-agent Ready")
+    # The condition the example's README tells the reader to look at, as it says it.
+    conditions = {c["type"]: c for c in agent["status"]["conditions"]}
+    assert (conditions["Autoscaling"]["status"], conditions["Autoscaling"]["reason"]) == \
+        ("True", "AutoscalerConfigured")
+    readme = (REPO / "examples/keda-autoscaling/README.md").read_text()
+    assert "`Autoscaling`" in readme and "`AutoscalerConfigured`" in readme
     asked = demo.kagent("invoke", "helpdesk-agent", "-n", NS, "-m", "My laptop will not start")
     assert asked.returncode == 0 and "Which device" in asked.stdout
     metrics = httpx.get(_metrics_url(demo, "helpdesk-agent"), timeout=10).text
@@ -488,6 +505,28 @@ async def _seed_knowledge_base(postgres: Any, llm_url: str) -> None:
     await store.add(texts, vectors, [{"source": s} for _, s in KNOWLEDGE])
     await store.close()
     await ctx.http.aclose()
+
+
+def test_dev_up_with_mock_llm_applies_the_script_to_the_running_model(demo: Demo,
+                                                                     tmp_path: Path) -> None:
+    script = httpx.get(f"{demo.llm_url}/_mock/script", timeout=10).json()
+    script["rules"].insert(0, {"name": "test/applied-by-dev-up", "system_contains": "copywriter",
+                               "contains": "from dev up", "content": "Applied by dev up."})
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    applied = demo.kagent("dev", "up", "--mock-llm", str(path))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout == f"export KUBECONFIG={demo.kubeconfig}\n"
+    assert "already running" in applied.stderr and f"applied {path}" in applied.stderr
+    rules = httpx.get(f"{demo.llm_url}/_mock/script", timeout=10).json()["rules"]
+    assert rules[0]["name"] == "test/applied-by-dev-up"
+    answer = demo.kagent("invoke", "drafter", "-n", NS, "-m", "a line from dev up")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == "Applied by dev up.\n"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules: [{name: x, colour: red}]\n")
+    refused = demo.kagent("dev", "up", "--mock-llm", str(broken))
+    assert refused.returncode == 2 and "colour" in refused.stderr
 
 
 def test_make_demo_down_leaves_no_process_behind(demo: Demo) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kagent.local.dev import demo_documents, demo_provider
 from kagent.cli.workflow import parse_inputs, steps_view
+from kagent.local.dev import demo_documents, demo_provider
 from kagent.mockllm import load_script, merge_scripts
 
 PARAMETERS = [
@@ -64,7 +64,7 @@ def test_the_live_view_shows_every_step_with_its_phase() -> None:
 
 def test_every_example_script_loads_and_they_merge_without_clashes() -> None:
     scripts = [load_script(path) for path in sorted(EXAMPLES.glob("*/mockllm.yaml"))]
-    assert len(scripts) == 6
+    assert len(scripts) == 7
     merged = merge_scripts(scripts)
     assert len(merged.rules) == sum(len(s.rules) for s in scripts)
     assert merged.embeddings.dimensions == 64
@@ -82,3 +82,15 @@ def test_the_demo_uses_the_scripted_model_unless_a_key_is_set() -> None:
         if doc["kind"] == "Agent":
             assert doc["spec"]["model"]["provider"] == "anthropic"
             assert doc["spec"]["model"]["apiKeySecretRef"]["name"] == "anthropic-api-key"
+
+
+def test_the_demo_says_how_to_put_kagent_on_path() -> None:
+    from kagent.cli.dev import explore_hints
+
+    hints = explore_hints(Path("/home/u/.kagent/dev/kubeconfig"), Path("/src/kagent/.venv/bin"))
+    assert 'export PATH="/src/kagent/.venv/bin:$PATH"' in hints
+    assert "/src/kagent/.venv/bin/kagent" in hints
+    assert "export PATH" not in explore_hints(Path("/k"), None)
+    assert all("-n ai-agents" in line for line in hints.splitlines()
+                            if line.strip().startswith(("kagent get", "kagent chat",
+                                                        "kagent workflow")))
