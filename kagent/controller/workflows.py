@@ -9,14 +9,16 @@ pending runs are looked at again) and per-key timers (a run's deadline or TTL).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from lightkube import AsyncClient
 
+from kagent.api.base import parse_duration
 from kagent.controller.index import DependencyIndex, ObjectKey
 from kagent.workflow.engine import WorkflowEngine
-from kagent.workflow.executor import AgentCaller
+from kagent.workflow.executor import AGENT_WAIT_LIMIT, AgentCaller
 from kagent.workflow.resolver import AgentResolver, ClusterAgentResolver
 from kagent.workflow.store import RunGone
 
@@ -24,6 +26,13 @@ from kagent.workflow.store import RunGone
 WORKFLOW_STATUS_DELAY = 0.5
 """A Workflow's run counts follow its runs' changes this much later, so a burst of changes
 (many runs starting or ending at once) is counted once."""
+
+
+def agent_wait_from_environment(environ: Mapping[str, str] | None = None) -> float:
+    """``KAGENT_WORKFLOW_AGENT_WAIT`` (a duration such as 10m): how long a run waits for an
+    agent that is missing or not Ready before it fails naming the agent."""
+    text = (os.environ if environ is None else environ).get("KAGENT_WORKFLOW_AGENT_WAIT")
+    return parse_duration(text).total_seconds() if text else AGENT_WAIT_LIMIT
 
 
 class WorkflowReconciler:
@@ -40,6 +49,7 @@ class WorkflowReconciler:
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
             requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
             run_settled=lambda namespace, name: self.drop_timer(("WorkflowRun", namespace, name)),
+            agent_wait=agent_wait_from_environment(),
         )
 
     async def handle(self, kind: str, namespace: str, name: str) -> float | None:

@@ -19,7 +19,8 @@ from lightkube import AsyncClient
 from opentelemetry import trace
 
 from kagent.agentclient import AgentClient, Answer
-from kagent.workflow.executor import AgentCaller, RunServices
+from kagent.workflow.executor import AGENT_WAIT_LIMIT, AgentCaller, RunServices
+from kagent.workflow.expressions import Expressions, WorkerExpressions
 from kagent.workflow.lifecycle import RunKey, RunLifecycle
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.resolver import AgentResolver
@@ -55,7 +56,9 @@ class WorkflowEngine:
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
                  requeue_run: Callable[[str, str], None] | None = None,
                  run_settled: Callable[[str, str], None] | None = None,
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 tracer_provider: trace.TracerProvider | None = None,
+                 expressions: Expressions | None = None,
+                 agent_wait: float = AGENT_WAIT_LIMIT) -> None:
         from kagent.workflow.tracing import controller_tracer_provider
 
         if store is None:
@@ -64,7 +67,8 @@ class WorkflowEngine:
         self.store = store
         self.caller = caller or A2ACaller()
         tracer = (tracer_provider or controller_tracer_provider()).get_tracer("kagent.workflow")
-        self.services = RunServices(store, resolver, self.caller, tracer)
+        self.expressions = expressions or WorkerExpressions()
+        self.services = RunServices(store, resolver, self.caller, tracer, self.expressions, agent_wait)
         self.plans = PlanCache()
         self.workflows = WorkflowStatusReconciler(store, self.plans)
         notify = on_change or (lambda namespace, workflow: None)
@@ -99,3 +103,6 @@ class WorkflowEngine:
         await self.runs.shutdown()
         if isinstance(self.caller, A2ACaller):
             await self.caller.aclose()
+        close = getattr(self.expressions, "close", None)
+        if close is not None:
+            close()  # worker processes start again on the next use

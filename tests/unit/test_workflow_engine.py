@@ -54,7 +54,8 @@ class MemoryStore:
                           for w in workflows or []}
         self.writes: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, str]] = {}
+        """The outputs ConfigMaps: their data by name."""
 
     async def get_run(self, namespace: str, name: str) -> WorkflowRun | None:
         raw = self.runs.get((namespace, name))
@@ -93,11 +94,11 @@ class MemoryStore:
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason))
 
-    async def save_outputs(self, run: WorkflowRun, outputs: dict[str, str]) -> None:
-        self.outputs = dict(outputs)
+    async def save_outputs(self, run: WorkflowRun, configmap: str, outputs: dict[str, str]) -> None:
+        self.outputs[configmap] = dict(outputs)
 
-    async def load_outputs(self, run: WorkflowRun) -> dict[str, str]:
-        return dict(self.outputs)
+    async def load_outputs(self, run: WorkflowRun) -> dict[str, dict[str, str]]:
+        return {name: dict(data) for name, data in self.outputs.items()}
 
     async def delete_run(self, namespace: str, name: str) -> None:
         self.runs.pop((namespace, name), None)
