@@ -49,6 +49,8 @@ class WorkflowReconciler:
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
             requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
             run_settled=lambda namespace, name: self.drop_timer(("WorkflowRun", namespace, name)),
+            record_workflow_agents=lambda namespace, workflow, agents: index.record(
+                ("Workflow", namespace, workflow), {("Agent", namespace, a) for a in agents}),
             agent_wait=agent_wait_from_environment(),
         )
 

@@ -56,6 +56,7 @@ class WorkflowEngine:
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
                  requeue_run: Callable[[str, str], None] | None = None,
                  run_settled: Callable[[str, str], None] | None = None,
+                 record_workflow_agents: Callable[[str, str, set[str]], None] | None = None,
                  tracer_provider: trace.TracerProvider | None = None,
                  expressions: Expressions | None = None,
                  agent_wait: float = AGENT_WAIT_LIMIT) -> None:
@@ -70,7 +71,7 @@ class WorkflowEngine:
         self.expressions = expressions or WorkerExpressions()
         self.services = RunServices(store, resolver, self.caller, tracer, self.expressions, agent_wait)
         self.plans = PlanCache()
-        self.workflows = WorkflowStatusReconciler(store, self.plans)
+        self.workflows = WorkflowStatusReconciler(store, self.plans, record_workflow_agents)
         notify = on_change or (lambda namespace, workflow: None)
 
         def runs_changed(namespace: str, workflow: str) -> None:

@@ -142,6 +142,8 @@ class RunExecutor:
         """Full texts of outputs cut in the status, by key (step name, or output.<name>)."""
         self.placed: dict[str, int] = {}
         """Which outputs ConfigMap (slot) keeps each of them."""
+        self.sizes: dict[str, int] = {}
+        """Their sizes in bytes."""
         self.output_limit = status_output_limit(len(self.spec.steps) + max(len(self.spec.output or {}), 1))
         self.lock = asyncio.Lock()
         self.stop_reason: tuple[str, str] | None = None
@@ -224,7 +226,7 @@ class RunExecutor:
             if slot is None:
                 continue
             for key, text in data.items():
-                self.large[key], self.placed[key] = text, slot
+                self.large[key], self.placed[key], self.sizes[key] = text, slot, output_size(text)
         for step in self.steps:
             if step.output_ref and step.output_ref.key in self.large:
                 self.outputs[step.name] = self.large[step.output_ref.key]
@@ -538,10 +540,10 @@ class RunExecutor:
         """Keep an output's full text in one of the run's outputs ConfigMaps (each under the
         size a ConfigMap may have); the name of the one it went to. Written before the status
         points at it, so the status never names text that is not stored."""
-        sizes = {k: output_size(v) for k, v in self.large.items()}
         old = self.placed.get(key)
-        slot = spill_slot(self.placed, sizes, key, output_size(text))
-        self.large[key], self.placed[key] = text, slot
+        size = output_size(text)
+        slot = spill_slot(self.placed, self.sizes, key, size)
+        self.large[key], self.placed[key], self.sizes[key] = text, slot, size
         for changed in {slot, old} - {None}:
             assert changed is not None
             data = {k: v for k, v in self.large.items() if self.placed[k] == changed}

@@ -76,6 +76,10 @@ class RunStore(Protocol):
 
     async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]: ...
 
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        """The Agents that exist in the namespace (None: cannot tell)."""
+        ...
+
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         """Merge the status into the run's; whether the run (as written) asks to be
         cancelled. Raises RunGone when the run no longer exists."""
@@ -140,6 +144,13 @@ class KubeRunStore:
                                        (raw.get("status") or {}).get("phase"),
                                        bool(raw["spec"].get("cancel"))))
         return runs
+
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        names: set[str] = set()
+        async for obj in self.client.list(KAGENT_RESOURCES["Agent"], namespace=namespace):
+            meta = obj.to_dict().get("metadata") or {}
+            names.add(str(meta.get("name")))
+        return names
 
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         """Merge-patch the status subresource (one writer per run, so no resourceVersion is

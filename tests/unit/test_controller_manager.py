@@ -15,7 +15,9 @@ from kagent.kube.reconcile import ObjectKey, Result, Transition
 
 
 def controller() -> Controller:
-    return Controller(None, ControllerSettings(webhook=None, metrics_port=None), None)  # type: ignore[arg-type]
+    """A controller that never reaches the API server: these tests only feed its queue."""
+    never_called = object()
+    return Controller(never_called, ControllerSettings(webhook=None, metrics_port=None), None)  # type: ignore[arg-type]
 
 
 def obj(name: str, namespace: str = "ns", **meta: Any) -> dict[str, Any]:

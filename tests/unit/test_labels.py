@@ -29,8 +29,6 @@ OTHER_MEANINGS = {
 PENDING = {
     ("kagent/controller/render.py", "app.kubernetes.io/name"),
     ("kagent/controller/render.py", "app.kubernetes.io/instance"),
-    ("kagent/workflow/engine.py", "app.kubernetes.io/managed-by"),
-    ("kagent/workflow/engine.py", "kagent.dev/workflowrun"),
 }
 
 

@@ -48,7 +48,10 @@ class MemoryStore:
     server would get, and applied to the stored run as the API server would."""
 
     def __init__(self, runs: list[dict[str, Any]] | None = None,
-                 workflows: list[dict[str, Any]] | None = None) -> None:
+                 workflows: list[dict[str, Any]] | None = None,
+                 agents: set[str] | None = None) -> None:
+        self.agents = agents
+        """The Agents that exist (None: cannot tell, as if all did)."""
         self.runs = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in runs or []}
         self.workflows = {(w["metadata"]["namespace"], w["metadata"]["name"]): w
                           for w in workflows or []}
@@ -69,6 +72,9 @@ class MemoryStore:
                            (r.get("status") or {}).get("phase"), bool(r["spec"].get("cancel")))
                 for (ns, _), r in self.runs.items()
                 if ns == namespace and r["spec"]["workflowRef"]["name"] == workflow]
+
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        return None if self.agents is None else set(self.agents)
 
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         assert isinstance(status, WorkflowRunStatus)

@@ -105,3 +105,25 @@ def test_a_wrong_workflow_status_field_is_refused(wire: dict[str, Any]) -> None:
     status = WorkflowStatus()
     with pytest.raises((ValidationError, ValueError)):
         status.runing = 1  # type: ignore[attr-defined]
+
+
+async def test_a_workflow_whose_agent_does_not_exist_is_not_accepted_naming_it() -> None:
+    """Accepted means valid and its agents exist: a missing Agent makes it False with reason
+    AgentNotFound naming the agent; the Workflow is told which agents to watch; once the Agent
+    exists it is Accepted again."""
+    recorded: dict[tuple[str, str], set[str]] = {}
+    spec = {"steps": [{"name": "a", "agent": "present", "input": "x"},
+                      {"name": "b", "route": {"cases": [{"when": "true", "agent": "ghost"}],
+                                              "default": "present"}}]}
+    store = MemoryStore([], [workflow_of(spec)], agents={"present"})
+    reconciler = WorkflowStatusReconciler(
+        store, PlanCache(), lambda ns, name, agents: recorded.update({(ns, name): agents}))
+    await reconciler.reconcile("ns", "wf")
+    (accepted,) = store.workflows[("ns", "wf")]["status"]["conditions"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "AgentNotFound")
+    assert accepted["message"] == 'Agent "ghost" does not exist; runs wait for it'
+    assert recorded == {("ns", "wf"): {"present", "ghost"}}
+    store.agents = {"present", "ghost"}  # the Agent is created: its event looks at the Workflow again
+    await reconciler.reconcile("ns", "wf")
+    (accepted,) = store.workflows[("ns", "wf")]["status"]["conditions"]
+    assert (accepted["status"], accepted["reason"]) == ("True", "Valid")
