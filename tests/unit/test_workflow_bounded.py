@@ -141,3 +141,12 @@ async def test_a_cancelled_evaluation_does_not_answer_the_next_call() -> None:
 
 def _echo(value: str) -> str:
     return value
+
+
+def test_a_spawned_worker_does_not_run_the_command_line_again() -> None:
+    """The controller runs as ``python -m kagent controller``; multiprocessing's spawn imports
+    ``kagent.__main__`` as ``__mp_main__`` in each expression worker, which must not start a
+    second controller (it did: two leaders with one identity)."""
+    import runpy
+
+    runpy.run_module("kagent.__main__", run_name="__mp_main__")  # returns: nothing ran
