@@ -25,7 +25,7 @@ from kagent.workflow.lifecycle import RunKey, RunLifecycle
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.resolver import AgentResolver
 from kagent.workflow.store import KubeRunStore, RunStore
-from kagent.workflow.workflowstatus import WorkflowStatusReconciler
+from kagent.workflow.workflowstatus import WorkflowOutcome, WorkflowStatusReconciler
 
 
 class A2ACaller:
@@ -91,8 +91,9 @@ class WorkflowEngine:
         Raises RunGone when the run disappeared under the engine."""
         return await self.runs.reconcile(namespace, name)
 
-    async def reconcile_workflow(self, namespace: str, name: str) -> list[str]:
-        """Write a Workflow's status; the names of its pending runs (to look at again)."""
+    async def reconcile_workflow(self, namespace: str, name: str) -> WorkflowOutcome:
+        """Write a Workflow's status; its pending runs (to look at again), its agents and the
+        changes of its conditions."""
         return await self.workflows.reconcile(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:

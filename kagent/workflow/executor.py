@@ -80,6 +80,9 @@ AGENT_WAIT_LIMIT = 600.0
 """How long a run waits for an agent that is missing or not Ready (before it starts, or for
 one step) before it fails naming the agent; the Workflow's timeout may end it sooner."""
 NO_STEP_TIMEOUT = 3600.0
+MAX_RUNNING_STEPS = 32
+"""Steps of one run in flight at once; more ready steps wait (Pending) for a slot, so a wide
+fan-out does not send hundreds of requests at once to one agent."""
 
 
 class AgentCaller(Protocol):
@@ -146,6 +149,11 @@ class RunExecutor:
         """Their sizes in bytes."""
         self.output_limit = status_output_limit(len(self.spec.steps) + max(len(self.spec.output or {}), 1))
         self.lock = asyncio.Lock()
+        self.changes = 0
+        """Calls of :meth:`flush` so far; ``written``: how many of them the last write carried.
+        Flushes that queue behind a write are carried by the next one (a burst of steps
+        finishing at once costs two writes, not one each)."""
+        self.written = 0
         self.stop_reason: tuple[str, str] | None = None
         self.task: asyncio.Task[None] | None = None
         self.on_exit = on_exit
@@ -248,7 +256,10 @@ class RunExecutor:
                 step = self.step(name)
                 step.phase, step.error, step.finished_at = "Skipped", DEPENDENCY_FAILED, now
                 settled = True
+            slots = MAX_RUNNING_STEPS - sum(s.phase == "Running" for s in self.steps)
             for name in ready.ready:
+                if slots <= 0:
+                    break  # the rest start as running steps finish
                 spec_step = self.plan.steps[name]
                 step = self.step(name)
                 if spec_step.when is not None:
@@ -265,6 +276,7 @@ class RunExecutor:
                         continue
                 begin_attempt(step, self.uid, now, spec_step.agent)
                 begun.append(name)
+                slots -= 1
                 changed = True
             if not settled:
                 return begun, changed
@@ -478,9 +490,15 @@ class RunExecutor:
         """Write the whole status (one writer per run, so no resourceVersion is needed). The
         API server answers with the run as it now is: a cancel asked for meanwhile is seen
         here, at once, by a run that is not finishing anyway."""
+        self.changes += 1
+        mine = self.changes
         async with self.lock:
+            if self.written >= mine:  # a write that began after this call carried it: done
+                return
+            carried = self.changes
             cancel = await self.services.store.write_run_status(
                 self.namespace, self.name, run_status(self.status, self.steps, time.time()))
+            self.written = carried
             self.read_at = time.monotonic()  # the answer is the run as it now is: a fresh read
         if cancel and not self.finishing:
             self.stop("Cancelled", "the run was cancelled")

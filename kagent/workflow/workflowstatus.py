@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from kagent.api.base import Condition, ConditionStatus
 from kagent.api.workflow import WorkflowStatus
-from kagent.kube.conditions import now_rfc3339
+from kagent.kube.conditions import now_rfc3339, transitions
+from kagent.kube.reconcile import Transition
 from kagent.workflow import metrics
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.store import RunStore, RunSummary
@@ -61,6 +63,17 @@ def pending_runs(runs: list[RunSummary]) -> list[str]:
     return [r.name for r in runs if r.phase in (None, "Pending")]
 
 
+@dataclass(frozen=True)
+class WorkflowOutcome:
+    """What reconciling a Workflow learned: its pending runs (to look at again: a slot may have
+    freed up), the agents it calls (a change to one looks at it again) and the changes of its
+    conditions worth an Event."""
+
+    pending: list[str] = field(default_factory=list)
+    agents: frozenset[str] = frozenset()
+    transitions: tuple[Transition, ...] = ()
+
+
 class WorkflowStatusReconciler:
     """Writes a Workflow's status when it changed. Its own write comes back as a watch event on
     the Workflow; answering that needs no new count of the runs unless a run changed since
@@ -81,16 +94,16 @@ class WorkflowStatusReconciler:
     def runs_changed(self, namespace: str, name: str) -> None:
         self._changed.add((namespace, name))
 
-    async def reconcile(self, namespace: str, name: str) -> list[str]:
-        """Count the Workflow's running and pending runs into its status; returns the names of
-        its pending runs (to look at again: a slot may have freed up, or it now exists)."""
+    async def reconcile(self, namespace: str, name: str) -> WorkflowOutcome:
+        """Count the Workflow's running and pending runs into its status and check that its
+        agents exist."""
         key = (namespace, name)
         workflow = await self.store.get_workflow(namespace, name)
         if workflow is None:
             self._counted.pop(key, None)
             self._changed.discard(key)
             self.record_agents(namespace, name, set())
-            return []
+            return WorkflowOutcome()
         error = None
         agents: list[str] = []
         try:
@@ -105,7 +118,7 @@ class WorkflowStatusReconciler:
         if (counted is not None and key not in self._changed and version is not None
                 and counted[0] == version and counted[3] == missing
                 and time.monotonic() - counted[1] < self.ECHO_SECONDS):
-            return list(counted[2])
+            return WorkflowOutcome(list(counted[2]), frozenset(agents))
         self._changed.discard(key)
         runs = await self.store.runs_of(namespace, name)
         previous = WorkflowStatus.model_validate(workflow["status"]) if workflow.get("status") else None
@@ -113,7 +126,9 @@ class WorkflowStatusReconciler:
                                  now_rfc3339(), missing)
         pending = pending_runs(runs)
         metrics.QUEUE_DEPTH.labels(namespace, name).set(len(pending))
+        changes: tuple[Transition, ...] = ()
         if previous is None or previous.to_wire() != wanted.to_wire():
             version = await self.store.write_workflow_status(namespace, name, wanted)
+            changes = transitions(previous.conditions if previous else None, wanted.conditions)
         self._counted[key] = (version, time.monotonic(), pending, missing)
-        return pending
+        return WorkflowOutcome(pending, frozenset(agents), changes)

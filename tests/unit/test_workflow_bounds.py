@@ -339,3 +339,25 @@ async def test_a_router_call_is_inside_the_step_timeout() -> None:
     assert asyncio.get_running_loop().time() - started < 5
     assert store.status["phase"] == "Failed"
     assert steps(store)["r"]["error"] == "the attempt did not finish within 300ms"
+
+
+async def test_a_wide_fan_out_runs_a_bounded_number_of_steps_at_once_and_writes_in_bursts() -> None:
+    from kagent.workflow.executor import MAX_RUNNING_STEPS
+
+    in_flight = 0
+    most = 0
+
+    async def agent(message: str) -> str:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return "ok"
+
+    spec = {"input": [{"name": "t"}], "steps": [
+        {"name": f"s{i}", "agent": "a", "dependsOn": [], "input": str(i)} for i in range(100)]}
+    store = await execute(spec, Agents({"a": agent}), run_of(t="x"))
+    assert store.status["phase"] == "Succeeded"
+    assert most == MAX_RUNNING_STEPS
+    assert len(store.writes) < 50  # 100 steps finishing in bursts: far fewer writes than steps

@@ -134,7 +134,7 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     assert await engine.reconcile_run("ns", "second") is not None
     assert status(store, "second")["phase"] == "Pending"
     pending = await engine.reconcile_workflow("ns", "wf")
-    assert pending == ["second"]
+    assert pending.pending == ["second"]
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     store.runs[("ns", "first")]["spec"]["cancel"] = True
     first = engine.runs.executors[("ns", "first")]

@@ -59,21 +59,21 @@ async def test_the_workflow_status_is_written_only_when_it_changes_and_its_echo_
 
     store = Counting([run_of(None, name="p")], [workflow_of({"steps": [{"name": "s", "agent": "x"}]})])
     workflows = WorkflowStatusReconciler(store, PlanCache())
-    assert await workflows.reconcile("ns", "wf") == ["p"]
+    assert (await workflows.reconcile("ns", "wf")).pending == ["p"]
     written = store.workflows[("ns", "wf")]["status"]
     assert written["pending"] == 1 and written["running"] == 0 and written["observedGeneration"] == 1
     assert (store.workflow_writes, store.counts) == (1, 1)
-    assert await workflows.reconcile("ns", "wf") == ["p"]  # the echo of its own write
+    assert (await workflows.reconcile("ns", "wf")).pending == ["p"]  # the echo of its own write
     assert (store.workflow_writes, store.counts) == (1, 1)
     store.runs[("ns", "p")]["status"] = {"phase": "Running"}
     workflows.runs_changed("ns", "wf")
-    assert await workflows.reconcile("ns", "wf") == []
+    assert (await workflows.reconcile("ns", "wf")).pending == []
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     assert (store.workflow_writes, store.counts) == (2, 2)
     store.workflows[("ns", "wf")]["metadata"]["resourceVersion"] = "99"  # someone else changed it
     await workflows.reconcile("ns", "wf")
     assert (store.workflow_writes, store.counts) == (2, 3)
-    assert await workflows.reconcile("ns", "missing") == []
+    assert (await workflows.reconcile("ns", "missing")).pending == []
 
 
 def test_a_merge_patch_clears_only_what_was_explicitly_cleared() -> None:
@@ -118,9 +118,12 @@ async def test_a_workflow_whose_agent_does_not_exist_is_not_accepted_naming_it()
     store = MemoryStore([], [workflow_of(spec)], agents={"present"})
     reconciler = WorkflowStatusReconciler(
         store, PlanCache(), lambda ns, name, agents: recorded.update({(ns, name): agents}))
-    await reconciler.reconcile("ns", "wf")
+    outcome = await reconciler.reconcile("ns", "wf")
     (accepted,) = store.workflows[("ns", "wf")]["status"]["conditions"]
     assert (accepted["status"], accepted["reason"]) == ("False", "AgentNotFound")
+    assert outcome.agents == {"present", "ghost"}
+    (told,) = outcome.transitions  # an Event: Warning AgentNotFound
+    assert (told.type, told.reason, told.event_type) == ("Accepted", "AgentNotFound", "Warning")
     assert accepted["message"] == 'Agent "ghost" does not exist; runs wait for it'
     assert recorded == {("ns", "wf"): {"present", "ghost"}}
     store.agents = {"present", "ghost"}  # the Agent is created: its event looks at the Workflow again
