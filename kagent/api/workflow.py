@@ -111,8 +111,13 @@ class WorkflowStep(KagentModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 cel(
-                    "has(self.agent) != has(self.route)",
+                    "!(has(self.agent) && has(self.route))",
                     "give either agent or route, not both",
+                    ".agent",
+                ),
+                cel(
+                    "has(self.agent) || has(self.route)",
+                    "give one of agent or route",
                     ".agent",
                 ),
             ]
@@ -124,15 +129,20 @@ class WorkflowStep(KagentModel):
     agent: ObjectName | None = None
     """Agent that runs the step."""
     input: Template | None = None
-    """Message sent to the agent, a template over {{ input.x }} and {{ steps.<name>.output }}.
-    Default: the previous step's output, or the workflow input for the first step."""
+    """Message sent to the agent, a template over {{ input.x }} and {{ steps.<name>.output }}
+    (also .phase, .agent, .iterations); every step and input it names must exist. Default: the
+    outputs of the steps it depends on, or, for a step that depends on none, the run's input
+    (such a step needs input when the workflow declares no inputs)."""
     depends_on: Annotated[list[StepName], Field(max_length=100)] | None = None
     """Steps that must finish first (a DAG). Without it, a step follows the step before it."""
     parallel: bool = False
-    """Run alongside the step before it (same dependencies) instead of after it: consecutive
-    parallel steps fan out, and the next step waits for all of them."""
+    """Fan out: consecutive parallel steps form a group that starts together, after the step
+    before the group (at once for a group that opens the workflow); the step after the group
+    waits for all of them. A single parallel step after a plain one simply follows it. A step
+    with dependsOn is never part of a group."""
     when: CelExpression | None = None
-    """CEL condition; when false the step is Skipped."""
+    """CEL condition (over input and steps); when false the step is Skipped. Its cost is
+    budgeted: comprehensions nested over run data are refused."""
     loop: LoopSpec | None = None
     """Repeat until a condition holds."""
     route: RouteSpec | None = None
@@ -174,7 +184,7 @@ class WorkflowSpec(KagentModel):
         list[WorkflowStep],
         Field(
             min_length=1,
-            max_length=100,
+            max_length=200,
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     ]
@@ -200,7 +210,8 @@ class WorkflowStatus(KagentModel):
     observed_generation: int | None = None
     """The .metadata.generation this status describes."""
     conditions: list[Condition] | None = None
-    """Accepted: the workflow is valid and its agents exist."""
+    """Accepted: the workflow is valid and its agents exist (False with reason Invalid, or
+    AgentNotFound naming the missing agents; runs wait for missing agents)."""
     running: int | None = None
     """Runs now running."""
     pending: int | None = None
@@ -277,7 +288,8 @@ class StepStatus(KagentModel):
     finished_at: str | None = None
     """When the step finished."""
     output: str | None = None
-    """The agent's answer, cut to a bounded size; see outputRef for the full text."""
+    """The agent's answer, cut to at most 4096 bytes (less when the workflow has many steps:
+    the run's outputs share 256 KiB of status); see outputRef for the full text."""
     output_ref: OutputReference | None = None
     """Where the full answer is kept when it was cut."""
     error: str | None = None
@@ -317,7 +329,8 @@ class WorkflowRunStatus(KagentModel):
     """Pending (waiting: queued, or for agents to be ready), Running, Succeeded or Failed."""
     reason: str | None = None
     """Why the run is in its phase, e.g. WaitingForAgent, Queued, StepFailed, Timeout,
-    Cancelled, ConcurrencyLimit."""
+    Cancelled, ConcurrencyLimit, InvalidInput (a required input without a value),
+    AgentNotReady (an agent stayed missing or not Ready too long)."""
     message: str | None = None
     """Details for humans."""
     started_at: str | None = None

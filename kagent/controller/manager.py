@@ -54,20 +54,6 @@ SPEC_DRIVEN_KINDS = frozenset({"Agent", "Tool", "Memory"})
 FAILURE_MESSAGE_LIMIT = 500
 
 
-class WorkflowsAdapter:
-    """The workflow reconciler seen through the shared contract.
-
-    Until the workflow engine returns a :class:`Result` itself, it records its own dependencies
-    and timers; this adapter only passes its requeue time on."""
-
-    def __init__(self, workflows: WorkflowReconciler) -> None:
-        self.workflows = workflows
-
-    async def reconcile(self, key: ObjectKey) -> Result:
-        kind, namespace, name = key
-        return Result(requeue_after=await self.workflows.handle(kind, namespace, name))
-
-
 class Controller:
     """Owns the cache, the queue, the dependency index and one reconciler per kind."""
 
@@ -82,8 +68,8 @@ class Controller:
         network = dataclasses.replace(settings.network_policy, controller_namespace=settings.namespace)
         self.agents = AgentReconciler(client, self.cache, settings.image, network)
         references = ReferenceReconciler(client, self.cache, discover_mcp)
-        self.workflows = WorkflowReconciler(client, self.index, self.enqueue)
-        workflows = WorkflowsAdapter(self.workflows)
+        self.workflows = WorkflowReconciler(client, self.index, self.enqueue, cache=self.cache)
+        workflows = self.workflows
         self.reconcilers: dict[str, Reconciler] = {
             "Agent": self.agents, "Tool": references, "Memory": references,
             "Workflow": workflows, "WorkflowRun": workflows,

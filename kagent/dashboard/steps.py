@@ -33,6 +33,7 @@ def step_input(spec: dict[str, Any], run: dict[str, Any], name: str,
     from kagent.workflow.expressions import ExpressionError, render_template
     from kagent.workflow.plan import PlanError, plan
     from kagent.workflow.state import default_input, template_variables
+    from kagent.workflow.state import run_input as with_defaults
 
     try:
         parsed = WorkflowSpec.model_validate(spec)
@@ -48,7 +49,7 @@ def step_input(spec: dict[str, Any], run: dict[str, Any], name: str,
     phase = mine.get("phase") or "Pending"
     if phase == "Pending" or (phase == "Skipped" and not mine.get("startedAt")):
         return {"template": step.input, "note": "not sent yet: the step has not started"}
-    run_input = (run.get("spec") or {}).get("input") or {}
+    run_input = with_defaults(parsed, (run.get("spec") or {}).get("input"))  # as the engine saw it
     outputs = outputs_of(recorded, full_outputs)
     try:
         if step.input is not None:

@@ -27,7 +27,14 @@ from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates
 from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
-from kagent.webhook.validate import advice, defaults, new_secret_references, references, validate
+from kagent.webhook.validate import (
+    advice,
+    defaults,
+    new_secret_references,
+    references,
+    run_input_errors,
+    validate,
+)
 
 log = logging.getLogger("kagent.webhook")
 
@@ -142,6 +149,8 @@ def register_webhooks(registry: kopf.OperatorRegistry, client: AsyncClient) -> N
             obj = _plain(body)
             previous = _plain(old) if old else None
             errors: list[Any] = validate(obj, previous)
+            if not errors and previous is None and kind_name == "WorkflowRun":
+                errors = await _new_run_errors(client, obj)
             if not errors:
                 errors = await secret_access_errors(client, obj, previous, _plain(userinfo))
             allowed = not errors
@@ -233,6 +242,22 @@ async def _may_read_secret(client: AsyncClient, user: dict[str, Any], namespace:
     ))
     answer = await client.create(review)
     return bool(answer.status and answer.status.allowed)
+
+
+async def _new_run_errors(client: AsyncClient, run: dict[str, Any]) -> list[Any]:
+    """A new run checked against its Workflow (required inputs); a Workflow that does not exist
+    yet is no refusal (GitOps order): the engine checks the run again when it is admitted."""
+    namespace = (run.get("metadata") or {}).get("namespace")
+    name = ((run.get("spec") or {}).get("workflowRef") or {}).get("name")
+    if not name:
+        return []
+    try:
+        workflow = (await client.get(KAGENT_RESOURCES["Workflow"], name, namespace=namespace)).to_dict()
+    except ApiError as error:
+        if not is_not_found(error):
+            log.warning("looking up Workflow %s for a new run failed: %s", name, error)
+        return []
+    return run_input_errors(run, workflow)
 
 
 async def _reference_warnings(client: AsyncClient, obj: dict[str, Any]) -> list[str]:

@@ -18,8 +18,10 @@ from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
 from kagent.api.secrets import secret_refs_with_fields
-from kagent.workflow.expressions import ExpressionError, compile_condition, compile_template
+from kagent.workflow.expressions import STEP_FIELDS, ExpressionError
+from kagent.workflow.expressions import references as expression_references
 from kagent.workflow.plan import PlanError, plan
+from kagent.workflow.state import missing_inputs, missing_inputs_message
 
 
 @dataclass(frozen=True)
@@ -93,37 +95,85 @@ def _check_tool(tool: Tool) -> list[FieldError]:
     return errors
 
 
+def _workflow_expressions(workflow: Workflow) -> list[tuple[str, str, bool]]:
+    """Every condition and template of a Workflow: (field, text, is a condition)."""
+    found: list[tuple[str, str, bool]] = []
+    for i, step in enumerate(workflow.spec.steps):
+        where = f"spec.steps[{i}]"
+        if step.input:
+            found.append((f"{where}.input", step.input, False))
+        if step.when:
+            found.append((f"{where}.when", step.when, True))
+        if step.loop:
+            found.append((f"{where}.loop.until", step.loop.until, True))
+        if step.route and step.route.cases:
+            found += [(f"{where}.route.cases[{j}].when", c.when, True)
+                      for j, c in enumerate(step.route.cases)]
+    found += [(f"spec.output.{key}", text, False) for key, text in (workflow.spec.output or {}).items()]
+    return found
+
+
+def _expression_errors(workflow: Workflow) -> list[FieldError]:
+    """Conditions and templates that do not parse or are over their bounds, and every
+    ``steps.<name>`` / ``input.<name>`` they read that the Workflow does not have: found here,
+    not mid-run after earlier steps have paid for their model calls."""
+    spec = workflow.spec
+    steps = {s.name for s in spec.steps}
+    declared = None if spec.input is None else {p.name for p in spec.input}
+    errors: list[FieldError] = []
+    for field, text, is_condition in _workflow_expressions(workflow):
+        try:
+            refs = expression_references(text, condition=is_condition)
+        except ExpressionError as error:
+            errors.append(FieldError(field, str(error)))
+            continue
+        problems: list[str] = []
+        for ref in sorted(refs, key=str):
+            if ref.root == "steps" and ref.name not in steps:
+                problems.append(f"no step named {ref.name!r} (steps.{ref.name})")
+            elif ref.root == "steps" and ref.field is not None and ref.field not in STEP_FIELDS:
+                problems.append(f"{ref}: a step has no field {ref.field!r} (it has "
+                                f"{', '.join(STEP_FIELDS)})")
+            elif ref.root == "input" and declared is not None and ref.name not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                problems.append(f"no input named {ref.name!r} ({ref}; the inputs are: {known})")
+        errors += [FieldError(field, p) for p in dict.fromkeys(problems)]
+    return errors
+
+
 def _check_workflow(workflow: Workflow) -> list[FieldError]:
     spec = workflow.spec
     errors: list[FieldError] = []
+    deps: dict[str, list[str]] | None = None
     try:
-        plan(spec)
+        deps = plan(spec)
     except PlanError as error:
         errors.append(FieldError(error.field, error.message))
     for i, step in enumerate(spec.steps):
         where = f"spec.steps[{i}]"
-        checks: list[tuple[str, str, bool]] = []
-        if step.when:
-            checks.append((f"{where}.when", step.when, True))
-        if step.loop:
-            checks.append((f"{where}.loop.until", step.loop.until, True))
-        if step.route and step.route.cases:
-            checks += [(f"{where}.route.cases[{j}].when", c.when, True) for j, c in enumerate(step.route.cases)]
-        if step.input:
-            checks.append((f"{where}.input", step.input, False))
-        for field, text, is_condition in checks:
-            try:
-                compile_condition(text) if is_condition else compile_template(text)
-            except ExpressionError as error:
-                errors.append(FieldError(field, str(error)))
+        if step.agent is None and step.route is None:
+            errors.append(FieldError(where, "give one of agent or route"))
         if step.route and step.route.choices and len(set(step.route.choices)) != len(step.route.choices):
             errors.append(FieldError(f"{where}.route.choices", "choices must not repeat"))
-    for key, text in (spec.output or {}).items():
-        try:
-            compile_template(text)
-        except ExpressionError as error:
-            errors.append(FieldError(f"spec.output.{key}", str(error)))
-    return errors
+        if deps is not None and step.input is None and not spec.input and not deps.get(step.name):
+            errors.append(FieldError(f"{where}.input", (
+                "the step has nothing to send: it depends on no step and the workflow declares "
+                "no inputs; give the step an input (e.g. input: \"Summarize the news\") or "
+                "declare spec.input")))
+    return errors + _expression_errors(workflow)
+
+
+def run_input_errors(run: dict[str, Any], workflow: dict[str, Any]) -> list[FieldError]:
+    """A new run that does not give a required input of its Workflow (one without a default):
+    refused when it is created, naming the input, rather than failed later."""
+    try:
+        spec = Workflow.model_validate(workflow).spec
+        given = WorkflowRun.model_validate(run).spec.input
+    except ValueError:
+        return []  # an invalid Workflow is reported on the Workflow; the run fails at admission
+    missing = missing_inputs(spec, given)
+    name = (workflow.get("metadata") or {}).get("name", "")
+    return [FieldError(f"spec.input.{missing[0]}", missing_inputs_message(name, missing))] if missing else []
 
 
 def _check_run(run: WorkflowRun, old: WorkflowRun | None) -> list[FieldError]:

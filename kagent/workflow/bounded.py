@@ -238,10 +238,16 @@ class ExpressionWorker:
                 await asyncio.wait_for(ready.wait(), self.seconds)
             except TimeoutError:
                 timed_out = True
+            except BaseException:  # cancelled mid-evaluation: its answer must not reach the next call
+                loop.remove_reader(descriptor)
+                self._kill(process, connection)
+                slot = None
+                raise
             else:
                 timed_out = False
             finally:
-                loop.remove_reader(descriptor)  # before the pipe closes: its number is reused
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(descriptor)  # before the pipe closes: its number is reused
             if timed_out:
                 self._kill(process, connection)
                 slot = None

@@ -19,12 +19,13 @@ from lightkube import AsyncClient
 from opentelemetry import trace
 
 from kagent.agentclient import AgentClient, Answer
-from kagent.workflow.executor import AgentCaller, RunServices
+from kagent.workflow.executor import AGENT_WAIT_LIMIT, AgentCaller, RunServices
+from kagent.workflow.expressions import Expressions, WorkerExpressions
 from kagent.workflow.lifecycle import RunKey, RunLifecycle
 from kagent.workflow.plan import PlanCache
 from kagent.workflow.resolver import AgentResolver
 from kagent.workflow.store import KubeRunStore, RunStore
-from kagent.workflow.workflowstatus import WorkflowStatusReconciler
+from kagent.workflow.workflowstatus import WorkflowOutcome, WorkflowStatusReconciler
 
 
 class A2ACaller:
@@ -55,7 +56,10 @@ class WorkflowEngine:
                  record_dependencies: Callable[[RunKey, set[tuple[str, str, str]]], None] | None = None,
                  requeue_run: Callable[[str, str], None] | None = None,
                  run_settled: Callable[[str, str], None] | None = None,
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 record_workflow_agents: Callable[[str, str, set[str]], None] | None = None,
+                 tracer_provider: trace.TracerProvider | None = None,
+                 expressions: Expressions | None = None,
+                 agent_wait: float = AGENT_WAIT_LIMIT) -> None:
         from kagent.workflow.tracing import controller_tracer_provider
 
         if store is None:
@@ -64,9 +68,10 @@ class WorkflowEngine:
         self.store = store
         self.caller = caller or A2ACaller()
         tracer = (tracer_provider or controller_tracer_provider()).get_tracer("kagent.workflow")
-        self.services = RunServices(store, resolver, self.caller, tracer)
+        self.expressions = expressions or WorkerExpressions()
+        self.services = RunServices(store, resolver, self.caller, tracer, self.expressions, agent_wait)
         self.plans = PlanCache()
-        self.workflows = WorkflowStatusReconciler(store, self.plans)
+        self.workflows = WorkflowStatusReconciler(store, self.plans, record_workflow_agents)
         notify = on_change or (lambda namespace, workflow: None)
 
         def runs_changed(namespace: str, workflow: str) -> None:
@@ -86,8 +91,9 @@ class WorkflowEngine:
         Raises RunGone when the run disappeared under the engine."""
         return await self.runs.reconcile(namespace, name)
 
-    async def reconcile_workflow(self, namespace: str, name: str) -> list[str]:
-        """Write a Workflow's status; the names of its pending runs (to look at again)."""
+    async def reconcile_workflow(self, namespace: str, name: str) -> WorkflowOutcome:
+        """Write a Workflow's status; its pending runs (to look at again), its agents and the
+        changes of its conditions."""
         return await self.workflows.reconcile(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
@@ -99,3 +105,6 @@ class WorkflowEngine:
         await self.runs.shutdown()
         if isinstance(self.caller, A2ACaller):
             await self.caller.aclose()
+        close = getattr(self.expressions, "close", None)
+        if close is not None:
+            close()  # worker processes start again on the next use

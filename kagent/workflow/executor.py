@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import trace
@@ -41,19 +41,22 @@ from kagent.api.workflow import (
 )
 from kagent.kube.conditions import now_rfc3339
 from kagent.workflow import metrics
-from kagent.workflow.expressions import ExpressionError, evaluate_condition, render_template
+from kagent.workflow.expressions import ExpressionError, Expressions, InlineExpressions
 from kagent.workflow.plan import WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady, AgentResolver
 from kagent.workflow.state import (
     DEPENDENCY_FAILED,
+    STEP_OUTPUT_MAX,
     add_usage,
     backoff_delay,
     begin_attempt,
+    bound_error,
     bound_output,
     default_input,
     fails_fast,
     loop_group,
     merge_steps,
+    output_size,
     parse_choice,
     parse_time,
     readiness,
@@ -61,16 +64,25 @@ from kagent.workflow.state import (
     retry_policy,
     router_prompt,
     run_deadline,
+    run_input,
     run_status,
+    spill_slot,
+    status_output_limit,
     template_variables,
 )
-from kagent.workflow.store import RunGone, RunStore, outputs_configmap
+from kagent.workflow.store import RunGone, RunStore, outputs_configmap, outputs_slot
 
 log = logging.getLogger("kagent.workflow")
 
 AGENT_WAIT_SECONDS = 3.0
-"""How often a step whose agent is not Ready looks again (the run's deadline bounds the wait)."""
+"""How often a step whose agent is not Ready looks again."""
+AGENT_WAIT_LIMIT = 600.0
+"""How long a run waits for an agent that is missing or not Ready (before it starts, or for
+one step) before it fails naming the agent; the Workflow's timeout may end it sooner."""
 NO_STEP_TIMEOUT = 3600.0
+MAX_RUNNING_STEPS = 32
+"""Steps of one run in flight at once; more ready steps wait (Pending) for a slot, so a wide
+fan-out does not send hundreds of requests at once to one agent."""
 
 
 class AgentCaller(Protocol):
@@ -89,12 +101,15 @@ class StepError(Exception):
 @dataclass
 class RunServices:
     """What an executor uses of the world: the store, where agents are and how to call them,
-    and the tracer its spans go to."""
+    the tracer its spans go to, where its expressions are evaluated (the controller: worker
+    processes) and how long it waits for an agent that is not Ready."""
 
     store: RunStore
     resolver: AgentResolver
     caller: AgentCaller
     tracer: Tracer
+    expressions: Expressions = field(default_factory=InlineExpressions)
+    agent_wait: float = AGENT_WAIT_LIMIT
 
 
 def run_trace_context(uid: str) -> Any:
@@ -122,12 +137,23 @@ class RunExecutor:
         self.name = str(run.metadata.name)
         self.uid = run.metadata.uid or self.name
         self.workflow = run.spec.workflow_ref.name
-        self.input: dict[str, Any] = run.spec.input or {}
+        self.input: dict[str, Any] = run_input(self.spec, run.spec.input)
         self.status = (run.status or WorkflowRunStatus()).model_copy(update={"steps": None})
         self.steps = merge_steps(self.spec, run.status.steps if run.status else None)
         self.outputs: dict[str, str] = {s.name: s.output or "" for s in self.steps}
         self.large: dict[str, str] = {}
+        """Full texts of outputs cut in the status, by key (step name, or output.<name>)."""
+        self.placed: dict[str, int] = {}
+        """Which outputs ConfigMap (slot) keeps each of them."""
+        self.sizes: dict[str, int] = {}
+        """Their sizes in bytes."""
+        self.output_limit = status_output_limit(len(self.spec.steps) + max(len(self.spec.output or {}), 1))
         self.lock = asyncio.Lock()
+        self.changes = 0
+        """Calls of :meth:`flush` so far; ``written``: how many of them the last write carried.
+        Flushes that queue behind a write are carried by the next one (a burst of steps
+        finishing at once costs two writes, not one each)."""
+        self.written = 0
         self.stop_reason: tuple[str, str] | None = None
         self.task: asyncio.Task[None] | None = None
         self.on_exit = on_exit
@@ -203,7 +229,12 @@ class RunExecutor:
         """Full texts of cut outputs, from the ConfigMap they were kept in."""
         if not any(s.output_ref for s in self.steps):
             return
-        self.large = await self.services.store.load_outputs(self.run)
+        for configmap, data in (await self.services.store.load_outputs(self.run)).items():
+            slot = outputs_slot(self.name, configmap)
+            if slot is None:
+                continue
+            for key, text in data.items():
+                self.large[key], self.placed[key], self.sizes[key] = text, slot, output_size(text)
         for step in self.steps:
             if step.output_ref and step.output_ref.key in self.large:
                 self.outputs[step.name] = self.large[step.output_ref.key]
@@ -225,7 +256,10 @@ class RunExecutor:
                 step = self.step(name)
                 step.phase, step.error, step.finished_at = "Skipped", DEPENDENCY_FAILED, now
                 settled = True
+            slots = MAX_RUNNING_STEPS - sum(s.phase == "Running" for s in self.steps)
             for name in ready.ready:
+                if slots <= 0:
+                    break  # the rest start as running steps finish
                 spec_step = self.plan.steps[name]
                 step = self.step(name)
                 if spec_step.when is not None:
@@ -242,6 +276,7 @@ class RunExecutor:
                         continue
                 begin_attempt(step, self.uid, now, spec_step.agent)
                 begun.append(name)
+                slots -= 1
                 changed = True
             if not settled:
                 return begun, changed
@@ -300,12 +335,12 @@ class RunExecutor:
         return template_variables(self.input, self.steps, self.outputs)
 
     async def condition(self, expression: str, variables: dict[str, Any]) -> bool:
-        """Every CEL condition of a run is evaluated here (one place to bound their cost)."""
-        return evaluate_condition(expression, variables)
+        """Every CEL condition of a run is evaluated here, off the event loop and bounded."""
+        return await self.services.expressions.condition(expression, variables)
 
     async def render(self, template: str, variables: dict[str, Any]) -> str:
-        """Every template of a run is rendered here (one place to bound their cost)."""
-        return render_template(template, variables)
+        """Every template of a run is rendered here, off the event loop and bounded."""
+        return await self.services.expressions.render(template, variables)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -356,23 +391,30 @@ class RunExecutor:
                 content = default_input(self.spec, self.plan.deps, spec_step.name, self.input, self.outputs)
         except ExpressionError as error:
             raise StepError(str(error), retryable=False) from None
-        agent = spec_step.agent or await self.route(spec_step, step, content, variables)
+        timeout = parse_duration(spec_step.timeout).total_seconds() if spec_step.timeout else None
+        try:  # the router's call, waiting for agents and the call itself: all in the timeout
+            answer, agent = await asyncio.wait_for(
+                self.route_and_call(spec_step, step, content, variables, timeout), timeout)
+        except TimeoutError:
+            raise StepError(f"the attempt did not finish within {spec_step.timeout}") from None
+        size = output_size(answer.text)
+        if size > STEP_OUTPUT_MAX:
+            raise StepError(f"Agent {agent!r} answered {size} bytes; a step's output may have at "
+                            f"most {STEP_OUTPUT_MAX} (ask for a shorter answer)", retryable=False)
+        return answer, agent
+
+    async def route_and_call(self, spec_step: WorkflowStep, step: StepStatus, content: str,
+                             variables: dict[str, Any], timeout: float | None) -> tuple[Answer, str]:
+        agent = spec_step.agent or await self.route(spec_step, step, content, variables, timeout)
         if step.agent != agent:  # a routed step: say who runs it while it runs
             step.agent = agent
             await self.flush()
-        timeout = parse_duration(spec_step.timeout).total_seconds() if spec_step.timeout else None
         task_id = step.task_id
         assert task_id is not None
-        try:
-            answer = await asyncio.wait_for(
-                self.call(agent, content, message_id=task_id, timeout=timeout), timeout
-            )
-        except TimeoutError:
-            raise StepError(f"the attempt did not finish within {spec_step.timeout}") from None
-        return answer, agent
+        return await self.call(agent, content, message_id=task_id, timeout=timeout), agent
 
     async def route(self, spec_step: WorkflowStep, step: StepStatus, content: str,
-                    variables: dict[str, Any]) -> str:
+                    variables: dict[str, Any], timeout: float | None = None) -> str:
         route = spec_step.route
         assert route is not None
         if route.cases:
@@ -388,7 +430,7 @@ class RunExecutor:
         assert route.router is not None
         choices = list(route.choices or [])
         answer = await self.call(route.router, router_prompt(content, choices),
-                                 message_id=f"{step.task_id}-router", timeout=None)
+                                 message_id=f"{step.task_id}-router", timeout=timeout)
         choice = parse_choice(answer.text, choices)
         if choice is None:
             raise StepError(f"router {route.router} answered {answer.text[:200]!r}, which is not "
@@ -397,13 +439,18 @@ class RunExecutor:
 
     async def call(self, agent: str, message: str, *, message_id: str,
                    timeout: float | None) -> Answer:
+        """Call an agent, waiting (at most ``agent_wait``) while it is missing or not Ready."""
+        give_up = time.monotonic() + self.services.agent_wait
         while True:
             try:
                 url = await self.services.resolver.resolve(self.namespace, agent)
                 break
-            except AgentNotReady as error:  # wait for it (the run's deadline bounds the wait)
+            except AgentNotReady as error:
+                if time.monotonic() >= give_up:
+                    raise StepError(f"{error} (waited {self.services.agent_wait:g}s)",
+                                    retryable=False) from None
                 log.info("run %s/%s waits: %s", self.namespace, self.name, error)
-                await asyncio.sleep(AGENT_WAIT_SECONDS)
+                await asyncio.sleep(min(AGENT_WAIT_SECONDS, max(give_up - time.monotonic(), 0.05)))
         return await self.services.caller(url, agent, message, timeout=timeout or NO_STEP_TIMEOUT,
                                           message_id=message_id)
 
@@ -413,13 +460,11 @@ class RunExecutor:
         an answer too long for the status goes to the outputs ConfigMap first, so the status
         never points at text that is not stored."""
         name = spec_step.name
-        text, cut = bound_output(answer.text)
+        text, cut = bound_output(answer.text, self.output_limit)
         self.outputs[name] = answer.text
-        if cut:
-            self.large[name] = answer.text
-            await self.services.store.save_outputs(self.run, self.large)
+        configmap = await self.keep_output(name, answer.text) if cut else None
         step.phase, step.output, step.error, step.finished_at = "Succeeded", text, None, now_rfc3339()
-        step.output_ref = OutputReference(config_map=outputs_configmap(self.name), key=name) if cut else None
+        step.output_ref = OutputReference(config_map=configmap, key=name) if configmap else None
         step.usage = add_usage(step.usage, answer.usage)
         step.model = answer.model or step.model
         if spec_step.loop is not None:
@@ -446,9 +491,15 @@ class RunExecutor:
         """Write the whole status (one writer per run, so no resourceVersion is needed). The
         API server answers with the run as it now is: a cancel asked for meanwhile is seen
         here, at once, by a run that is not finishing anyway."""
+        self.changes += 1
+        mine = self.changes
         async with self.lock:
+            if self.written >= mine:  # a write that began after this call carried it: done
+                return
+            carried = self.changes
             cancel = await self.services.store.write_run_status(
                 self.namespace, self.name, run_status(self.status, self.steps, time.time()))
+            self.written = carried
             self.read_at = time.monotonic()  # the answer is the run as it now is: a fresh read
         if cancel and not self.finishing:
             self.stop("Cancelled", "the run was cancelled")
@@ -457,6 +508,7 @@ class RunExecutor:
                      output: dict[str, Any] | None = None) -> None:
         self.finishing = True
         finished = now_rfc3339()
+        message = bound_error(message)
         self.status.phase, self.status.reason, self.status.message = phase, reason, message
         self.status.finished_at = finished
         for step in self.steps:
@@ -490,14 +542,29 @@ class RunExecutor:
         except ExpressionError as error:
             await self.finish("Failed", "OutputFailed", str(error))
             return
+        too_long = [k for k, v in output.items() if output_size(v) > STEP_OUTPUT_MAX]
+        if too_long:
+            await self.finish("Failed", "OutputFailed", f"output {too_long[0]} is longer than "
+                              f"the {STEP_OUTPUT_MAX} bytes a run's output may have")
+            return
         bounded: dict[str, Any] = {}
-        cut_any = False
         for key, value in output.items():
-            text, cut = bound_output(value)
+            text, cut = bound_output(value, self.output_limit)
             bounded[key] = text
             if cut:
-                self.large[f"output.{key}"] = value
-                cut_any = True
-        if cut_any:
-            await self.services.store.save_outputs(self.run, self.large)
+                await self.keep_output(f"output.{key}", value)
         await self.finish("Succeeded", "Succeeded", "all steps finished", bounded)
+
+    async def keep_output(self, key: str, text: str) -> str:
+        """Keep an output's full text in one of the run's outputs ConfigMaps (each under the
+        size a ConfigMap may have); the name of the one it went to. Written before the status
+        points at it, so the status never names text that is not stored."""
+        old = self.placed.get(key)
+        size = output_size(text)
+        slot = spill_slot(self.placed, self.sizes, key, size)
+        self.large[key], self.placed[key], self.sizes[key] = text, slot, size
+        for changed in {slot, old} - {None}:
+            assert changed is not None
+            data = {k: v for k, v in self.large.items() if self.placed[k] == changed}
+            await self.services.store.save_outputs(self.run, outputs_configmap(self.name, changed), data)
+        return outputs_configmap(self.name, slot)

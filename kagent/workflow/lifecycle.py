@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kagent.api.workflow import WorkflowRun, WorkflowRunStatus
-from kagent.kube.conditions import now_rfc3339
+from kagent.kube.conditions import find_condition, now_rfc3339, set_condition
 from kagent.workflow import metrics
 from kagent.workflow.executor import RunExecutor, RunServices
 from kagent.workflow.plan import PlanCache, WorkflowPlan
@@ -25,6 +25,9 @@ from kagent.workflow.resolver import AgentNotReady
 from kagent.workflow.state import (
     FINISHED_RUN_PHASES,
     admit,
+    bound_error,
+    missing_inputs,
+    missing_inputs_message,
     parse_time,
     run_deadline,
     stopped_step,
@@ -190,6 +193,10 @@ class RunLifecycle:
         if status.phase == "Running":  # admitted by an earlier leader: resume
             self.executor_for(run, plan).start()
             return None
+        missing = missing_inputs(plan.spec, run.spec.input)
+        if missing:  # the webhook refuses these when it knows the Workflow; created before it
+            await self.end(run, "InvalidInput", missing_inputs_message(workflow_name, missing))
+            return None
         self.record_dependencies(key, {("Agent", namespace, a) for a in plan.agents}
                                  | {("Workflow", namespace, workflow_name)})
         # the agents and the Workflow's other runs are read at once: both are needed to admit
@@ -197,8 +204,14 @@ class RunLifecycle:
             self.first_agent_not_ready(namespace, plan),
             self.runs_of(namespace, workflow_name) if plan.spec.concurrency else _none())
         if not_ready is not None:
+            waited = now - (waiting_since(status) or now)
+            limit = self.services.agent_wait
+            if waited >= limit:
+                await self.end(run, "AgentNotReady", f"{not_ready} (waited {limit:g}s)")
+                return None
             await self.set_pending(run, "WaitingForAgent", str(not_ready))
-            return recheck_after(deadline, AGENT_RECHECK_SECONDS, time.time())
+            return recheck_after(min(deadline or float("inf"), now + limit - waited + 0.1),
+                                 AGENT_RECHECK_SECONDS, time.time())
         return await self.admit(run, plan, workflow, runs or [], deadline)
 
     async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]:
@@ -271,6 +284,10 @@ class RunLifecycle:
         status.started_at = status.started_at or now_rfc3339()
         status.workflow_generation = workflow["metadata"].get("generation")
         status.observed_generation = run.metadata.generation
+        if find_condition(status.conditions, AGENTS_READY) is not None:
+            status.conditions = set_condition(status.conditions, AGENTS_READY, True, "Ready",
+                                              "every agent the run calls is Ready",
+                                              run.metadata.generation, now_rfc3339())
         executor = self.executor_for(run.model_copy(update={"status": status}), plan)
         try:
             await executor.schedule()
@@ -297,11 +314,19 @@ class RunLifecycle:
             await self.end(run, "Replaced", message)
 
     async def set_pending(self, run: WorkflowRun, reason: str, message: str) -> None:
+        """Pending for ``reason``; the AgentsReady condition says since when it waits for an
+        agent (the bound on that wait counts from there, whichever leader looks)."""
         status = run.status or WorkflowRunStatus()
         if (status.phase, status.reason, status.message) == ("Pending", reason, message):
             return
-        await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name),
-                                          WorkflowRunStatus(phase="Pending", reason=reason, message=message))
+        pending = WorkflowRunStatus(phase="Pending", reason=reason, message=message)
+        waiting = reason == "WaitingForAgent"
+        if waiting or find_condition(status.conditions, AGENTS_READY) is not None:
+            pending.conditions = set_condition(
+                status.conditions, AGENTS_READY, not waiting, reason if waiting else "Ready",
+                message if waiting else "every agent the run calls is Ready",
+                run.metadata.generation, now_rfc3339())
+        await self.store.write_run_status(str(run.metadata.namespace), str(run.metadata.name), pending)
         if status.reason != reason:
             await self.store.post_event(run, "Normal", reason, message)
         self.on_change(str(run.metadata.namespace), run.spec.workflow_ref.name)
@@ -312,6 +337,7 @@ class RunLifecycle:
             str(run.metadata.name))
         status = run.status or WorkflowRunStatus()
         now = now_rfc3339()
+        message = bound_error(message)
         ended = WorkflowRunStatus(phase="Failed", reason=reason, message=message, finished_at=now)
         if status.steps:
             ended.steps = [stopped_step(s, message, now) for s in status.steps]
@@ -340,6 +366,18 @@ class RunLifecycle:
             return left + 0.5
         await self.store.delete_run(namespace, str(run.metadata.name))
         return None
+
+
+AGENTS_READY = "AgentsReady"
+"""A run's condition while it waits for agents (False since the wait began)."""
+
+
+def waiting_since(status: WorkflowRunStatus) -> float | None:
+    """When the run began to wait for an agent, if it is waiting (its AgentsReady condition)."""
+    found = find_condition(status.conditions, AGENTS_READY)
+    if found is None or found.status != "False":
+        return None
+    return parse_time(found.last_transition_time)
 
 
 async def _none() -> None:

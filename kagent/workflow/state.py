@@ -28,7 +28,14 @@ from kagent.api.workflow import (
 TERMINAL_STEP_PHASES = frozenset({"Succeeded", "Failed", "Skipped"})
 FINISHED_RUN_PHASES = frozenset({"Succeeded", "Failed"})
 STATUS_OUTPUT_LIMIT = 4096
-"""Characters of a step's output kept in the status; the full text goes to a ConfigMap."""
+"""Bytes (UTF-8) of a step's output kept in the status at most; the full text goes to a
+ConfigMap. With many steps each keeps less: see :func:`status_output_limit`."""
+STATUS_OUTPUTS_BUDGET = 256 * 1024
+"""Bytes of outputs (all steps' and the run's) a run's status holds at most, whatever the
+number of steps: etcd refuses an object over 1.5 MiB, and a run that cannot write its status is
+wedged."""
+STATUS_ERROR_LIMIT = 1024
+"""Bytes of a step's error (and the run's message) kept in the status."""
 DEPENDENCY_FAILED = "a step it depends on failed"
 
 
@@ -161,24 +168,69 @@ def default_input(spec: WorkflowSpec, deps: dict[str, list[str]], name: str,
     return json.dumps(run_input, sort_keys=True) if run_input else ""
 
 
-def template_variables(run_input: dict[str, Any], steps: list[StepStatus],
+def template_variables(run_input: dict[str, Any], steps: list[StepStatus] | list[dict[str, Any]],
                        outputs: dict[str, str]) -> dict[str, Any]:
-    """What templates and conditions see: ``input`` and ``steps.<name>.{output,phase}``."""
+    """What templates and conditions see: ``input`` and ``steps.<name>.{output,phase}``.
+    ``steps`` are typed, or as the status holds them (the dashboard reads them so)."""
+    typed = [s if isinstance(s, StepStatus) else StepStatus.model_validate(s) for s in steps]
     return {
         "input": run_input,
         "steps": {
             s.name: {"output": outputs.get(s.name, ""), "phase": s.phase,
                      "agent": s.agent or "", "iterations": s.iterations or 0}
-            for s in steps
+            for s in typed
         },
     }
 
 
+def cut_bytes(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8, never inside a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+def status_output_limit(outputs: int) -> int:
+    """Bytes of each output the status keeps when it holds ``outputs`` of them (every step's
+    and the run's): the budget shared, never more than STATUS_OUTPUT_LIMIT."""
+    return max(min(STATUS_OUTPUT_LIMIT, STATUS_OUTPUTS_BUDGET // max(outputs, 1)), 256)
+
+
 def bound_output(text: str, limit: int = STATUS_OUTPUT_LIMIT) -> tuple[str, bool]:
-    """The text for the status, and whether it was cut (then the full text is kept elsewhere)."""
-    if len(text) <= limit:
-        return text, False
-    return text[:limit], True
+    """The text for the status (at most ``limit`` bytes of UTF-8), and whether it was cut
+    (then the full text is kept elsewhere)."""
+    cut = cut_bytes(text, limit)
+    return cut, cut != text
+
+
+def bound_error(text: str) -> str:
+    """An error message as the status keeps it (bounded; the end marked when cut)."""
+    cut = cut_bytes(text, STATUS_ERROR_LIMIT)
+    return cut if cut == text else cut_bytes(text, STATUS_ERROR_LIMIT - 4) + " …"
+
+
+def run_input(spec: WorkflowSpec, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The input a run works with: the values it was given, and each declared input's
+    ``default`` where none was given (every run: made by the CLI, kubectl or a schedule)."""
+    values = dict(given or {})
+    for parameter in spec.input or []:
+        if parameter.name not in values and parameter.default is not None:
+            values[parameter.name] = parameter.default
+    return values
+
+
+def missing_inputs(spec: WorkflowSpec, given: dict[str, Any] | None) -> list[str]:
+    """Required inputs with neither a value nor a default."""
+    values = given or {}
+    return [p.name for p in spec.input or []
+            if p.required and values.get(p.name) is None and p.default is None]
+
+
+def missing_inputs_message(workflow: str, missing: list[str]) -> str:
+    names = ", ".join(missing)
+    return (f"Workflow {workflow} requires input {names}, which the run does not give "
+            f"(set spec.input.{missing[0]}, or give the input a default)")
 
 
 def parse_choice(answer: str, choices: list[str]) -> str | None:
@@ -237,7 +289,11 @@ def run_status(status: WorkflowRunStatus, steps: list[StepStatus], now: float) -
     steps and the duration so far (or in all, once finished)."""
     started = parse_time(status.started_at)
     finished = parse_time(status.finished_at) or now
-    update: dict[str, Any] = {"steps": [s.model_copy() for s in steps], "usage": sum_usage(steps)}
+    kept = [s.model_copy(update={"error": bound_error(s.error)}) if s.error else s.model_copy()
+            for s in steps]
+    update: dict[str, Any] = {"steps": kept, "usage": sum_usage(steps)}
+    if status.message:
+        update["message"] = bound_error(status.message)
     if started is not None:
         update["duration"] = format_duration(max(finished - started, 0))
     return status.model_copy(update=update)
@@ -273,3 +329,32 @@ def admit(name: str, limit: int, policy: str, running: list[tuple[str, str]],
         return Admission("reject")
     oldest = min(running)[1]
     return Admission("replace", replace=oldest)
+
+
+# --- outputs kept outside the status ------------------------------------------------------------
+
+CONFIGMAP_OUTPUTS_BUDGET = 900 * 1024
+"""Bytes of outputs one outputs ConfigMap holds (a ConfigMap's data may not exceed 1 MiB);
+a run's outputs fill as many ConfigMaps as they need."""
+STEP_OUTPUT_MAX = CONFIGMAP_OUTPUTS_BUDGET
+"""The longest answer (in bytes of UTF-8) a step may keep: a longer one fails the step rather
+than being kept in part."""
+
+
+def output_size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def spill_slot(placed: dict[str, int], sizes: dict[str, int], key: str, size: int,
+               budget: int = CONFIGMAP_OUTPUTS_BUDGET) -> int:
+    """Which outputs ConfigMap (0, 1, …) keeps output ``key`` of ``size`` bytes: the first
+    whose outputs, without the key's earlier text, leave room for it. ``placed`` and ``sizes``
+    are the outputs kept so far (their slot and size)."""
+    used: dict[int, int] = {}
+    for other, slot in placed.items():
+        if other != key:
+            used[slot] = used.get(slot, 0) + sizes.get(other, 0)
+    slot = 0
+    while used.get(slot, 0) + size > budget and used.get(slot, 0) > 0:
+        slot += 1
+    return slot

@@ -62,9 +62,11 @@ def involved(run: WorkflowRun) -> dict[str, Any]:
                          "resourceVersion": meta.resource_version}}
 
 
-def outputs_configmap(run_name: str) -> str:
-    """Name of the ConfigMap holding a run's outputs too large for its status."""
-    return f"{run_name}-outputs"[:253]
+def outputs_configmap(run_name: str, slot: int = 0) -> str:
+    """Name of a ConfigMap holding a run's outputs too large for its status: ``<run>-outputs``,
+    then ``<run>-outputs-2``, … when one is not enough."""
+    suffix = "-outputs" if slot == 0 else f"-outputs-{slot + 1}"
+    return run_name[:253 - len(suffix)] + suffix
 
 
 class RunStore(Protocol):
@@ -73,6 +75,10 @@ class RunStore(Protocol):
     async def get_workflow(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def runs_of(self, namespace: str, workflow: str) -> list[RunSummary]: ...
+
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        """The Agents that exist in the namespace (None: cannot tell)."""
+        ...
 
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         """Merge the status into the run's; whether the run (as written) asks to be
@@ -85,11 +91,20 @@ class RunStore(Protocol):
 
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None: ...
 
-    async def save_outputs(self, run: WorkflowRun, outputs: dict[str, str]) -> None: ...
+    async def save_outputs(self, run: WorkflowRun, configmap: str, outputs: dict[str, str]) -> None:
+        """Write one of the run's outputs ConfigMaps with exactly these outputs."""
+        ...
 
-    async def load_outputs(self, run: WorkflowRun) -> dict[str, str]: ...
+    async def load_outputs(self, run: WorkflowRun) -> dict[str, dict[str, str]]:
+        """The run's outputs ConfigMaps: their outputs by ConfigMap name."""
+        ...
 
     async def delete_run(self, namespace: str, name: str) -> None: ...
+
+
+def _label_value(name: str) -> str:
+    """A run's name as a label value (at most 63 characters, ending alphanumeric)."""
+    return name[:63].rstrip("-.")
 
 
 class KubeRunStore:
@@ -130,6 +145,13 @@ class KubeRunStore:
                                        bool(raw["spec"].get("cancel"))))
         return runs
 
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        names: set[str] = set()
+        async for obj in self.client.list(KAGENT_RESOURCES["Agent"], namespace=namespace):
+            meta = obj.to_dict().get("metadata") or {}
+            names.add(str(meta.get("name")))
+        return names
+
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         """Merge-patch the status subresource (one writer per run, so no resourceVersion is
         needed); a dropped connection is retried, as the write is idempotent. The answer holds
@@ -164,31 +186,33 @@ class KubeRunStore:
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None:
         await post_event(self.client, involved(run), type_, reason, message)
 
-    async def save_outputs(self, run: WorkflowRun, outputs: dict[str, str]) -> None:
-        """Server-side apply the run's outputs ConfigMap, owned by the run (deleted with it)."""
+    async def save_outputs(self, run: WorkflowRun, configmap: str, outputs: dict[str, str]) -> None:
+        """Server-side apply one of the run's outputs ConfigMaps, owned by the run (deleted
+        with it)."""
         name = str(run.metadata.name)
         await apply(self.client, {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {
-                "name": outputs_configmap(name), "namespace": run.metadata.namespace,
-                "labels": {MANAGED_BY_LABEL: MANAGER, WORKFLOW_RUN_LABEL: name[:63]},
+                "name": configmap, "namespace": run.metadata.namespace,
+                "labels": {MANAGED_BY_LABEL: MANAGER, WORKFLOW_RUN_LABEL: _label_value(name)},
                 "ownerReferences": [{"apiVersion": run.api_version, "kind": run.kind,
                                      "name": name, "uid": run.metadata.uid, "controller": True}],
             },
             "data": dict(outputs),
         })
 
-    async def load_outputs(self, run: WorkflowRun) -> dict[str, str]:
+    async def load_outputs(self, run: WorkflowRun) -> dict[str, dict[str, str]]:
+        """The ConfigMaps the run owns (found by its label, kept if owned by this very run)."""
         from lightkube.resources.core_v1 import ConfigMap
 
-        try:
-            cm = await self.client.get(ConfigMap, outputs_configmap(str(run.metadata.name)),
-                                       namespace=run.metadata.namespace)
-        except ApiError as error:
-            if not is_not_found(error):
-                raise
-            return {}
-        return dict(cm.data or {})
+        found: dict[str, dict[str, str]] = {}
+        async for cm in self.client.list(
+                ConfigMap, namespace=run.metadata.namespace,
+                labels={WORKFLOW_RUN_LABEL: _label_value(str(run.metadata.name))}):
+            owners = (cm.metadata.ownerReferences or []) if cm.metadata else []
+            if any(o.uid == run.metadata.uid for o in owners) and cm.metadata and cm.metadata.name:
+                found[cm.metadata.name] = dict(cm.data or {})
+        return found
 
     async def delete_run(self, namespace: str, name: str) -> None:
         try:
@@ -196,3 +220,13 @@ class KubeRunStore:
         except ApiError as error:
             if not is_not_found(error):
                 raise
+
+
+def outputs_slot(run_name: str, configmap: str) -> int | None:
+    """Which of the run's outputs ConfigMaps ``configmap`` is (see :func:`outputs_configmap`)."""
+    if configmap == outputs_configmap(run_name):
+        return 0
+    head, _, number = configmap.rpartition("-")
+    if number.isdigit() and int(number) >= 2 and configmap == outputs_configmap(run_name, int(number) - 1):
+        return int(number) - 1
+    return None

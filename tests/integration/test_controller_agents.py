@@ -210,7 +210,7 @@ def test_webhook_refuses_bad_workflows_naming_the_field(kagent_controller: Any, 
     # A reference to an Agent that does not exist yet is a warning, not a refusal.
     doc = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Workflow",
            "metadata": {"name": "later", "namespace": namespace},
-           "spec": {"steps": [{"name": "a", "agent": "not-yet"}]}}
+           "spec": {"steps": [{"name": "a", "agent": "not-yet", "input": "hello"}]}}
     result = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
     assert 'spec.steps[0].agent: Agent "not-yet" does not exist yet' in result.stderr
     # The mutating webhook labels runs with their workflow.

@@ -76,10 +76,15 @@ def plane() -> Iterator[ControlPlane]:
         yield cp
 
 
+AGENT_WAIT = 30
+"""Seconds a run waits for an agent that is missing or not Ready (the controller's setting)."""
+
+
 def controller_env(runtimes: dict[str, RuntimeProcess]) -> dict[str, str]:
     urls = {n: r.url for n, r in runtimes.items()}
     urls["late"] = runtimes["writer"].url  # an Agent applied after its run
-    return {"KAGENT_WORKFLOW_AGENT_URLS": json.dumps(urls)}
+    return {"KAGENT_WORKFLOW_AGENT_URLS": json.dumps(urls),
+            "KAGENT_WORKFLOW_AGENT_WAIT": f"{AGENT_WAIT}s"}
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +383,93 @@ def test_large_outputs_go_to_a_configmap_and_finished_runs_are_collected(
     assert gone.returncode == 0  # not yet: the TTL counts from the finish
     wait_for(lambda: plane.kubectl("get", "workflowrun", "b1", "-n", ns, check=False).returncode != 0,
              timeout=30, what="the finished run to be deleted after its TTL")
+
+
+def test_input_defaults_apply_to_a_run_made_with_kubectl(plane: ControlPlane, ns: str) -> None:
+    """The newcomer's trip: ``days`` has a default and the run does not give it; the condition
+    and the template both see the default."""
+    apply_workflow(plane, ns, "trip", {
+        "input": [{"name": "city", "type": "string", "required": True},
+                  {"name": "days", "type": "integer", "default": 2}],
+        "steps": [{"name": "plan", "agent": "researcher", "when": "input.days > 1",
+                   "input": "{{ input.days }} days in {{ input.city }}"}],
+    }, {"trip-1": {"city": "Oslo"}})
+    run = wait_finished(plane, ns, "trip-1")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert steps_of(run)["plan"]["output"] == "findings[2 days in Oslo]"
+
+
+SLIPS_PAST = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+              "{{ input.topic }}")
+
+
+def lease() -> tuple[str, str]:
+    from kagent.api.labels import CONTROLLER_NAMESPACE, LEASE_NAME
+
+    plane = _CONTROLLERS[-1].plane
+    out = plane.kubectl("get", "lease", LEASE_NAME, "-n", CONTROLLER_NAMESPACE, "-o",
+                        "jsonpath={.spec.holderIdentity} {.spec.renewTime}").stdout.split()
+    return out[0], out[1]
+
+
+def test_an_expression_over_budget_at_run_time_fails_its_step_while_another_run_finishes_on_time(
+        plane: ControlPlane, ns: str, controller: ControllerProcess) -> None:
+    """Three templates that pass the static checks but would loop for hours, in one namespace;
+    an ordinary run with a 90 s timeout in another. The expressions run in worker processes:
+    each stops at its time limit and fails its step with a clear reason, the other run
+    succeeds within its timeout, and the controller's Lease is renewed all along."""
+    other = plane.create_namespace("wf-other")
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+        {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent", "metadata": {"name": r, "namespace": other},
+         "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "systemPrompt": f"ROLE {r}"}}
+        for r in ("researcher", "writer")]))
+    for agent_name in ("researcher", "writer"):  # Ready before the race starts
+        wait_for(lambda a=agent_name: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in (json.loads(plane.kubectl(
+                "get", "agent", a, "-n", other, "-o", "json").stdout).get("status") or {}).get(
+                "conditions") or []), timeout=90, what=f"agent {agent_name} Ready")
+    apply_workflow(plane, ns, "frozen", {
+        "input": [{"name": "topic"}],
+        "steps": [{"name": f"loop-{i}", "agent": "writer", "parallel": True, "input": SLIPS_PAST}
+                  for i in range(3)]}, {"frozen-1": {"topic": "x"}})
+    apply_workflow(plane, other, "on-time", {
+        "timeout": "90s", "input": [{"name": "topic"}],
+        "steps": [{"name": "research", "agent": "researcher", "input": "{{ input.topic }}"},
+                  {"name": "write", "agent": "writer", "input": "{{ steps.research.output }}",
+                   "when": 'steps.research.output.startsWith("findings")'}]},
+        {"on-time-1": {"topic": "tides"}})
+    holders, renewals = set(), set()
+
+    def both_finished() -> bool:
+        holder, renewed = lease()
+        holders.add(holder)
+        renewals.add(renewed)
+        phases = [(get_run(plane, n, r).get("status") or {}).get("phase")
+                  for n, r in ((ns, "frozen-1"), (other, "on-time-1"))]
+        return all(p in ("Succeeded", "Failed") for p in phases)
+
+    wait_for(both_finished, timeout=90, what="both runs to finish")
+    frozen, on_time = get_run(plane, ns, "frozen-1"), get_run(plane, other, "on-time-1")
+    assert on_time["status"]["phase"] == "Succeeded", (on_time["status"], controller.log_tail(60))
+    assert on_time["status"]["output"] == {"result": "report[findings[tides]]"}
+    assert frozen["status"]["phase"] == "Failed"
+    for step in frozen["status"]["steps"]:
+        assert step["phase"] == "Failed" and step["attempts"] <= 1
+        if step["error"].startswith("evaluating"):
+            assert "did not finish within 2s" in step["error"], step["error"]
+    assert any("did not finish within 2s" in s["error"] for s in frozen["status"]["steps"])
+    assert holders == {controller.identity}
+    assert len(renewals) >= 3  # renewed throughout, by the one leader
+
+
+def test_a_run_whose_agent_never_exists_fails_after_a_bounded_wait_naming_it(
+        plane: ControlPlane, ns: str) -> None:
+    apply_workflow(plane, ns, "ghostly", {"input": [{"name": "topic"}],
+                                          "steps": [{"name": "s", "agent": "ghost"}]},
+                   {"ghost-1": {"topic": "x"}})
+    run = wait_finished(plane, ns, "ghost-1", timeout=AGENT_WAIT + 60)
+    assert run["status"]["reason"] == "AgentNotReady"
+    assert run["status"]["message"] == f'Agent "ghost" does not exist (waited {AGENT_WAIT}s)'
 
 
 async def test_the_shared_agent_client_reads_a_card_once_and_keeps_its_connection(

@@ -384,3 +384,13 @@ def test_pages_that_show_the_same_objects_share_one_informer() -> None:
     mine, theirs = agent_children("a"), agent_children("b")
     assert informers._key("ns", mine[0]) == informers._key("ns", agent_children("a")[0])
     assert informers._key("ns", mine[0]) != informers._key("ns", theirs[0])
+
+
+def test_a_step_input_shows_the_input_defaults_the_engine_used() -> None:
+    from kagent.dashboard.steps import step_input
+
+    spec = {"input": [{"name": "city"}, {"name": "days", "type": "integer", "default": 2}],
+            "steps": [{"name": "plan", "agent": "a", "input": "{{ input.days }} days in {{ input.city }}"}]}
+    run = {"spec": {"workflowRef": {"name": "trip"}, "input": {"city": "Oslo"}},
+           "status": {"steps": [{"name": "plan", "phase": "Running", "startedAt": "2026-01-01T00:00:00Z"}]}}
+    assert step_input(spec, run, "plan", {})["text"] == "2 days in Oslo"

@@ -32,7 +32,7 @@ def test_templates() -> None:
 def test_template_errors_and_sandbox() -> None:
     with pytest.raises(ExpressionError, match="invalid template"):
         render_template("{{ input.topic ", VARS)
-    with pytest.raises(ExpressionError, match="has no attribute .nope."):
+    with pytest.raises(ExpressionError, match="input.nope has no value"):
         render_template("{{ input.nope }}", VARS)
     with pytest.raises(ExpressionError):
         render_template("{{ ''.__class__.__mro__[1].__subclasses__() }}", VARS)

@@ -120,3 +120,33 @@ async def test_the_worker_stops_what_runs_too_long_and_recovers() -> None:
         assert ticks > 20
     finally:
         worker.close()
+
+
+async def test_a_cancelled_evaluation_does_not_answer_the_next_call() -> None:
+    """A run cancelled while its expression is evaluated: the worker is replaced, so the
+    next call gets its own answer, not the abandoned one."""
+    worker = ExpressionWorker((__name__,), size=1, seconds=5.0)
+    try:
+        abandoned = asyncio.create_task(worker.call(_sleep, 1))
+        while not worker._all:  # the first worker takes a moment to start
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # it has the call now, and sleeps
+        abandoned.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await abandoned
+        assert await worker.call(_echo, "mine") == "mine"
+    finally:
+        worker.close()
+
+
+def _echo(value: str) -> str:
+    return value
+
+
+def test_a_spawned_worker_does_not_run_the_command_line_again() -> None:
+    """The controller runs as ``python -m kagent controller``; multiprocessing's spawn imports
+    ``kagent.__main__`` as ``__mp_main__`` in each expression worker, which must not start a
+    second controller (it did: two leaders with one identity)."""
+    import runpy
+
+    runpy.run_module("kagent.__main__", run_name="__mp_main__")  # returns: nothing ran

@@ -48,13 +48,17 @@ class MemoryStore:
     server would get, and applied to the stored run as the API server would."""
 
     def __init__(self, runs: list[dict[str, Any]] | None = None,
-                 workflows: list[dict[str, Any]] | None = None) -> None:
+                 workflows: list[dict[str, Any]] | None = None,
+                 agents: set[str] | None = None) -> None:
+        self.agents = agents
+        """The Agents that exist (None: cannot tell, as if all did)."""
         self.runs = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in runs or []}
         self.workflows = {(w["metadata"]["namespace"], w["metadata"]["name"]): w
                           for w in workflows or []}
         self.writes: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, dict[str, str]] = {}
+        """The outputs ConfigMaps: their data by name."""
 
     async def get_run(self, namespace: str, name: str) -> WorkflowRun | None:
         raw = self.runs.get((namespace, name))
@@ -68,6 +72,9 @@ class MemoryStore:
                            (r.get("status") or {}).get("phase"), bool(r["spec"].get("cancel")))
                 for (ns, _), r in self.runs.items()
                 if ns == namespace and r["spec"]["workflowRef"]["name"] == workflow]
+
+    async def agent_names(self, namespace: str) -> set[str] | None:
+        return None if self.agents is None else set(self.agents)
 
     async def write_run_status(self, namespace: str, name: str, status: WorkflowRunStatus) -> bool:
         assert isinstance(status, WorkflowRunStatus)
@@ -93,11 +100,11 @@ class MemoryStore:
     async def post_event(self, run: WorkflowRun, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason))
 
-    async def save_outputs(self, run: WorkflowRun, outputs: dict[str, str]) -> None:
-        self.outputs = dict(outputs)
+    async def save_outputs(self, run: WorkflowRun, configmap: str, outputs: dict[str, str]) -> None:
+        self.outputs[configmap] = dict(outputs)
 
-    async def load_outputs(self, run: WorkflowRun) -> dict[str, str]:
-        return dict(self.outputs)
+    async def load_outputs(self, run: WorkflowRun) -> dict[str, dict[str, str]]:
+        return {name: dict(data) for name, data in self.outputs.items()}
 
     async def delete_run(self, namespace: str, name: str) -> None:
         self.runs.pop((namespace, name), None)

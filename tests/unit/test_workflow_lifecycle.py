@@ -51,8 +51,11 @@ async def test_a_run_waits_for_its_agents_and_records_them_as_dependencies() -> 
                             record_dependencies=lambda key, deps: recorded.update({key: deps}))
     after = await engine.reconcile_run("ns", "r")
     assert after is not None and 0 < after <= 6
-    assert status(store) == {"phase": "Pending", "reason": "WaitingForAgent",
-                             "message": 'Agent "slow" does not exist'}
+    waiting = status(store)
+    (condition,) = waiting.pop("conditions")
+    assert waiting == {"phase": "Pending", "reason": "WaitingForAgent",
+                       "message": 'Agent "slow" does not exist'}
+    assert condition["type"] == "AgentsReady" and condition["status"] == "False"
     assert recorded == {("ns", "r"): {("Agent", "ns", "slow"), ("Workflow", "ns", "wf")}}
     assert store.events == [("Normal", "WaitingForAgent")]
     await engine.reconcile_run("ns", "r")  # nothing changed: no write, no event
@@ -61,6 +64,58 @@ async def test_a_run_waits_for_its_agents_and_records_them_as_dependencies() -> 
     await engine.reconcile_run("ns", "r")
     assert status(store)["phase"] == "Running"
     assert recorded == {("ns", "r"): set()}  # admitted: changes of its Workflow or agents no longer wake it
+    await engine.shutdown()
+
+
+async def test_a_run_whose_agent_never_comes_fails_after_a_bounded_wait_naming_it() -> None:
+    """No Workflow timeout, an Agent that never exists: the run fails once it has waited the
+    engine's agent wait (counted from when the wait began, as its condition records)."""
+
+    class Missing(Resolver):
+        async def resolve(self, namespace: str, name: str) -> str:
+            raise AgentNotReady(f'Agent "{name}" does not exist')
+
+    store = MemoryStore([run_of(None)], [workflow_of(SLOW)])
+    engine = WorkflowEngine(None, Missing(), Agents({"slow": never}), store=store, agent_wait=60)
+    after = await engine.reconcile_run("ns", "r")
+    assert after is not None and after <= 61
+    assert status(store)["reason"] == "WaitingForAgent"
+    status(store)["conditions"][0]["lastTransitionTime"] = now_text(-59)
+    assert await engine.reconcile_run("ns", "r") is not None  # not yet
+    status(store)["conditions"][0]["lastTransitionTime"] = now_text(-61)
+    assert await engine.reconcile_run("ns", "r") is None
+    ended = status(store)
+    assert ended["phase"] == "Failed" and ended["reason"] == "AgentNotReady"
+    assert ended["message"] == 'Agent "slow" does not exist (waited 60s)'
+    await engine.shutdown()
+
+
+async def test_a_step_whose_agent_goes_away_fails_after_a_bounded_wait() -> None:
+    """The agent was Ready when the run started, then was deleted: the step waits at most the
+    agent wait, then fails naming it (no run hangs without a Workflow timeout)."""
+
+    class GoneAfterStart(Resolver):
+        calls = 0
+
+        async def resolve(self, namespace: str, name: str) -> str:
+            self.calls += name == "slow"
+            if name == "slow" and self.calls > 1:  # Ready at admission, gone by its step
+                raise AgentNotReady(f'Agent "{name}" does not exist')
+            return f"http://{name}"
+
+    spec = {"steps": [{"name": "first", "agent": "fast"}, {"name": "second", "agent": "slow"}]}
+    store = MemoryStore([run_of(None)], [workflow_of(spec)])
+    engine = WorkflowEngine(None, GoneAfterStart(), Agents({"fast": lambda m: "ok", "slow": never}),
+                            store=store, agent_wait=0.3)
+    await engine.reconcile_run("ns", "r")
+    for _ in range(100):
+        if status(store).get("phase") == "Failed":
+            break
+        await asyncio.sleep(0.05)
+    ended = status(store)
+    assert ended["phase"] == "Failed" and ended["reason"] == "StepFailed"
+    second = next(s for s in ended["steps"] if s["name"] == "second")
+    assert second["error"] == 'Agent "slow" does not exist (waited 0.3s)'
     await engine.shutdown()
 
 
@@ -79,7 +134,7 @@ async def test_queue_keeps_a_run_pending_until_a_slot_frees() -> None:
     assert await engine.reconcile_run("ns", "second") is not None
     assert status(store, "second")["phase"] == "Pending"
     pending = await engine.reconcile_workflow("ns", "wf")
-    assert pending == ["second"]
+    assert pending.pending == ["second"]
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     store.runs[("ns", "first")]["spec"]["cancel"] = True
     first = engine.runs.executors[("ns", "first")]

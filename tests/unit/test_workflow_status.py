@@ -59,21 +59,21 @@ async def test_the_workflow_status_is_written_only_when_it_changes_and_its_echo_
 
     store = Counting([run_of(None, name="p")], [workflow_of({"steps": [{"name": "s", "agent": "x"}]})])
     workflows = WorkflowStatusReconciler(store, PlanCache())
-    assert await workflows.reconcile("ns", "wf") == ["p"]
+    assert (await workflows.reconcile("ns", "wf")).pending == ["p"]
     written = store.workflows[("ns", "wf")]["status"]
     assert written["pending"] == 1 and written["running"] == 0 and written["observedGeneration"] == 1
     assert (store.workflow_writes, store.counts) == (1, 1)
-    assert await workflows.reconcile("ns", "wf") == ["p"]  # the echo of its own write
+    assert (await workflows.reconcile("ns", "wf")).pending == ["p"]  # the echo of its own write
     assert (store.workflow_writes, store.counts) == (1, 1)
     store.runs[("ns", "p")]["status"] = {"phase": "Running"}
     workflows.runs_changed("ns", "wf")
-    assert await workflows.reconcile("ns", "wf") == []
+    assert (await workflows.reconcile("ns", "wf")).pending == []
     assert store.workflows[("ns", "wf")]["status"]["running"] == 1
     assert (store.workflow_writes, store.counts) == (2, 2)
     store.workflows[("ns", "wf")]["metadata"]["resourceVersion"] = "99"  # someone else changed it
     await workflows.reconcile("ns", "wf")
     assert (store.workflow_writes, store.counts) == (2, 3)
-    assert await workflows.reconcile("ns", "missing") == []
+    assert (await workflows.reconcile("ns", "missing")).pending == []
 
 
 def test_a_merge_patch_clears_only_what_was_explicitly_cleared() -> None:
@@ -105,3 +105,28 @@ def test_a_wrong_workflow_status_field_is_refused(wire: dict[str, Any]) -> None:
     status = WorkflowStatus()
     with pytest.raises((ValidationError, ValueError)):
         status.runing = 1  # type: ignore[attr-defined]
+
+
+async def test_a_workflow_whose_agent_does_not_exist_is_not_accepted_naming_it() -> None:
+    """Accepted means valid and its agents exist: a missing Agent makes it False with reason
+    AgentNotFound naming the agent; the Workflow is told which agents to watch; once the Agent
+    exists it is Accepted again."""
+    recorded: dict[tuple[str, str], set[str]] = {}
+    spec = {"steps": [{"name": "a", "agent": "present", "input": "x"},
+                      {"name": "b", "route": {"cases": [{"when": "true", "agent": "ghost"}],
+                                              "default": "present"}}]}
+    store = MemoryStore([], [workflow_of(spec)], agents={"present"})
+    reconciler = WorkflowStatusReconciler(
+        store, PlanCache(), lambda ns, name, agents: recorded.update({(ns, name): agents}))
+    outcome = await reconciler.reconcile("ns", "wf")
+    (accepted,) = store.workflows[("ns", "wf")]["status"]["conditions"]
+    assert (accepted["status"], accepted["reason"]) == ("False", "AgentNotFound")
+    assert outcome.agents == {"present", "ghost"}
+    (told,) = outcome.transitions  # an Event: Warning AgentNotFound
+    assert (told.type, told.reason, told.event_type) == ("Accepted", "AgentNotFound", "Warning")
+    assert accepted["message"] == 'Agent "ghost" does not exist; runs wait for it'
+    assert recorded == {("ns", "wf"): {"present", "ghost"}}
+    store.agents = {"present", "ghost"}  # the Agent is created: its event looks at the Workflow again
+    await reconciler.reconcile("ns", "wf")
+    (accepted,) = store.workflows[("ns", "wf")]["status"]["conditions"]
+    assert (accepted["status"], accepted["reason"]) == ("True", "Valid")
