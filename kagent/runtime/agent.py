@@ -40,6 +40,9 @@ from pydantic_ai.messages import ModelMessage, TextPart
 from pydantic_ai.toolsets import AbstractToolset
 
 from kagent.api.base import parse_duration
+from kagent.api.pricing import price_for
+from kagent.runtime.budget import BudgetRefused, UsageMeter, budget_enforcer, start_metering
+from kagent.runtime.caller import current_caller
 from kagent.runtime.config import RuntimeConfig
 from kagent.runtime.context import DEFAULT_AGENT_URL_TEMPLATE, RuntimeContext
 from kagent.runtime.errors import RequestFailure, describe_failure
@@ -137,6 +140,7 @@ class AgentRuntime:
         self.longterm: LongTermMemory | None = None
         self.agent: Agent[None, str | DeferredToolRequests] | None = None
         self._in_flight: dict[str, int] = {}
+        self.budgets = budget_enforcer(config)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -158,7 +162,8 @@ class AgentRuntime:
             model_settings=model_settings(spec.model),
             toolsets=toolsets,
             output_type=[str, DeferredToolRequests],
-            capabilities=[metrics],
+            capabilities=[metrics, UsageMeter(self.model_label, price_for(
+                spec.model.provider, spec.model.name, spec.model.pricing))],
         )
         instrumentation = None
         if self.tracer_provider is not None:
@@ -178,7 +183,8 @@ class AgentRuntime:
                 capabilities=[ModelMetrics(
                     agent_name=self.name,
                     model_name=f"{summary_spec.provider}/{summary_spec.name}",
-                )],
+                ), UsageMeter(f"{summary_spec.provider}/{summary_spec.name}", price_for(
+                    summary_spec.provider, summary_spec.name, summary_spec.pricing))],
                 instrument=instrumentation,
             )
         if memory and memory.long_term and memory.long_term.enabled:
@@ -208,6 +214,7 @@ class AgentRuntime:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.store.close()
+        await self.budgets.close()
         if self.longterm is not None:
             with contextlib.suppress(Exception):
                 await self.longterm.close()
@@ -259,7 +266,7 @@ class AgentRuntime:
             attributes=attributes, record_exception=False, set_status_on_exception=False,
         ) as span:
             try:
-                result = await self._turn(turn, emit)
+                result = await self._budgeted_turn(turn, emit)
                 outcome = "success"
                 span.set_attribute("kagent.input_required", result.input_required)
                 emit(result)
@@ -395,6 +402,25 @@ class AgentRuntime:
             ]
             return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage)
         return TurnResult(str(output), usage=result.usage)
+
+    async def _budgeted_turn(self, turn: Turn, emit: Any) -> TurnResult:
+        """The turn, admitted by the Budgets covering the agent and counted against them (and in
+        the usage metrics) afterwards, whether it answered or failed."""
+        caller = current_caller().identity
+        admission = None
+        if self.budgets.enabled:
+            try:
+                admission = await self.budgets.admit(caller)
+            except BudgetRefused as refused:
+                raise TurnFailed(refused.failure) from None
+        meter = start_metering()
+        try:
+            return await self._turn(turn, emit)
+        finally:
+            # Counted even when the request is cancelled: its model calls were paid for.
+            settling = asyncio.ensure_future(self.budgets.settle(admission, meter, caller))
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(settling)
 
     def _usage_limits(self) -> UsageLimits:
         limits = self.limits
