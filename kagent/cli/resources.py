@@ -101,6 +101,10 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Workflow":
         return [str(len(spec.get("steps") or [])), _condition_text(status, "Accepted"),
                 str(status.get("running", 0)), str(status.get("pending", 0)), age(created)]
+    if kind == "Budget":
+        windows = ", ".join(f"{w.get('window')} {w.get('usedPercent', 0)}%"
+                            for w in status.get("windows") or [] if not w.get("caller"))
+        return [windows or "-", _condition_text(status, "WithinBudget"), age(created)]
     phase = status.get("phase") or "Pending"
     color = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(phase, "yellow")
     return [(spec.get("workflowRef") or {}).get("name", "-"), f"[{color}]{phase}[/]",
@@ -114,6 +118,7 @@ HEADERS = {
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
     "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
     "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "STARTED", "DURATION", "AGE"],
+    "Budget": ["USED", "WITHIN", "AGE"],
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kagent.api import Agent, Memory, Tool
+from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.agent import ScalingSpec
 from kagent.api.base import API_VERSION, SecretKeySelector
 from kagent.api.labels import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER
@@ -48,6 +48,8 @@ class AgentInputs:
     """Whether the KEDA CRDs are installed."""
     image: str = DEFAULT_IMAGE
     """Image of the agent runtime (the controller's own image unless the Agent overrides it)."""
+    budgets: list[Budget] = field(default_factory=list)
+    """The Budgets covering the agent: rendered into its config, which the runtime enforces."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def agent_secret_refs(inputs: AgentInputs) -> list[SecretKeySelector]:
         refs.extend(iter_secret_refs(tool.spec))
     if inputs.memory is not None:
         refs.extend(iter_secret_refs(inputs.memory.spec))
+    for budget in inputs.budgets:
+        refs.extend(iter_secret_refs(budget.spec))
     tracing = inputs.agent.spec.observability and inputs.agent.spec.observability.tracing
     if tracing and tracing.enabled and tracing.secret_ref:
         refs.extend(
@@ -80,7 +84,7 @@ def agent_secret_refs(inputs: AgentInputs) -> list[SecretKeySelector]:
     return unique_refs(refs)
 
 
-def _clean(resource: Agent | Tool | Memory) -> dict[str, Any]:
+def _clean(resource: Agent | Tool | Memory | Budget) -> dict[str, Any]:
     """A resource as the runtime reads it: spec and identity only, no status or server fields."""
     meta = resource.metadata
     return {
@@ -96,6 +100,7 @@ def runtime_config(inputs: AgentInputs) -> str:
     documents = [_clean(inputs.agent), *(_clean(t) for t in inputs.tools)]
     if inputs.memory is not None:
         documents.append(_clean(inputs.memory))
+    documents.extend(_clean(b) for b in inputs.budgets)
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 

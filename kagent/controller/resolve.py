@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kagent.api import Agent, Memory, Tool
+from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.controller.render import AgentInputs, agent_secret_refs
+from kagent.runtime.budget import budget_covers_agent
 from kagent.kube.reconcile import ObjectKey, ObjectReader
 
 Dependency = ObjectKey
@@ -31,10 +32,10 @@ class Resolution:
     dependencies: set[Dependency] = field(default_factory=set)
 
 
-def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory:
+def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory | Budget:
     """The typed spec of a cached Kagent object (status is read separately, tolerantly)."""
     resource = parse_resource({k: v for k, v in raw.items() if k != "status"})
-    assert isinstance(resource, (Agent, Tool, Memory))
+    assert isinstance(resource, (Agent, Tool, Memory, Budget))
     return resource
 
 
@@ -87,7 +88,10 @@ def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image
             memory = _typed(found, Memory, missing)
             if memory is None:
                 reasons.append("MemoryInvalid")
-    inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available, image=image)
+    budgets = covering_budgets(cache, agent)
+    dependencies.update(("Budget", namespace, str(b.metadata.name)) for b in budgets)
+    inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available,
+                         image=image, budgets=budgets)
     refs = agent_secret_refs(inputs)
     dependencies.update(("Secret", namespace, ref.name) for ref in refs)
     digest, missing_secrets = secret_digest(cache, namespace, refs)
@@ -98,9 +102,23 @@ def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image
         return Resolution(inputs=None, missing=missing, reason=reasons[0], dependencies=dependencies)
     inputs = AgentInputs(
         agent=agent, tools=tools, memory=memory, secret_digest=digest,
-        keda_available=keda_available, image=image,
+        keda_available=keda_available, image=image, budgets=budgets,
     )
     return Resolution(inputs=inputs, dependencies=dependencies)
+
+
+def covering_budgets(cache: ObjectReader, agent: Agent) -> list[Budget]:
+    """The namespace's Budgets that cover ``agent`` (by name, so the config is stable); one that
+    does not parse is left out (the API server's schema makes that rare)."""
+    found = []
+    for raw in cache.list("Budget", str(agent.metadata.namespace)):
+        try:
+            budget = parse_resource({k: v for k, v in raw.items() if k != "status"})
+        except ManifestError:
+            continue
+        if isinstance(budget, Budget) and budget_covers_agent(budget, agent.metadata.labels or {}):
+            found.append(budget)
+    return sorted(found, key=lambda b: str(b.metadata.name))
 
 
 def _typed(document: dict[str, Any], kind: type[Tool] | type[Memory], problems: list[str]) -> Any:
