@@ -100,7 +100,13 @@ def runtime_config(inputs: AgentInputs) -> str:
     documents = [_clean(inputs.agent), *(_clean(t) for t in inputs.tools)]
     if inputs.memory is not None:
         documents.append(_clean(inputs.memory))
-    documents.extend(_clean(b) for b in inputs.budgets)
+    for budget in inputs.budgets:
+        # The controller chose the Budgets that cover this agent: the runtime applies them all
+        # (the Agent's labels are not in its config, so it could not match selectors itself).
+        document = _clean(budget)
+        for selector in ("agentSelector", "workflowSelector"):
+            document["spec"].pop(selector, None)
+        documents.append(document)
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import yaml
 
-from kagent.api import Budget
+from kagent.api import Agent, Budget
 from kagent.api.budget import BudgetLimit, LabelSelector
 from kagent.api.pricing import ModelPricing, cost_micros, price_for
 from kagent.runtime.budget import (
@@ -133,3 +134,63 @@ def test_ledger_hours_are_bounded() -> None:
 def test_now_is_inside_its_window(window: str) -> None:
     start, end = window_bounds(window, NOW)  # type: ignore[arg-type]
     assert start <= NOW < end
+
+
+def test_the_controller_renders_covering_budgets_into_the_agent_config() -> None:
+    from kagent.api.secrets import secret_env_name
+    from kagent.api.base import SecretKeySelector
+    from kagent.controller.render import AgentInputs, render_agent
+    from kagent.runtime.config import build_runtime_config
+    from tests.helpers import seed_documents
+
+    seed = seed_documents()[0]
+    seed["spec"].pop("tools", None)
+    seed["spec"].pop("memory", None)
+    agent = Agent.model_validate(seed)
+    budget = _budget(agentSelector={"matchLabels": {"team": "a"}},
+                     counter={"type": "postgres", "host": "pg",
+                              "secretRef": {"name": "pg", "key": "password"}})
+    plain = render_agent(AgentInputs(agent=agent))
+    rendered = render_agent(AgentInputs(agent=agent, budgets=[budget]))
+    assert rendered.config_hash != plain.config_hash  # a new Budget rolls the pods
+    config_map = next(o for o in rendered.objects if o["kind"] == "ConfigMap")
+    documents = list(yaml.safe_load_all(config_map["data"]["agent.yaml"]))
+    [rendered_budget] = [d for d in documents if d["kind"] == "Budget"]
+    assert "agentSelector" not in rendered_budget["spec"]  # chosen by the controller already
+    deployment = next(o for o in rendered.objects if o["kind"] == "Deployment")
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert secret_env_name(SecretKeySelector(name="pg", key="password")) in env
+    # The runtime reads it back as one Budget covering the (unlabelled in its config) agent.
+    config = build_runtime_config(documents, environ={})
+    assert [b.metadata.name for b in config.budgets] == ["b"]
+
+
+def test_budget_status_says_when_a_window_passes_its_warning_and_its_limit() -> None:
+    from kagent.api.budget import BudgetStatus
+    from kagent.controller.budgets import Reading, budget_status
+    from kagent.kube.conditions import transitions
+
+    budget = _budget(limits=[{"window": "day", "tokens": 1000}], warningPercent=50)
+    start, ends = window_bounds("day", NOW)
+    limit = budget.spec.limits[0]
+
+    def status(tokens: int, previous: BudgetStatus) -> BudgetStatus:
+        return budget_status(previous, budget, [Reading(limit, start, ends, Amount(tokens=tokens))],
+                             None, "2026-12-31T22:15:07Z")
+
+    calm = status(100, BudgetStatus())
+    assert [(c.type, c.status) for c in calm.conditions or []] == [
+        ("CounterReachable", "True"), ("WithinBudget", "True")]
+    assert not transitions(None, calm.conditions)
+    warned = status(600, calm)
+    [event] = transitions(calm.conditions, warned.conditions)
+    assert (event.reason, event.event_type) == ("WarningReached", "Warning")
+    assert "600 of 1,000 tokens used this day (60%); resets at 2027-01-01T00:00:00Z" in event.message
+    assert warned.windows and warned.windows[0].used_percent == 60
+    full = status(1050, warned)
+    [event] = transitions(warned.conditions, full.conditions)
+    assert event.reason == "LimitReached" and "refused" in event.message
+    down = budget_status(full, budget, None, "the counter store did not answer: refused", "t")
+    assert down.windows == full.windows  # the last reading stays
+    assert [c.reason for c in down.conditions or [] if c.type == "CounterReachable"] == [
+        "CounterUnreachable"]
