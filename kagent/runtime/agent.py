@@ -97,6 +97,8 @@ class TurnResult:
     input_required: bool = False
     """The run paused on a human question; ``text`` is the question."""
     usage: RunUsage = field(default_factory=RunUsage)
+    cost_micros: int = 0
+    """What the turn's model calls cost, in millionths of a dollar (model.pricing)."""
 
 
 class TurnFailed(Exception):
@@ -415,7 +417,9 @@ class AgentRuntime:
                 raise TurnFailed(refused.failure) from None
         meter = start_metering()
         try:
-            return await self._turn(turn, emit)
+            result = await self._turn(turn, emit)
+            result.cost_micros = meter.total().cost_micros
+            return result
         finally:
             # Counted even when the request is cancelled: its model calls were paid for.
             settling = asyncio.ensure_future(self.budgets.settle(admission, meter, caller))

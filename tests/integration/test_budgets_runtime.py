@@ -177,10 +177,10 @@ def test_two_replicas_share_a_daily_token_budget(kind: str, llm: MockLLM, replic
     assert ledger_tokens(documents, postgres_server) == spent
 
 
-async def _call_a2a(url: str, name: str) -> None:
+async def _call_a2a(url: str, name: str) -> dict[str, int]:
     client = AgentClient()
     try:
-        await client.ask(url, name, "hello")
+        return (await client.ask(url, name, "hello")).usage
     finally:
         await client.aclose()
 
@@ -200,6 +200,11 @@ def test_a_per_caller_budget_stops_one_caller_and_not_another(
     assert "for caller user:alice" in refused
     assert [ask(urls[i % 2], name, "user:bob").status_code for i in range(2)] == [200, 200]
     assert ask(urls[1], name, "user:bob").status_code == 429
+    # An A2A caller (anonymous here) has its own share; the answer reports usage and cost, which
+    # a workflow step adds to its status: gpt-4o's default price, 100 x $2.50 + 50 x $10 per
+    # million tokens = $0.00075.
+    usage = asyncio.run(_call_a2a(urls[0], name))
+    assert usage == {"inputTokens": 100, "outputTokens": 50, "requests": 1, "costMicros": 750}
 
 
 def test_a_budget_whose_counter_store_is_down_refuses_with_503(

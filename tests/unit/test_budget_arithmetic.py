@@ -194,3 +194,15 @@ def test_budget_status_says_when_a_window_passes_its_warning_and_its_limit() -> 
     assert down.windows == full.windows  # the last reading stays
     assert [c.reason for c in down.conditions or [] if c.type == "CounterReachable"] == [
         "CounterUnreachable"]
+
+
+def test_workflow_step_and_run_usage_gain_cost() -> None:
+    from kagent.api.workflow import StepStatus
+    from kagent.workflow.state import add_usage, sum_usage
+
+    first = add_usage(None, {"inputTokens": 700, "outputTokens": 350, "requests": 1,
+                             "costMicros": 5250})
+    second = add_usage(first, {"inputTokens": 1, "outputTokens": 1, "costMicros": 1})
+    assert second is not None and second.cost == 0.005251
+    run = sum_usage([StepStatus(name="a", usage=second), StepStatus(name="b", usage=first)])
+    assert run.cost == 0.010501 and run.input_tokens == 1401
