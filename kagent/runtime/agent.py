@@ -96,9 +96,9 @@ class TurnResult:
     text: str
     input_required: bool = False
     """The run paused on a human question; ``text`` is the question."""
-    usage: RunUsage = field(default_factory=RunUsage)
     cost_micros: int = 0
     """What the turn's model calls cost, in millionths of a dollar (model.pricing)."""
+    usage: RunUsage = field(default_factory=RunUsage)
 
 
 class TurnFailed(Exception):
