@@ -179,14 +179,15 @@ class AgentRuntime:
                 else build_model(summary_spec, self.config.secrets)
             )
             config = memory.config
+            summary_meter = UsageMeter(f"{summary_spec.provider}/{summary_spec.name}", price_for(
+                summary_spec.provider, summary_spec.name, summary_spec.pricing))
             self.compressor = Compressor(
                 memory.compression, summary_model, model_settings(summary_spec),
                 max_history=config.max_history if config else None,
-                capabilities=[ModelMetrics(
+                capabilities=[summary_meter, ModelMetrics(
                     agent_name=self.name,
                     model_name=f"{summary_spec.provider}/{summary_spec.name}",
-                ), UsageMeter(f"{summary_spec.provider}/{summary_spec.name}", price_for(
-                    summary_spec.provider, summary_spec.name, summary_spec.pricing))],
+                )],
                 instrument=instrumentation,
             )
         if memory and memory.long_term and memory.long_term.enabled:
