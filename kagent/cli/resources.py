@@ -113,12 +113,12 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
 
 
 HEADERS = {
+    "Budget": ["USED", "WITHIN", "AGE"],
     "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"],
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
     "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
     "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "STARTED", "DURATION", "AGE"],
-    "Budget": ["USED", "WITHIN", "AGE"],
 }
 
 

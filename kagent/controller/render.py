@@ -42,14 +42,14 @@ class AgentInputs:
     """The Tool resources the agent names (kind Tool), in the agent's order."""
     memory: Memory | None = None
     """The Memory named by memoryRef, if any."""
+    budgets: list[Budget] = field(default_factory=list)
+    """The Budgets covering the agent: rendered into its config, which the runtime enforces."""
     secret_digest: str = ""
     """A digest of the referenced Secret keys' values, so rotation changes the config hash."""
     keda_available: bool = False
     """Whether the KEDA CRDs are installed."""
     image: str = DEFAULT_IMAGE
     """Image of the agent runtime (the controller's own image unless the Agent overrides it)."""
-    budgets: list[Budget] = field(default_factory=list)
-    """The Budgets covering the agent: rendered into its config, which the runtime enforces."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def agent_secret_refs(inputs: AgentInputs) -> list[SecretKeySelector]:
     return unique_refs(refs)
 
 
-def _clean(resource: Agent | Tool | Memory | Budget) -> dict[str, Any]:
+def _clean(resource: Agent | Tool | Memory) -> dict[str, Any]:
     """A resource as the runtime reads it: spec and identity only, no status or server fields."""
     meta = resource.metadata
     return {
@@ -95,18 +95,23 @@ def _clean(resource: Agent | Tool | Memory | Budget) -> dict[str, Any]:
     }
 
 
+def _budget_document(budget: Budget) -> dict[str, Any]:
+    """A covering Budget as the runtime reads it. The controller chose it, so its selectors are
+    left out: the runtime applies every Budget in its config (an Agent's labels are not there
+    for it to match)."""
+    spec = budget.spec.model_dump(by_alias=True, exclude_none=True, mode="json",
+                                  exclude={"agent_selector", "workflow_selector"})
+    meta = budget.metadata
+    return {"apiVersion": API_VERSION, "kind": "Budget",
+            "metadata": {"name": meta.name, "namespace": meta.namespace}, "spec": spec}
+
+
 def runtime_config(inputs: AgentInputs) -> str:
     """The ConfigMap payload: the manifests ``kagent runtime -f`` reads, secrets excluded."""
     documents = [_clean(inputs.agent), *(_clean(t) for t in inputs.tools)]
     if inputs.memory is not None:
         documents.append(_clean(inputs.memory))
-    for budget in inputs.budgets:
-        # The controller chose the Budgets that cover this agent: the runtime applies them all
-        # (the Agent's labels are not in its config, so it could not match selectors itself).
-        document = _clean(budget)
-        for selector in ("agentSelector", "workflowSelector"):
-            document["spec"].pop(selector, None)
-        documents.append(document)
+    documents.extend(_budget_document(b) for b in inputs.budgets)
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.controller.render import AgentInputs, agent_secret_refs
-from kagent.runtime.budget import budget_covers_agent
 from kagent.kube.reconcile import ObjectKey, ObjectReader
+from kagent.runtime.budget import budget_covers_agent
 
 Dependency = ObjectKey
 """(kind, namespace, name) of an object another one depends on."""
@@ -102,8 +102,9 @@ def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image
         return Resolution(inputs=None, missing=missing, reason=reasons[0], dependencies=dependencies)
     inputs = AgentInputs(
         agent=agent, tools=tools, memory=memory, secret_digest=digest,
-        keda_available=keda_available, image=image, budgets=budgets,
+        keda_available=keda_available, image=image,
     )
+    inputs = replace(inputs, budgets=budgets)
     return Resolution(inputs=inputs, dependencies=dependencies)
 
 
