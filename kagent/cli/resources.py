@@ -113,9 +113,9 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
 
 
 HEADERS = {
-    "Budget": ["USED", "WITHIN", "AGE"],
     "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"],
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
+    "Budget": ["USED", "WITHIN", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
     "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
     "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "STARTED", "DURATION", "AGE"],

@@ -7,9 +7,10 @@ object depends on (for the reverse index that re-reconciles exactly what a chang
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from kagent.api import Agent, Budget, Memory, Tool
@@ -104,7 +105,7 @@ def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image
         agent=agent, tools=tools, memory=memory, secret_digest=digest,
         keda_available=keda_available, image=image,
     )
-    inputs = replace(inputs, budgets=budgets)
+    inputs = dataclasses.replace(inputs, budgets=budgets)
     return Resolution(inputs=inputs, dependencies=dependencies)
 
 
