@@ -519,6 +519,7 @@ class PostgresCounterStore(CounterStore):
                         "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                         (claim.callers_key, claim.caller, claim.ends + WINDOW_GRACE))
             await connection.execute("DELETE FROM kagent_budget_counters WHERE expires_at < now()")
+            await connection.execute("DELETE FROM kagent_budget_callers WHERE expires_at < now()")
         return None
 
     async def settle(self, claims: Sequence[Claim], estimate: Amount, spent: Amount) -> list[Amount]:
