@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from kagent.api.base import KagentModel, SecretKeySelector, cel
+from kagent.api.pricing import ModelPricing
 
 Provider = Literal["openai", "anthropic", "bedrock", "vllm"]
 
@@ -47,6 +48,9 @@ class ModelEndpoint(KagentModel):
     """Sampling temperature, 0 to 2 (0 to 1 for anthropic). Unset uses the provider's default."""
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     """Most tokens the model may generate in one answer."""
+    pricing: ModelPricing | None = None
+    """What this model costs (dollars per million tokens), for Budgets and usage reports.
+    Unset uses the default price table (docs/budgets.md)."""
     api_key_secret_ref: SecretKeySelector | None = None
     """The Secret key holding the provider's API key. It reaches the agent pod only as an
     environment variable; its value is never copied into a ConfigMap, log or trace."""

@@ -253,6 +253,9 @@ class Usage(KagentModel):
     """Tokens sent to models."""
     output_tokens: int = 0
     """Tokens models generated."""
+    cost: float = 0.0
+    """What the models cost, in US dollars (each model's pricing, else the default price
+    table; see docs/budgets.md)."""
     requests: int = 0
     """Model calls."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kagent.api.crd import default_crd_dir, write_crds
-from kagent.cli import chat, dev, install, resources, workflow
+from kagent.cli import chat, dev, install, resources, usage, workflow
 from kagent.cli.controller import controller_command
 from kagent.cli.dashboard import dashboard
 
@@ -29,6 +29,7 @@ app.command("run")(chat.run)
 app.command("install")(install.install)
 app.command("uninstall")(install.uninstall)
 app.command("dashboard")(dashboard)
+app.command("usage")(usage.usage)
 
 
 @app.command("crds")

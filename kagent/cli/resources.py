@@ -105,6 +105,10 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
     if kind == "Workflow":
         return [str(len(spec.get("steps") or [])), _condition_text(status, "Accepted"),
                 str(status.get("running", 0)), str(status.get("pending", 0)), age(created)]
+    if kind == "Budget":
+        windows = ", ".join(f"{w.get('window')} {w.get('usedPercent', 0)}%"
+                            for w in status.get("windows") or [] if not w.get("caller"))
+        return [windows or "-", _condition_text(status, "WithinBudget"), age(created)]
     phase = status.get("phase") or "Pending"
     color = {"Succeeded": "green", "Failed": "red", "Running": "cyan"}.get(phase, "yellow")
     return [(spec.get("workflowRef") or {}).get("name", "-"), f"[{color}]{phase}[/]",
@@ -114,6 +118,7 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
 HEADERS = {
     "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"],
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
+    "Budget": ["USED", "WITHIN", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
     "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
     "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "DURATION", "AGE"],
@@ -124,6 +129,7 @@ WIDE_HEADERS = {
     "Memory": ["MESSAGE"],
     "Workflow": ["AGENTS", "INPUTS"],
     "WorkflowRun": ["STARTED", "STEPS", "TOKENS", "MESSAGE"],
+    "Budget": ["SCOPE", "MESSAGE"],
 }
 
 RANKS = {"MESSAGE": TEXT, "REASON": TEXT, "ENDPOINT": TEXT, "TOOLS": TEXT, "AGENTS": TEXT,
@@ -145,6 +151,12 @@ def _wide_columns(kind: str, doc: dict[str, Any]) -> list[str]:
                 status.get("endpoint") or "-"]
     if kind in ("Tool", "Memory"):
         return [(_condition(status, "Accepted") or {}).get("message") or "-"]
+    if kind == "Budget":
+        selector = (spec.get("agentSelector") or {}).get("matchLabels") or {}
+        scope = ",".join(f"{k}={v}" for k, v in selector.items()) or "namespace"
+        if spec.get("perCaller"):
+            scope += " per caller"
+        return [scope, (_condition(status, "WithinBudget") or {}).get("message") or "-"]
     if kind == "Workflow":
         steps = spec.get("steps") or []
         agents = dict.fromkeys(s["agent"] for s in steps if s.get("agent"))

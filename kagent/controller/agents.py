@@ -116,6 +116,7 @@ def inputs_digest(inputs: AgentInputs) -> str:
     return manifest_digest({
         "agent": ident(inputs.agent), "tools": [ident(t) for t in inputs.tools],
         "memory": ident(inputs.memory) if inputs.memory is not None else None,
+        "budgets": [ident(b) for b in inputs.budgets],
         "secrets": inputs.secret_digest, "keda": inputs.keda_available, "image": inputs.image,
     })
 

@@ -30,6 +30,7 @@ from lightkube.types import PatchType
 
 from kagent.api import KINDS, AgentStatus
 from kagent.api.base import API_VERSION
+from kagent.api.budget import BudgetStatus
 from kagent.api.memory import MemoryStatus
 from kagent.api.tool import ToolStatus
 from kagent.controller.render import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY
@@ -254,11 +255,12 @@ class ControllerCache:
         await asyncio.gather(*(load(name) for name in dict.fromkeys(names)))
 
     async def write_status(self, client: AsyncClient, cached: Object,
-                           status: AgentStatus | ToolStatus | MemoryStatus) -> None:
+                           status: AgentStatus | ToolStatus | MemoryStatus | BudgetStatus) -> None:
         """The one way reconcilers write a Kagent object's status: only from its typed model.
         The answer goes into the cache until the watch delivers it, so the next reconcile
         compares against what was written instead of writing it again."""
-        kind = {AgentStatus: "Agent", ToolStatus: "Tool", MemoryStatus: "Memory"}[type(status)]
+        kind = {AgentStatus: "Agent", ToolStatus: "Tool", MemoryStatus: "Memory",
+                BudgetStatus: "Budget"}[type(status)]
         meta = cached["metadata"]
         answer = await client.patch(
             KAGENT_RESOURCES[kind].Status, meta["name"], {"status": status.to_wire()},

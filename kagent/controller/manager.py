@@ -22,6 +22,7 @@ from lightkube import AsyncClient
 
 from kagent.api.base import API_VERSION
 from kagent.controller.agents import AgentReconciler
+from kagent.controller.budgets import BudgetReconciler
 from kagent.controller.cache import (
     CHILD_KINDS,
     ControllerCache,
@@ -48,8 +49,8 @@ from kagent.kube.reconcile import ObjectKey, Reconciler, Result
 
 log = logging.getLogger("kagent.controller")
 
-RECONCILED_KINDS = ("Agent", "Tool", "Memory", "Workflow", "WorkflowRun")
-SPEC_DRIVEN_KINDS = frozenset({"Agent", "Tool", "Memory"})
+RECONCILED_KINDS = ("Agent", "Tool", "Memory", "Workflow", "WorkflowRun", "Budget")
+SPEC_DRIVEN_KINDS = frozenset({"Agent", "Tool", "Memory", "Budget"})
 """Kinds whose own reconcile depends only on their spec, so status-only changes do not queue it."""
 FAILURE_MESSAGE_LIMIT = 500
 
@@ -74,6 +75,8 @@ class Controller:
             "Agent": self.agents, "Tool": references, "Memory": references,
             "Workflow": workflows, "WorkflowRun": workflows,
         }
+        self.budgets = BudgetReconciler(client, self.cache)
+        self.reconcilers["Budget"] = self.budgets
 
     # --- queueing ---------------------------------------------------------------------------
 
@@ -102,6 +105,9 @@ class Controller:
                     self.workflows.deleted(key[1], key[2])
             elif not (kind in SPEC_DRIVEN_KINDS and is_status_only(event_type, old, new)):
                 self.enqueue(key)
+                if kind == "Budget":  # which Agents it covers may have changed
+                    for agent in self.cache.list("Agent", key[1]):
+                        self.enqueue(("Agent", key[1], agent["metadata"]["name"]))
             self.enqueue_dependents(key)
         elif kind == "Secret":
             if event_type == DELETED or resource_version(old) != resource_version(new):
@@ -178,6 +184,7 @@ class Controller:
                 await events
             await self.cache.stop()
             await self.workflows.shutdown()
+            await self.budgets.close()
 
 
 def _describe(error: Exception) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kagent.api import Agent, Memory, Tool
+from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.agent import ScalingSpec
 from kagent.api.base import API_VERSION, SecretKeySelector
 from kagent.api.labels import (
@@ -68,6 +68,8 @@ class AgentInputs:
     """The Tool resources the agent names (kind Tool), in the agent's order."""
     memory: Memory | None = None
     """The Memory named by memoryRef, if any."""
+    budgets: list[Budget] = field(default_factory=list)
+    """The Budgets covering the agent: rendered into its config, which the runtime enforces."""
     secret_digest: str = ""
     """A digest of the referenced Secret keys' values, so rotation changes the config hash."""
     keda_available: bool = False
@@ -99,6 +101,8 @@ def agent_secret_refs(inputs: AgentInputs) -> list[SecretKeySelector]:
         refs.extend(iter_secret_refs(tool.spec))
     if inputs.memory is not None:
         refs.extend(iter_secret_refs(inputs.memory.spec))
+    for budget in inputs.budgets:
+        refs.extend(iter_secret_refs(budget.spec))
     tracing = inputs.agent.spec.observability and inputs.agent.spec.observability.tracing
     if tracing and tracing.enabled and tracing.secret_ref:
         refs.extend(
@@ -121,11 +125,23 @@ def _clean(resource: Agent | Tool | Memory) -> dict[str, Any]:
     }
 
 
+def _budget_document(budget: Budget) -> dict[str, Any]:
+    """A covering Budget as the runtime reads it. The controller chose it, so its selectors are
+    left out: the runtime applies every Budget in its config (an Agent's labels are not there
+    for it to match)."""
+    spec = budget.spec.model_dump(by_alias=True, exclude_none=True, mode="json",
+                                  exclude={"agent_selector", "workflow_selector"})
+    meta = budget.metadata
+    return {"apiVersion": API_VERSION, "kind": "Budget",
+            "metadata": {"name": meta.name, "namespace": meta.namespace}, "spec": spec}
+
+
 def runtime_config(inputs: AgentInputs) -> str:
     """The ConfigMap payload: the manifests ``kagent runtime -f`` reads, secrets excluded."""
     documents = [_clean(inputs.agent), *(_clean(t) for t in inputs.tools)]
     if inputs.memory is not None:
         documents.append(_clean(inputs.memory))
+    documents.extend(_budget_document(b) for b in inputs.budgets)
     return yaml.safe_dump_all(documents, sort_keys=False)
 
 

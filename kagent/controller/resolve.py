@@ -7,16 +7,18 @@ object depends on (for the reverse index that re-reconciles exactly what a chang
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kagent.api import Agent, Memory, Tool
+from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.controller.render import AgentInputs, NetworkPolicySettings, agent_secret_refs
 from kagent.kube.reconcile import ObjectKey, ObjectReader
+from kagent.runtime.budget import budget_covers_agent
 
 Dependency = ObjectKey
 """(kind, namespace, name) of an object another one depends on."""
@@ -39,10 +41,10 @@ class Resolution:
     """Referenced Secrets whose key names are not known yet: read them and resolve again."""
 
 
-def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory:
+def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory | Budget:
     """The typed spec of a cached Kagent object (status is read separately, tolerantly)."""
     resource = parse_resource({k: v for k, v in raw.items() if k != "status"})
-    assert isinstance(resource, (Agent, Tool, Memory))
+    assert isinstance(resource, (Agent, Tool, Memory, Budget))
     return resource
 
 
@@ -110,7 +112,10 @@ def resolve_agent(cache: SecretReader, agent: Agent, keda_available: bool, image
             memory = _typed(found, Memory, missing)
             if memory is None:
                 reasons.append("MemoryInvalid")
-    inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available, image=image)
+    budgets = covering_budgets(cache, agent)
+    dependencies.update(("Budget", namespace, str(b.metadata.name)) for b in budgets)
+    inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available,
+                         image=image, budgets=budgets)
     refs = agent_secret_refs(inputs)
     dependencies.update(("Secret", namespace, ref.name) for ref in refs)
     secrets = secret_digest(cache, namespace, refs)
@@ -124,7 +129,22 @@ def resolve_agent(cache: SecretReader, agent: Agent, keda_available: bool, image
         agent=agent, tools=tools, memory=memory, secret_digest=secrets.digest,
         keda_available=keda_available, image=image, network=network or NetworkPolicySettings(),
     )
+    inputs = dataclasses.replace(inputs, budgets=budgets)
     return Resolution(inputs=inputs, dependencies=dependencies)
+
+
+def covering_budgets(cache: ObjectReader, agent: Agent) -> list[Budget]:
+    """The namespace's Budgets that cover ``agent`` (by name, so the config is stable); one that
+    does not parse is left out (the API server's schema makes that rare)."""
+    found = []
+    for raw in cache.list("Budget", str(agent.metadata.namespace)):
+        try:
+            budget = parse_resource({k: v for k, v in raw.items() if k != "status"})
+        except ManifestError:
+            continue
+        if isinstance(budget, Budget) and budget_covers_agent(budget, agent.metadata.labels or {}):
+            found.append(budget)
+    return sorted(found, key=lambda b: str(b.metadata.name))
 
 
 def _typed(document: dict[str, Any], kind: type[Tool] | type[Memory], problems: list[str]) -> Any:

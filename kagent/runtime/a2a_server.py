@@ -230,7 +230,7 @@ class KagentExecutor(AgentExecutor):
 def usage_metadata(result: TurnResult) -> dict[str, int]:
     usage = result.usage
     return {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
-            "requests": usage.requests}
+            "requests": usage.requests, "costMicros": result.cost_micros}
 
 
 _PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")

@@ -43,6 +43,9 @@ from pydantic_ai.messages import ModelMessage, TextPart
 from pydantic_ai.toolsets import AbstractToolset
 
 from kagent.api.base import parse_duration
+from kagent.api.pricing import price_for
+from kagent.runtime.budget import BudgetRefused, UsageMeter, budget_enforcer, start_metering
+from kagent.runtime.caller import current_caller
 from kagent.runtime.config import RuntimeConfig
 from kagent.runtime.context import DEFAULT_AGENT_URL_TEMPLATE, RuntimeContext
 from kagent.runtime.errors import RequestFailure, describe_failure
@@ -124,6 +127,8 @@ class TurnResult:
     text: str
     input_required: bool = False
     """The run paused on a human question; ``text`` is the question."""
+    cost_micros: int = 0
+    """What the turn's model calls cost, in millionths of a dollar (model.pricing)."""
     usage: RunUsage = field(default_factory=RunUsage)
     model: str | None = None
     """Which model answered (``provider/name``): ``spec.model`` or one of its fallbacks."""
@@ -170,6 +175,7 @@ class AgentRuntime:
         self.longterm: LongTermMemory | None = None
         self.agent: Agent[None, str | DeferredToolRequests] | None = None
         self._in_flight: dict[str, int] = {}
+        self.budgets = budget_enforcer(config)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -190,7 +196,8 @@ class AgentRuntime:
             description=spec.description,
             toolsets=toolsets,
             output_type=[str, DeferredToolRequests],
-            capabilities=[metrics],
+            capabilities=[metrics, UsageMeter(self.model_label, price_for(
+                spec.model.provider, spec.model.name, spec.model.pricing))],
         )
         instrumentation = None
         if self.tracer_provider is not None:
@@ -204,10 +211,12 @@ class AgentRuntime:
                 else build_model(summary_spec, self.config.secrets, agent=self.name)
             )
             config = memory.config
+            summary_meter = UsageMeter(f"{summary_spec.provider}/{summary_spec.name}", price_for(
+                summary_spec.provider, summary_spec.name, summary_spec.pricing))
             self.compressor = Compressor(
                 memory.compression, summary_model, model_settings(summary_spec),
                 max_history=config.max_history if config else None,
-                capabilities=[ModelMetrics(
+                capabilities=[summary_meter, ModelMetrics(
                     agent_name=self.name,
                     model_name=model_label(summary_spec),
                 )],
@@ -240,6 +249,7 @@ class AgentRuntime:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.store.close()
+        await self.budgets.close()
         if self.longterm is not None:
             with contextlib.suppress(Exception):
                 await self.longterm.close()
@@ -291,7 +301,7 @@ class AgentRuntime:
             attributes=attributes, record_exception=False, set_status_on_exception=False,
         ) as span:
             try:
-                result = await self._turn(turn, emit)
+                result = await self._budgeted_turn(turn, emit)
                 outcome = "success"
                 if result.model:
                     span.set_attribute("kagent.model", result.model)
@@ -459,6 +469,27 @@ class AgentRuntime:
         text = args if isinstance(args, str) else json.dumps(args, default=str)
         shown = self._shown(text)
         return args if shown == text and not isinstance(args, str) else shown
+
+    async def _budgeted_turn(self, turn: Turn, emit: Any) -> TurnResult:
+        """The turn, admitted by the Budgets covering the agent and counted against them (and in
+        the usage metrics) afterwards, whether it answered or failed."""
+        caller = current_caller().identity
+        admission = None
+        if self.budgets.enabled:
+            try:
+                admission = await self.budgets.admit(caller)
+            except BudgetRefused as refused:
+                raise TurnFailed(refused.failure) from None
+        meter = start_metering()
+        try:
+            result = await self._turn(turn, emit)
+            result.cost_micros = meter.total().cost_micros
+            return result
+        finally:
+            # Counted even when the request is cancelled: its model calls were paid for.
+            settling = asyncio.ensure_future(self.budgets.settle(admission, meter, caller))
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(settling)
 
     def _usage_limits(self) -> UsageLimits:
         limits = self.limits

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kagent.api import Agent, Memory, Tool
+from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.agent import ToolReference
 from kagent.api.manifests import ManifestError, load_files, parse_resource
 from kagent.api.memory import MemorySpec
+from kagent.runtime.budget import budget_covers_agent
 from kagent.runtime.secrets import SecretResolver
 
 IGNORED_KINDS = frozenset({"Workflow", "WorkflowRun"})
@@ -42,6 +43,8 @@ class RuntimeConfig:
     """Inline ``spec.memory`` or the spec of the Memory named by ``memoryRef``."""
     secrets: SecretResolver = field(default_factory=SecretResolver)
     namespace: str = "default"
+    budgets: list[Budget] = field(default_factory=list)
+    """The Budgets covering this agent (the controller renders the matching ones)."""
 
     @property
     def name(self) -> str:
@@ -76,6 +79,7 @@ def build_runtime_config(
     agents: list[Agent] = []
     tools: dict[str, Tool] = {}
     memories: dict[str, Memory] = {}
+    budgets: list[Budget] = []
     secret_manifests: list[dict[str, Any]] = []
     for document in documents:
         kind = document.get("kind")
@@ -94,6 +98,8 @@ def build_runtime_config(
             tools[resource.metadata.name or ""] = resource
         elif isinstance(resource, Memory):
             memories[resource.metadata.name or ""] = resource
+        elif isinstance(resource, Budget):
+            budgets.append(resource)
 
     agent = _pick_agent(agents, agent_name or env.get("KAGENT_AGENT_NAME"))
     spec = agent.spec
@@ -128,6 +134,7 @@ def build_runtime_config(
         memory=memory,
         secrets=SecretResolver(secret_manifests, environ=env),
         namespace=namespace,
+        budgets=[b for b in budgets if budget_covers_agent(b, agent.metadata.labels or {})],
     )
 
 

@@ -260,6 +260,7 @@ def add_usage(total: Usage | None, reported: dict[str, int] | None) -> Usage | N
     base = total or Usage()
     return Usage(input_tokens=base.input_tokens + int(reported.get("inputTokens") or 0),
                  output_tokens=base.output_tokens + int(reported.get("outputTokens") or 0),
+                 cost=round(base.cost + int(reported.get("costMicros") or 0) / 1_000_000, 6),
                  requests=base.requests + int(reported.get("requests") or 0))
 
 
@@ -270,6 +271,7 @@ def sum_usage(steps: list[StepStatus]) -> Usage:
             total.input_tokens += step.usage.input_tokens
             total.output_tokens += step.usage.output_tokens
             total.requests += step.usage.requests
+            total.cost = round(total.cost + step.usage.cost, 6)
     return total
 
 

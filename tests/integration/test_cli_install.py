@@ -58,7 +58,7 @@ def test_install_then_uninstall(own_plane: ControlPlane) -> None:
     assert "next: `kagent get agents -A`" in installed.stderr  # a hint, not the report
     deployments = own_plane.kubectl("get", "deployments", "-n", "kagent-system", "-o", "name")
     assert "kagent" in deployments.stdout
-    assert "5 CRDs applied" in installed.stdout
+    assert "6 CRDs applied" in installed.stdout
     # An upgrade is the same command; it re-applies the CRDs, which Helm alone would not.
     own_plane.kubectl("patch", "crd", "agents.kagent.dev", "--type", "json", "-p",
                       '[{"op": "replace", "path": "/spec/names/shortNames", "value": ["stale"]}]')

@@ -56,7 +56,7 @@ def test_schema_is_structural_and_described(kind: type) -> None:
 
 def test_crd_names_and_columns() -> None:
     crds = {c["spec"]["names"]["kind"]: c for c in all_crds().values()}
-    assert set(crds) == {"Agent", "Tool", "Memory", "Workflow", "WorkflowRun"}
+    assert set(crds) == {"Agent", "Tool", "Memory", "Workflow", "WorkflowRun", "Budget"}
     for kind, crd in crds.items():
         assert crd["spec"]["names"]["categories"] == ["kagent"]
         assert crd["spec"]["names"]["shortNames"]
