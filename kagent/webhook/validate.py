@@ -17,6 +17,7 @@ from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
 from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
+from kagent.api.rollout import rollout_problems
 from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import ExpressionError, compile_condition, compile_template
 from kagent.workflow.plan import PlanError, plan
@@ -68,9 +69,9 @@ def _check_agent(agent: Agent) -> list[FieldError]:
                 if "query" not in meta and "metricName" not in meta:
                     errors.append(FieldError(f"spec.scaling.keda.triggers[{i}].metadata",
                                              "a prometheus trigger needs a query or a metricName"))
-    if agent.spec.rollout is not None and agent.spec.rollout.strategy != "RollingUpdate":
-        errors.append(FieldError("spec.rollout.strategy",
-                                 f"{agent.spec.rollout.strategy} is not supported yet; use RollingUpdate"))
+    if agent.spec.rollout is not None:
+        errors += [FieldError(field, message) for field, message in
+                   rollout_problems(agent.spec.rollout, autoscaled=agent.spec.scaling is not None)]
     return errors
 
 
