@@ -8,6 +8,9 @@ answers from a runtime — never a dropped connection or a "no Ready pod".
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.integration
 SCRIPT = {"rules": [
     {"name": "broken", "system_contains": "VERSION broken",
      "error": {"status": 400, "message": "the new prompt breaks the model"}},
+    {"name": "second", "system_contains": "VERSION 2", "content": "the second answer"},
     {"name": "answer", "content": "an answer"},
 ]}
 CANARY = {"strategy": "Canary", "canary": {
@@ -222,3 +226,112 @@ def test_the_webhook_refuses_malformed_steps_naming_the_field(env: Env) -> None:
     ok = agent_doc(namespace, "helper", "x", {"strategy": "BlueGreen",
                                               "blueGreen": {"scaleDownDelay": "1m"}})
     env.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(ok))
+
+
+def kagent(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kagent", *args, "--kubeconfig",
+                           str(env.plane.kubeconfig)], capture_output=True, text=True, timeout=60,
+                          check=False, env={**os.environ, "COLUMNS": "200"})
+
+
+def phase(env: Env, namespace: str, name: str, wanted: str) -> dict[str, Any] | None:
+    status = rollout_status(env, namespace, name)
+    return status if status.get("phase") == wanted else None
+
+
+def test_rollout_commands_status_history_promote_abort_undo(env: Env) -> None:
+    namespace = env.plane.create_namespace(f"cli-{int(time.time())}")
+    name = "steered"
+    manual = {"strategy": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    apply(env, agent_doc(namespace, name, "VERSION 1", manual))
+    wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="revision 1 Healthy")
+    nothing = kagent(env, "rollout", "promote", name, "-n", namespace)
+    assert nothing.returncode == 1 and "no rollout in progress" in nothing.stderr
+
+    set_prompt(env, namespace, name, "VERSION 2")
+    wait_for(lambda: phase(env, namespace, name, "Paused"), timeout=120, what="paused at 50%")
+    shown = kagent(env, "rollout", "status", name, "-n", namespace)
+    assert shown.returncode == 0, shown.stderr
+    assert "phase:    Paused" in shown.stdout and "new:      revision 2" in shown.stdout
+    assert "weights:  stable 50% (1 pods), new 50% (1 pods)" in shown.stdout
+    promoted = kagent(env, "rollout", "promote", name, "-n", namespace)
+    assert promoted.returncode == 0 and "promote requested" in promoted.stdout
+    wait_for(lambda: healthy_at(env, namespace, name, 2), timeout=120, what="promoted to revision 2")
+    annotations = env.agent(namespace, name)["metadata"].get("annotations") or {}
+    assert "kagent.dev/rollout-action" not in annotations  # acted on, then removed
+
+    set_prompt(env, namespace, name, "VERSION 3")
+    wait_for(lambda: phase(env, namespace, name, "Paused"), timeout=120, what="paused again")
+    aborted = kagent(env, "rollout", "abort", name, "-n", namespace)
+    assert aborted.returncode == 0, aborted.stderr
+    status = wait_for(lambda: phase(env, namespace, name, "Aborted"), timeout=60, what="aborted")
+    assert status["stableRevision"] == 2
+
+    history = kagent(env, "rollout", "history", name, "-n", namespace)
+    assert history.returncode == 0, history.stderr
+    rows = [line.split() for line in history.stdout.splitlines()[1:] if line.strip()]
+    assert [row[0] for row in rows] == ["1", "2", "3"]
+    assert "stable" in history.stdout and "rolled back" in history.stdout
+    assert "VERSION 3" in history.stdout
+
+    undone = kagent(env, "rollout", "undo", name, "-n", namespace)
+    assert undone.returncode == 0 and "rolled back to revision 1" in undone.stdout, undone.stderr
+    assert env.agent(namespace, name)["spec"]["systemPrompt"] == "VERSION 1"
+    wait_for(lambda: phase(env, namespace, name, "Paused"), timeout=120, what="revision 1 as a canary")
+    kagent(env, "rollout", "promote", name, "--full", "-n", namespace)
+    wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="back on revision 1")
+    missing = kagent(env, "rollout", "undo", name, "--to-revision", "9", "-n", namespace)
+    assert missing.returncode == 1 and "no revision 9" in missing.stderr
+
+
+def test_blue_green_switches_after_the_preview_is_ready_and_analysed_and_undo_switches_back(
+        env: Env) -> None:
+    namespace = env.plane.create_namespace(f"bluegreen-{int(time.time())}")
+    name = "switcher"
+    blue_green = {"strategy": "BlueGreen", "blueGreen": {
+        "scaleDownDelay": "5m", "analysis": {"minRequests": 3, "maxErrorRate": 0.2, "timeout": "60s"}}}
+    doc = agent_doc(namespace, name, "VERSION 1", blue_green)
+    doc["spec"]["replicas"] = 1
+    apply(env, doc)
+    wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="revision 1 Healthy")
+    client = Client(f"{env.pods.url}/{namespace}/{name}", name).start()
+    preview = Client(f"{env.pods.url}/{namespace}/{name}-preview", name)
+    try:
+        set_prompt(env, namespace, name, "VERSION 2")
+        wait_for(lambda: env.kubectl_json("get", "service", f"{name}-preview", "-n", namespace),
+                 what="the preview Service")
+        preview.start()
+        analysing = wait_for(lambda: phase(env, namespace, name, "Analysing"), timeout=120,
+                             what="the preview Ready and analysed")
+        ready_at = len(client.answers)
+        assert analysing["activeSelector"] == analysing["stableHash"]  # not switched yet
+
+        def switched() -> dict[str, Any] | None:
+            status = rollout_status(env, namespace, name)
+            return status if status.get("switchedAt") else None
+
+        status = wait_for(switched, timeout=120, what="the switch")
+        assert status["analysis"]["verdict"] == "Passed"
+        assert status["analysis"]["canary"]["requests"] >= 3
+        assert status["activeSelector"] == status["canaryHash"]
+        wait_for(lambda: "the second answer" in client.answers[-1][1], timeout=30,
+                 what="the Agent's Service answering from revision 2")
+        early = [text for _, text in client.answers[:ready_at] if "the second answer" in text]
+        assert not early, "the Service switched before the preview was Ready and analysed"
+        assert [e for e in events(env, namespace, name) if e["reason"] == "Switched"]
+        # the previous revision is kept: undo switches straight back
+        assert env.kubectl_json("get", "deployment", name, "-n", namespace)["status"].get(
+            "readyReplicas") == 1
+        started = time.monotonic()
+        undone = kagent(env, "rollout", "undo", name, "-n", namespace)
+        assert undone.returncode == 0, undone.stderr
+        wait_for(lambda: client.answers and client.answers[-1][1].count("an answer"), timeout=30,
+                 what="the Service back on revision 1")
+        back_after = time.monotonic() - started
+        wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=60, what="revision 1 Healthy")
+        print(f"undo switched back in {back_after:.1f}s")
+        assert not client.dropped(), client.dropped()[:3]
+        assert all(code == 200 for code, _ in client.answers)
+    finally:
+        client.stop()
+        preview.stop()
