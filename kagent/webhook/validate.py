@@ -72,6 +72,10 @@ def _check_agent(agent: Agent) -> list[FieldError]:
     if agent.spec.rollout is not None:
         errors += [FieldError(field, message) for field, message in
                    rollout_problems(agent.spec.rollout, autoscaled=agent.spec.scaling is not None)]
+        name = str(agent.metadata.name or "")
+        if agent.spec.rollout.strategy == "BlueGreen" and len(name) > 55:
+            errors.append(FieldError("metadata.name", "BlueGreen adds a preview Service named "
+                                     f"{name}-preview: the name may have at most 55 characters"))
     return errors
 
 

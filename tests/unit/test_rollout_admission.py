@@ -74,3 +74,11 @@ def test_canary_needs_a_fixed_replica_count() -> None:
         "minReplicas": 1, "maxReplicas": 3, "metrics": [{"type": "cpu", "target": {"averageUtilization": 70}}]})
     del autoscaled["spec"]["replicas"]
     assert fields(autoscaled) == ["spec.rollout.strategy"]
+
+
+def test_a_blue_green_agent_name_leaves_room_for_its_preview_service() -> None:
+    long = agent({"strategy": "BlueGreen"})
+    long["metadata"]["name"] = "a" * 56
+    assert fields(long) == ["metadata.name"]
+    long["metadata"]["name"] = "a" * 55
+    assert fields(long) == []
