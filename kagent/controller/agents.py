@@ -144,8 +144,11 @@ class AgentReconciler:
                                                                 progress.rendered)
                 for gone in await self.rollouts.delete_unwanted(agent, progress.unwanted):
                     self.applied.forget(gone)
-            elif last is None or last.inputs != digest or not self._children_up_to_date(last):
-                last, deployment = await self._render_and_apply(key, resolution.inputs, digest)
+            else:
+                if last is None or last.inputs != digest or not self._children_up_to_date(last):
+                    last, deployment = await self._render_and_apply(key, resolution.inputs, digest)
+                for gone in await self.rollouts.delete_unwanted(agent, None):  # strategy changed
+                    self.applied.forget(gone)
             await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
             config_hash, endpoint = last.config_hash, last.endpoint
             accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")

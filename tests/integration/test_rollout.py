@@ -283,6 +283,18 @@ def test_rollout_commands_status_history_promote_abort_undo(env: Env) -> None:
     missing = kagent(env, "rollout", "undo", name, "--to-revision", "9", "-n", namespace)
     assert missing.returncode == 1 and "no revision 9" in missing.stderr
 
+    # leaving Canary while a canary is in flight removes it; the Deployment rolls as usual
+    set_prompt(env, namespace, name, "VERSION 5")
+    wait_for(lambda: phase(env, namespace, name, "Paused"), timeout=120, what="a canary in flight")
+    env.plane.kubectl("patch", "agent", name, "-n", namespace, "--type", "merge", "-p",
+                      json.dumps({"spec": {"rollout": {"strategy": "RollingUpdate", "canary": None}}}))
+    wait_for(lambda: env.kubectl_json("get", "deployment", f"{name}-canary", "-n", namespace)
+             is None, what="the canary Deployment removed")
+    agent = wait_for(lambda: (lambda a: a if "rollout" not in a["status"] and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in a["status"]["conditions"])
+        else None)(env.agent(namespace, name)), timeout=120, what="a plain rolled-out Agent")
+    assert agent["spec"]["systemPrompt"] == "VERSION 5"
+
 
 def test_blue_green_switches_after_the_preview_is_ready_and_analysed_and_undo_switches_back(
         env: Env) -> None:

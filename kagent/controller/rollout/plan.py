@@ -146,9 +146,13 @@ def _parse(text: str | None) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None) if text else None
 
 
-def _elapsed(status: RolloutStatus, now: datetime) -> float:
-    started = _parse(status.step_started_at)
+def _seconds_since(moment: str | None, now: datetime) -> float:
+    started = _parse(moment)
     return (now.replace(tzinfo=None) - started).total_seconds() if started else 0.0
+
+
+def _elapsed(status: RolloutStatus, now: datetime) -> float:
+    return _seconds_since(status.step_started_at, now)
 
 
 def _matches(state: DeploymentState | None, config_hash: str, replicas: int | None) -> bool:
@@ -345,7 +349,7 @@ def _blue_green(o: Observed, status: RolloutStatus) -> Plan:
     full = o.total
     if status.switched_at is not None:
         # Switched: the previous revision waits scaleDownDelay, then takes the new one too.
-        since = (o.now.replace(tzinfo=None) - (_parse(status.switched_at) or o.now.replace(tzinfo=None))).total_seconds()
+        since = _seconds_since(status.switched_at, o.now)
         if since < delay:
             kept = replace(status, phase="Promoting", active_selector=status.canary_hash,
                            message=f"the Service serves revision {status.canary_revision}; "

@@ -127,11 +127,13 @@ class RolloutShell:
         previous = read_status(AgentStatus, raw.get("status")).rollout
         stable_deployment = self.cache.get("Deployment", namespace, name)
         if rendered.config_hash not in {r.config_hash for r in revisions.values()}:
-            # the very first revision may only be stored while nothing older runs
-            first = stable_deployment is None or (_state(stable_deployment) or DeploymentState(None, 0, False)).config_hash == rendered.config_hash
+            # The first revision is stored only once it is what runs: an Agent that used
+            # RollingUpdate before has no stored revision of its older pods to keep beside it.
+            running = _state(stable_deployment)
+            first = running is None or running.config_hash == rendered.config_hash
             if previous is not None or first or revisions:
-                revisions = await self._store_revision(agent, rendered, revisions, spec.revision_history_limit,
-                                                       previous)
+                revisions = await self._store_revision(
+                    agent, rendered, revisions, spec.revision_history_limit, previous)
         candidate = self.cache.get("Deployment", namespace, candidate_name(name, spec.strategy))
         action = ((raw["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION) or "").strip()
         autoscaled = agent.spec.scaling is not None
@@ -290,9 +292,13 @@ class RolloutShell:
 
     # --- clean-up -----------------------------------------------------------------------------
 
-    async def delete_unwanted(self, agent: Agent, unwanted: tuple[tuple[str, str], ...]) -> list[ObjectKey]:
-        """Delete the rollout objects no longer wanted (only those this Agent controls)."""
+    async def delete_unwanted(self, agent: Agent, unwanted: tuple[tuple[str, str], ...] | None,
+                              ) -> list[ObjectKey]:
+        """Delete the rollout objects no longer wanted (only those this Agent controls); None:
+        all of them (the Agent no longer rolls out by Canary or BlueGreen)."""
         namespace = str(agent.metadata.namespace)
+        if unwanted is None:
+            unwanted = tuple(rollout_child_names(str(agent.metadata.name)))
         deleted: list[ObjectKey] = []
         versions = {"Deployment": "apps/v1", "ConfigMap": "v1", "Service": "v1"}
         for kind, name in unwanted:
