@@ -162,6 +162,8 @@ def _cluster_role() -> dict[str, Any]:
 NOT_CACHED_WATCHES = {
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),  # kopf manages them
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("apps", "controllerrevisions"),  # listed per Agent by canary/blue-green rollouts only
+    ("", "pods"),  # listed per Agent to scrape /metrics during rollout analysis
 }
 
 
