@@ -26,6 +26,7 @@ from kagent.api.base import (
 from kagent.api.memory import MemorySpec
 from kagent.api.model import ModelSpec
 from kagent.api.podsecurity import reserved_label_problems, security_context_problems
+from kagent.api.rollout import RolloutSpec, RolloutStatus
 
 
 class ToolReference(KagentModel):
@@ -179,30 +180,6 @@ class ObservabilitySpec(KagentModel):
     """OpenTelemetry tracing."""
     metrics: MetricsSpec | None = None
     """Prometheus metrics."""
-
-
-class CanarySpec(KagentModel):
-    """Reserved for the Canary strategy, which the webhook refuses today (see
-    spec.rollout.strategy)."""
-
-    weight: Annotated[int, Field(ge=0, le=100)] = 10
-    """Percent of pods (and so of traffic) that run the new version."""
-
-
-RolloutStrategy = Literal["RollingUpdate", "BlueGreen", "Canary"]
-
-
-class RolloutSpec(KagentModel):
-    """How a changed Agent replaces its pods."""
-
-    strategy: RolloutStrategy = "RollingUpdate"
-    """RollingUpdate, the default and the only strategy accepted today. BlueGreen and Canary
-    are reserved: the webhook refuses them ("not supported yet"); run a second Agent for a
-    blue-green or canary rollout instead (docs/operating.md)."""
-    max_surge: IntOrString | None = None
-    """RollingUpdate: extra pods during the rollout (default 25%)."""
-    canary: CanarySpec | None = None
-    """Reserved for the Canary strategy (refused today)."""
 
 
 class RequestLimits(KagentModel):
@@ -404,6 +381,8 @@ class AgentStatus(KagentModel):
     """Hash of the rendered configuration the pods run with."""
     selector: str | None = None
     """Label selector of the agent's pods (for the scale subresource)."""
+    rollout: RolloutStatus | None = None
+    """Canary and blue-green: where the rollout is, the last analysis and decision."""
 
 
 class Agent(Resource):

@@ -20,6 +20,12 @@ WORKFLOW_LABEL = f"{GROUP}/workflow"
 webhook)."""
 WORKFLOW_RUN_LABEL = f"{GROUP}/workflowrun"
 """On objects a WorkflowRun owns (the ConfigMaps holding large step outputs)."""
+REVISION_HASH_LABEL = f"{GROUP}/revision-hash"
+"""On the pods of an Agent that rolls out by Canary or BlueGreen, and on its ControllerRevisions:
+the config hash of the revision they run (blue-green Services select by it)."""
+ROLLOUT_TRACK_LABEL = f"{GROUP}/rollout-track"
+"""On the candidate Deployment of a canary or blue-green rollout and its pods: canary or
+preview."""
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -33,6 +39,9 @@ MANAGER = "kagent"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 """On an agent's pod template: a digest of everything the pod reads (its config, Tools, Memory,
 Secrets), so a change to any of them rolls the Deployment."""
+ROLLOUT_ACTION_ANNOTATION = f"{GROUP}/rollout-action"
+"""On an Agent: a ``kagent rollout promote|abort`` the controller has not acted on yet
+(promote, promote-full or abort); the controller removes it once done."""
 WEBHOOK_CA_ROTATED_ANNOTATION = f"{GROUP}/ca-rotated-at"
 """On the webhook CA Secret: when its newest CA was made (the old one stays trusted meanwhile)."""
 LOCAL_READY_ANNOTATION = f"{GROUP}/ready-locally"

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from kagent.api.crd import default_crd_dir, write_crds
-from kagent.cli import chat, dev, install, resources, usage, workflow
+from kagent.cli import chat, dev, install, resources, rollout, usage, workflow
 from kagent.cli.controller import controller_command
 from kagent.cli.dashboard import dashboard
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(dev.app, name="dev")
 app.add_typer(workflow.app, name="workflow")
+app.add_typer(rollout.app, name="rollout")
 app.command("controller")(controller_command)
 app.command("get")(resources.get)
 app.command("describe")(resources.describe)

@@ -31,10 +31,12 @@ from kagent.controller.render import (
     AGENT_LABEL,
     AgentInputs,
     NetworkPolicySettings,
+    RenderedAgent,
     autoscaler_for,
     render_agent,
 )
 from kagent.controller.resolve import parse_cached, resolve_agent
+from kagent.controller.rollout.shell import RolloutProgress, RolloutShell, uses_rollout
 from kagent.controller.status import (
     READY_PROGRESS_REASONS,
     Rollout,
@@ -130,6 +132,7 @@ class AgentReconciler:
         self.network = network or NetworkPolicySettings()
         self.applied = AppliedChildren()
         self._last: dict[ObjectKey, _LastRender] = {}
+        self.rollouts = RolloutShell(client, cache)
 
     def forget_all(self) -> None:
         """Drop what this process remembers applying (a new leader starts from the cluster)."""
@@ -156,6 +159,7 @@ class AgentReconciler:
         deployment: dict[str, Any] | None = None
         config_hash = endpoint = None
         conflict: Verdict | None = None
+        progress: RolloutProgress | None = None
         if resolution.inputs is None:
             # Keep the children as they were: a missing reference must not take a running agent down.
             missing = resolution.missing + [f'Secret "{n}"' for n in resolution.unread_secrets]
@@ -165,25 +169,36 @@ class AgentReconciler:
             accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")
             digest = inputs_digest(resolution.inputs)
             last = self._last.get(key)
-            if last is None or last.inputs != digest or not self._children_up_to_date(last):
-                last, deployment, conflict = await self._render_and_apply(key, resolution.inputs, digest)
+            if uses_rollout(agent):  # canary / blue-green: the rollout decides what to apply
+                progress = await self.rollouts.reconcile(raw, agent, resolution.inputs)
+                last, deployment, conflict = await self._render_and_apply(
+                    key, resolution.inputs, digest, progress.rendered)
+                if conflict is None:
+                    for gone in await self.rollouts.delete_unwanted(agent, progress.unwanted):
+                        self.applied.forget(gone)
+            else:
+                if last is None or last.inputs != digest or not self._children_up_to_date(last):
+                    last, deployment, conflict = await self._render_and_apply(key, resolution.inputs, digest)
+                if conflict is None:
+                    for gone in await self.rollouts.delete_unwanted(agent, None):  # strategy changed
+                        self.applied.forget(gone)
             if last is not None:
                 await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
                 config_hash, endpoint = last.config_hash, last.endpoint
         return await self._report(raw, accepted, agent, config_hash, endpoint, deployment,
-                                  frozenset(resolution.dependencies), keda_available, conflict)
+                                  frozenset(resolution.dependencies), keda_available, conflict, progress)
 
     def _children_up_to_date(self, last: _LastRender) -> bool:
         return all(self.applied.up_to_date(child, desired, self.cache.store(child[0]))
                    for child, desired in last.children)
 
     async def _render_and_apply(
-        self, key: ObjectKey, inputs: AgentInputs, digest: str,
+        self, key: ObjectKey, inputs: AgentInputs, digest: str, rendered: RenderedAgent | None = None,
     ) -> tuple[_LastRender | None, dict[str, Any] | None, Verdict | None]:
-        """Render and apply what changed: first what the pods use (ServiceAccount, ConfigMap),
-        then the rest, each group at once. Nothing at all if a child's name is taken by an
-        object this Agent does not control (the conflict is returned)."""
-        rendered = render_agent(inputs)
+        """Render (unless a rollout did) and apply what changed: first what the pods use
+        (ServiceAccount, ConfigMap), then the rest, each group at once. Nothing at all if a
+        child's name is taken by an object this Agent does not control (the conflict is returned)."""
+        rendered = rendered or render_agent(inputs)
         planned = []
         for manifest in rendered.objects:
             meta = manifest["metadata"]
@@ -204,8 +219,8 @@ class AgentReconciler:
             if failed is not None:
                 raise failed
             answers.update((child, answer) for (child, _, _), answer in zip(batch, results, strict=True))
-        deployment = next((trim_deployment(answer) for (kind, _, _), answer in answers.items()
-                           if kind == "Deployment" and answer is not None), None)
+        deployment = next((trim_deployment(answer) for (kind, _, name), answer in answers.items()
+                           if kind == "Deployment" and name == key[2] and answer is not None), None)
         last = _LastRender(digest, tuple((child, desired) for child, desired, _ in planned),
                            rendered.config_hash, rendered.endpoint)
         self._last[key] = last
@@ -271,6 +286,7 @@ class AgentReconciler:
         dependencies: frozenset[ObjectKey],
         keda_available: bool,
         conflict: Verdict | None = None,
+        progress: RolloutProgress | None = None,
     ) -> Result:
         meta = raw["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -280,15 +296,22 @@ class AgentReconciler:
         rollout = deployment_rollout(deployment, config_hash or previous.config_hash)
         if conflict is not None:
             rollout = Rollout(False, conflict.reason, conflict.message, rollout.replicas, rollout.ready_replicas)
+        elif progress is not None:
+            rollout = progress.readiness(rollout, self.rollouts.candidate(agent))
         autoscaling = autoscaling_verdict(agent, keda_available) if agent is not None else None
         status = agent_status(
             previous, meta.get("generation", 0), accepted, rollout, autoscaling, endpoint,
             config_hash, f"{AGENT_LABEL}={name}", now_rfc3339(),
         )
+        if progress is not None:
+            status = status.model_copy(update={"rollout": progress.status})
         if status_changed(previous, status):
             await self.cache.write_status(self.client, raw, status)
         requeue = None if rollout.ready or not accepted.ok else ROLLOUT_POLL_SECONDS
+        changes = transitions(previous.conditions, status.conditions, READY_PROGRESS_REASONS)
         if conflict is not None:
             requeue = CONFLICT_RECHECK_SECONDS
-        return Result(requeue_after=requeue, dependencies=dependencies,
-                      transitions=transitions(previous.conditions, status.conditions, READY_PROGRESS_REASONS))
+        elif progress is not None:
+            requeue = min(r for r in (requeue, progress.requeue, ROLLOUT_POLL_SECONDS * 60) if r is not None)
+            changes = (*changes, *progress.transitions)
+        return Result(requeue_after=requeue, dependencies=dependencies, transitions=changes)

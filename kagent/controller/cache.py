@@ -135,6 +135,19 @@ def trim_crd(obj: Object) -> Object:
     return {"metadata": _identity(obj.get("metadata") or {}), "established": established}
 
 
+def merge_patch(old: Object, new: Object) -> Object:
+    """A JSON merge patch (RFC 7386) from ``old`` to ``new``: ``new`` with an explicit null for
+    every key ``old`` has and ``new`` lacks (in nested objects too), so a field the typed status
+    no longer sets is removed instead of kept by the merge."""
+    patch: Object = dict(new)
+    for key, value in old.items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            patch[key] = merge_patch(value, new[key])
+    return patch
+
+
 # --- what is watched ----------------------------------------------------------------------------
 
 KAGENT_WATCHES = tuple(
@@ -262,8 +275,9 @@ class ControllerCache:
         kind = {AgentStatus: "Agent", ToolStatus: "Tool", MemoryStatus: "Memory",
                 BudgetStatus: "Budget"}[type(status)]
         meta = cached["metadata"]
+        body = merge_patch(cached.get("status") or {}, status.to_wire())
         answer = await client.patch(
-            KAGENT_RESOURCES[kind].Status, meta["name"], {"status": status.to_wire()},
+            KAGENT_RESOURCES[kind].Status, meta["name"], {"status": body},
             namespace=meta["namespace"], patch_type=PatchType.MERGE,
         )
         store = self.store(kind)

@@ -14,8 +14,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-ERROR_OUTCOMES = frozenset({"error", "limit"})
-MAX_SCRAPE_BYTES = 2 * 1024 * 1024
+from kagent.controller.rollout.metrics import ERROR_OUTCOMES, MAX_SCRAPE_BYTES, quantile
+
+__all__ = ["MAX_SCRAPE_BYTES", "Sample", "agent_health", "parse_sample", "quantile"]
 
 
 @dataclass(frozen=True)
@@ -51,27 +52,6 @@ def parse_sample(text: str, at: float) -> Sample:
                 elif labels.get("direction") == "output":
                     tokens_out += value
     return Sample(at, requests, errors, buckets, tokens_in, tokens_out)
-
-
-def quantile(buckets: dict[float, float], q: float) -> float | None:
-    """The q-quantile of a cumulative histogram, interpolated inside its bucket as Prometheus'
-    histogram_quantile does; None without observations."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return None
-    total = buckets[bounds[-1]]
-    rank = q * total
-    previous_bound, previous_count = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return previous_bound
-            inside = count - previous_count
-            fraction = (rank - previous_count) / inside if inside > 0 else 1.0
-            return previous_bound + (bound - previous_bound) * fraction
-        previous_bound, previous_count = bound, count
-    return previous_bound
 
 
 def agent_health(current: list[Sample], previous: list[Sample | None]) -> dict[str, Any]:

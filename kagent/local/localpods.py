@@ -226,6 +226,8 @@ class LocalPod:
     problem: str | None = None
     ports: dict[str, int] = field(default_factory=dict)
     """Local port of each named container port (the dashboard scrapes ``metrics``)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The pod's labels, matched against Service selectors."""
 
     @property
     def url(self) -> str:
@@ -246,6 +248,9 @@ class LocalPods:
     proxy_port: int
     overrides: dict[str, str] = field(default_factory=dict)
     pods: dict[str, LocalPod] = field(default_factory=dict)
+    services: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    """(namespace, Service) → selector, for the agents' Services (a blue-green switch and a
+    preview Service select pods by more than the agent's name)."""
     _round_robin: dict[tuple[str, str], itertools.count[int]] = field(default_factory=dict)
 
     @property
@@ -277,6 +282,11 @@ class LocalPods:
             Pod, namespace=ALL_NS, labels={AGENT_LABEL: exists()})]
         wanted = {p["metadata"]["uid"]: p for p in listed
                   if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")}
+        from lightkube.resources.core_v1 import Service
+
+        self.services = {(s.metadata.namespace, s.metadata.name): dict(s.spec.selector or {})
+                         async for s in self.client.list(Service, namespace=ALL_NS,
+                                                         labels={AGENT_LABEL: exists()})}
         for uid in [uid for uid in self.pods if uid not in wanted]:
             await self._stop(self.pods.pop(uid))
         loop = asyncio.get_running_loop()
@@ -294,6 +304,7 @@ class LocalPods:
                     namespace=meta["namespace"], name=meta["name"],
                     agent=meta["labels"][AGENT_LABEL], uid=uid,
                     directory=self.workdir / "pods" / meta["namespace"] / meta["name"])
+            pod.labels = dict(doc["metadata"].get("labels") or {})
             if not pod.running() and loop.time() >= pod.next_start:
                 await self._start(pod, doc)
             elif pod.running():
@@ -419,9 +430,17 @@ class LocalPods:
     # --- the Service half ---------------------------------------------------------------------
 
     def endpoints(self, namespace: str, agent: str) -> list[str]:
-        """URLs of the agent's Ready local pods."""
+        """URLs of the Ready local pods the Service ``agent`` selects (before its Service is
+        seen: the pods of the Agent of that name)."""
+        selector = self.services.get((namespace, agent))
+
+        def selected(pod: LocalPod) -> bool:
+            if selector is None:
+                return pod.agent == agent
+            return all(pod.labels.get(k) == v for k, v in selector.items())
+
         return sorted(p.url for p in self.pods.values()
-                      if p.namespace == namespace and p.agent == agent and p.ready and p.running())
+                      if p.namespace == namespace and selected(p) and p.ready and p.running())
 
     def pick(self, namespace: str, agent: str) -> str | None:
         urls = self.endpoints(namespace, agent)

@@ -17,6 +17,7 @@ from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
 from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
+from kagent.api.rollout import rollout_problems
 from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import STEP_FIELDS, ExpressionError
 from kagent.workflow.expressions import references as expression_references
@@ -73,9 +74,13 @@ def _check_agent(agent: Agent) -> list[FieldError]:
                 if "query" not in meta and "metricName" not in meta:
                     errors.append(FieldError(f"spec.scaling.keda.triggers[{i}].metadata",
                                              "a prometheus trigger needs a query or a metricName"))
-    if agent.spec.rollout is not None and agent.spec.rollout.strategy != "RollingUpdate":
-        errors.append(FieldError("spec.rollout.strategy",
-                                 f"{agent.spec.rollout.strategy} is not supported yet; use RollingUpdate"))
+    if agent.spec.rollout is not None:
+        errors += [FieldError(field, message) for field, message in
+                   rollout_problems(agent.spec.rollout, autoscaled=agent.spec.scaling is not None)]
+        name = str(agent.metadata.name or "")
+        if agent.spec.rollout.strategy == "BlueGreen" and len(name) > 55:
+            errors.append(FieldError("metadata.name", "BlueGreen adds a preview Service named "
+                                     f"{name}-preview: the name may have at most 55 characters"))
     return errors
 
 

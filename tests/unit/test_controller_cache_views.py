@@ -163,8 +163,10 @@ def _cluster_role() -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == "ClusterRole")
 
 
-NOT_CACHED_WATCHES: set[tuple[str, str]] = set()
-"""Nothing is listed or watched outside the cache (the webhook configurations are patched by name)."""
+NOT_CACHED_WATCHES = {
+    ("apps", "controllerrevisions"),  # listed per Agent by canary/blue-green rollouts only
+    ("", "pods"),  # listed per Agent to scrape /metrics during rollout analysis
+}
 
 
 def test_the_charts_role_lets_the_controller_watch_exactly_what_it_watches() -> None:

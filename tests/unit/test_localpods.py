@@ -111,3 +111,25 @@ async def test_stopping_a_local_pod_stops_its_whole_process_group(tmp_path: Path
     await LocalPods(client=None, workdir=tmp_path, proxy_port=0)._stop(pod)
     assert not pod.running() and not pod.process.group_alive()
     assert not worker.alive()
+
+
+def test_the_proxy_follows_service_selectors(tmp_path: Path) -> None:
+    """A blue-green switch changes the Agent's Service selector; the proxy playing the Service
+    follows it (and a preview Service reaches only the new revision)."""
+    from kagent.local.localpods import LaunchPlan, LocalPod, LocalPods
+
+    pods = LocalPods(client=None, workdir=tmp_path, proxy_port=0)
+    for uid, revision, port in (("a", "old", 1001), ("b", "new", 1002)):
+        pod = LocalPod(namespace="team", name=f"writer-{uid}", agent="writer", uid=uid,
+                       directory=tmp_path / uid, ready=True,
+                       labels={"kagent.dev/agent": "writer", "kagent.dev/revision-hash": revision})
+        pod.plan = LaunchPlan(argv=[], env={}, files={}, dirs=[], http_port=port)
+        pod.running = lambda: True  # type: ignore[method-assign]
+        pods.pods[uid] = pod
+    assert pods.endpoints("team", "writer") == ["http://127.0.0.1:1001", "http://127.0.0.1:1002"]
+    pods.services[("team", "writer")] = {"kagent.dev/agent": "writer",
+                                         "kagent.dev/revision-hash": "old"}
+    pods.services[("team", "writer-preview")] = {"kagent.dev/agent": "writer",
+                                                 "kagent.dev/revision-hash": "new"}
+    assert pods.endpoints("team", "writer") == ["http://127.0.0.1:1001"]
+    assert pods.endpoints("team", "writer-preview") == ["http://127.0.0.1:1002"]
