@@ -168,12 +168,10 @@ class Authenticator:
 
     async def identify(self, headers: Mapping[str, str]) -> Caller | Refusal:
         """The caller of a request with ``headers``, or why it is refused."""
-        if not self.required:
-            return ANONYMOUS
+        if not self.required or self.allow_anonymous:
+            return ANONYMOUS  # allow_anonymous: nothing to check a token against, loopback only
         token = bearer_token(headers)
         if token is None:
-            if self.allow_anonymous:
-                return ANONYMOUS
             return Refusal(401, f"agent {self.namespace}/{self.agent} needs credentials: send "
                                 "'Authorization: Bearer <token>' with a Kubernetes token (e.g. "
                                 "kubectl create token) or one of the agent's API keys")
