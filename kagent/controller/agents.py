@@ -25,6 +25,7 @@ from kagent.controller.cache import (
     manifest_digest,
     trim_deployment,
 )
+from kagent.controller.agentauth import AuthBindings
 from kagent.controller.metrics import APPLIES
 from kagent.controller.render import AGENT_LABEL, AgentInputs, autoscaler_for, render_agent
 from kagent.controller.resolve import parse_cached, resolve_agent
@@ -45,6 +46,8 @@ PRUNABLE = {
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "ScaledObject": "keda.sh/v1alpha1",
     "PodDisruptionBudget": "policy/v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
 }
 FIRST_APPLIED = frozenset({"ServiceAccount", "ConfigMap"})
 """Applied before the other children: the pods the Deployment starts use them."""
@@ -101,10 +104,12 @@ class AgentReconciler:
         self.image = image
         self.applied = AppliedChildren()
         self._last: dict[ObjectKey, _LastRender] = {}
+        self.auth_bindings = AuthBindings(client)
 
     def forget_all(self) -> None:
         """Drop what this process remembers applying (a new leader starts from the cluster)."""
         self.applied = AppliedChildren()
+        self.auth_bindings.forget_all()
         self._last.clear()
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -112,6 +117,7 @@ class AgentReconciler:
         raw = self.cache.get("Agent", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self._last.pop(key, None)
+            await self.auth_bindings.remove(namespace, name)
             return Result.forget()
         keda_available = self.cache.keda_available
         try:
@@ -132,6 +138,7 @@ class AgentReconciler:
             if last is None or last.inputs != digest or not self._children_up_to_date(last):
                 last, deployment = await self._render_and_apply(key, resolution.inputs, digest)
             await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
+            await self.auth_bindings.ensure(agent)
             config_hash, endpoint = last.config_hash, last.endpoint
             accepted = Verdict(True, "Resolved", "every referenced Tool, Memory and Secret resolves")
         return await self._report(raw, accepted, agent, config_hash, endpoint, deployment,

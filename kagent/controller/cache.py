@@ -144,6 +144,10 @@ CHILD_WATCHES = (
               label_selector=CHILD_SELECTOR, transform=trim_child),
     WatchSpec("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets", label_selector=CHILD_SELECTOR,
               transform=trim_child),
+    WatchSpec("Role", "rbac.authorization.k8s.io/v1", "roles", label_selector=CHILD_SELECTOR,
+              transform=trim_child),
+    WatchSpec("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings",
+              label_selector=CHILD_SELECTOR, transform=trim_child),
 )
 SCALED_OBJECT_WATCH = WatchSpec("ScaledObject", "keda.sh/v1alpha1", "scaledobjects",
                                 label_selector=CHILD_SELECTOR, transform=trim_child)

@@ -32,6 +32,7 @@ from cachetools import TTLCache
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kagent.api.base import GROUP
+from kagent.api.labels import AGENT_TOKEN_AUDIENCE
 from kagent.runtime.caller import ANONYMOUS, Caller, current_caller, reset_caller, set_caller
 
 if TYPE_CHECKING:
@@ -41,9 +42,6 @@ __all__ = ["AuthMiddleware", "Authenticator", "Caller", "current_caller", "set_c
 
 logger = logging.getLogger("kagent.runtime.auth")
 
-AGENT_TOKEN_AUDIENCE = "kagent.dev"
-"""Audience of the projected tokens agents call each other with: an agent that receives one
-cannot replay it against the API server."""
 TOKEN_HEADERS = ("authorization", "kagent-authorization")
 OPEN_PATHS = frozenset({
     "/healthz", "/readyz", "/metrics",
