@@ -9,11 +9,13 @@ from typing import Any
 DEFAULT_TOKEN_SECONDS = 3600
 
 
-def _request(audiences: Sequence[str] | None, seconds: int) -> Any:
+def _request(namespace: str, account: str, audiences: Sequence[str] | None, seconds: int) -> Any:
     from lightkube.models.authentication_v1 import TokenRequestSpec
+    from lightkube.models.meta_v1 import ObjectMeta
     from lightkube.resources.core_v1 import ServiceAccount
 
-    return ServiceAccount.Token(spec=TokenRequestSpec(
+    return ServiceAccount.Token(metadata=ObjectMeta(name=account, namespace=namespace),
+                                spec=TokenRequestSpec(
         audiences=list(audiences) if audiences else [], expirationSeconds=seconds))
 
 
@@ -30,7 +32,8 @@ async def request_token(client: Any, namespace: str, account: str, *,
     """A token of ServiceAccount ``namespace/account`` and its lifetime in seconds (an async
     lightkube client; the caller needs ``create`` on ``serviceaccounts/token``). No audiences:
     the API server's own."""
-    answer = await client.create(_request(audiences, seconds), account, namespace=namespace)
+    answer = await client.create(_request(namespace, account, audiences, seconds), account,
+                                 namespace=namespace)
     return _answer(answer, seconds)
 
 
@@ -38,5 +41,6 @@ def request_token_sync(client: Any, namespace: str, account: str, *,
                        audiences: Sequence[str] | None = None,
                        seconds: int = DEFAULT_TOKEN_SECONDS) -> tuple[str, float]:
     """:func:`request_token` with a synchronous lightkube client."""
-    answer = client.create(_request(audiences, seconds), account, namespace=namespace)
+    answer = client.create(_request(namespace, account, audiences, seconds), account,
+                           namespace=namespace)
     return _answer(answer, seconds)
