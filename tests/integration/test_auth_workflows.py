@@ -171,3 +171,20 @@ def test_without_the_controllers_invoke_right_a_run_fails_naming_agent_and_permi
         assert 'verb \\"invoke\\" on resource \\"agents.kagent.dev\\"' in text
     finally:
         plane.apply_yaml(controller_identity_yaml())
+
+
+def test_opting_out_is_warned_at_admission_and_keys_need_authentication(
+        plane: ControlPlane, controller: ControllerProcess) -> None:
+    doc = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",
+           "metadata": {"name": "open-door", "namespace": NAMESPACE},
+           "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"},
+                    "auth": {"mode": "none"}}}
+    applied = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    assert "spec.auth.mode: none lets anyone who can reach the agent call it" in applied.stderr
+    shown = plane.kubectl("get", "agent", "open-door", "-n", NAMESPACE, "-o", "wide").stdout
+    assert "AUTH" in shown.splitlines()[0] and "none" in shown.splitlines()[1]
+    doc["metadata"]["name"] = "open-keys"
+    doc["spec"]["auth"]["apiKeys"] = [{"name": "ci", "secretKeyRef": {"name": "k", "key": "ci"}}]
+    refused = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert refused.returncode != 0
+    assert "spec.auth.apiKeys" in refused.stderr and "apiKeys need mode required" in refused.stderr
