@@ -10,46 +10,25 @@ short-lived token minted with TokenRequest for a ServiceAccount the user may cre
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from kagent.api.labels import AGENT_TOKEN_AUDIENCE, CONTROLLER_NAMESPACE
+from kagent.api.labels import AGENT_TOKEN_AUDIENCE
+from kagent.kube.tokens import (
+    MINTED_TOKEN_SECONDS,
+    SERVICE_ACCOUNT_ENV,
+    kubeconfig_token,
+    request_token_sync,
+    user_service_account,
+)
 
 TOKEN_ENV = "KAGENT_TOKEN"
-SERVICE_ACCOUNT_ENV = "KAGENT_SERVICE_ACCOUNT"
-DEFAULT_CLI_ACCOUNT = f"{CONTROLLER_NAMESPACE}/kagent-cli"
-MINTED_TOKEN_SECONDS = 600
 PROXY_TOKEN_HEADER = "Kagent-Authorization"
 """The API server's service proxy consumes ``Authorization`` (it authenticates the user with
 it); the agent reads its caller's token from this header instead."""
 
-
-def kubeconfig_token(config: Any) -> str | None:
-    """The kubeconfig user's bearer token (inline or from its token file), if it has one."""
-    user = getattr(config, "user", None)
-    if user is None:
-        return None
-    if user.token:
-        return str(user.token).strip() or None
-    if user.token_file:
-        try:
-            return Path(user.token_file).read_text().strip() or None
-        except OSError:
-            return None
-    return None
-
-
-def service_account(environ: dict[str, str] | None = None) -> tuple[str, str]:
-    """(namespace, name) of the ServiceAccount to mint a token for."""
-    env = os.environ if environ is None else environ
-    value = env.get(SERVICE_ACCOUNT_ENV) or DEFAULT_CLI_ACCOUNT
-    namespace, _, name = value.partition("/")
-    if not name:
-        from kagent.cli.common import EXIT_USAGE, fail
-
-        fail(f"{SERVICE_ACCOUNT_ENV} must be namespace/name, not {value!r}", code=EXIT_USAGE)
-    return namespace, name
+__all__ = ["PROXY_TOKEN_HEADER", "SERVICE_ACCOUNT_ENV", "TOKEN_ENV", "agent_token",
+           "kubeconfig_token"]
 
 
 def agent_token(config: Any, kubeconfig: Path | None, explicit: str | None = None) -> str:
@@ -59,11 +38,13 @@ def agent_token(config: Any, kubeconfig: Path | None, explicit: str | None = Non
     token = kubeconfig_token(config)
     if token:
         return token
-    from kagent.cli.common import fail
+    from kagent.cli.common import EXIT_USAGE, fail
     from kagent.kube import sync_client
-    from kagent.kube.tokens import request_token_sync
 
-    namespace, name = service_account()
+    try:
+        namespace, name = user_service_account()
+    except ValueError as error:
+        fail(str(error), code=EXIT_USAGE)
     try:
         minted, _ = request_token_sync(sync_client(kubeconfig), namespace, name,
                                        audiences=[AGENT_TOKEN_AUDIENCE],
