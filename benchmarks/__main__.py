@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["runtime_overhead", "workflow_overhead", "controller_scale", "sandbox_overhead", "dashboard"]
+BENCHMARKS = ["runtime_overhead", "workflow_overhead", "controller_scale", "sandbox_overhead", "dashboard",
+              "agent_auth"]
 
 
 def run(names: list[str]) -> None:

@@ -232,6 +232,23 @@ class Authenticator:
         return message
 
 
+def claimed_audiences(token: str) -> list[str]:
+    """The ``aud`` claim of a JWT, read without verifying it (empty for anything else)."""
+    import base64
+
+    parts = token.split(".")
+    if len(parts) != 3:
+        return []
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return []
+    audience = payload.get("aud") if isinstance(payload, dict) else None
+    if isinstance(audience, str):
+        return [audience]
+    return [a for a in audience if isinstance(a, str)] if isinstance(audience, list) else []
+
+
 class KubernetesReviewer:
     """TokenReview and SubjectAccessReview through a lightkube client (the agent's own
     ServiceAccount, which the chart's ``kagent-agent-auth`` ClusterRole lets create both).
@@ -244,7 +261,11 @@ class KubernetesReviewer:
         self.audiences = list(audiences)
 
     async def authenticate(self, token: str) -> UserInfo | None:
-        for audiences in (self.audiences, None):
+        """One review in the usual case: a JWT that names one of our audiences is checked for
+        it, any other token for the API server's (the claim only picks the order; the review
+        itself verifies everything)."""
+        ours = bool(set(claimed_audiences(token)) & set(self.audiences))
+        for audiences in ((self.audiences, None) if ours else (None, self.audiences)):
             user = await self._review(token, audiences)
             if user is not None:
                 return user

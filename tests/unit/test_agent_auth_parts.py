@@ -213,3 +213,21 @@ def test_the_cli_sends_the_kubeconfigs_own_token_and_shows_who_may_call() -> Non
     assert "none" in columns[4]
     assert _columns("Agent", agent_doc(auth=KEYS))[4] == "rbac+keys"
     assert _columns("Agent", agent_doc())[4] == "rbac"
+
+
+def test_the_audience_claim_only_picks_which_review_comes_first() -> None:
+    import base64
+    import json
+
+    from kagent.runtime.auth import claimed_audiences
+
+    def jwt(payload: Any) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+        return f"e30.{body}.sig"
+
+    assert claimed_audiences(jwt({"aud": ["kagent.dev"]})) == ["kagent.dev"]
+    assert claimed_audiences(jwt({"aud": "https://kubernetes.default.svc"})) == [
+        "https://kubernetes.default.svc"]
+    assert claimed_audiences("static-token") == []
+    assert claimed_audiences("a.!!!.c") == []
+    assert claimed_audiences(jwt(["not", "a", "dict"])) == []
