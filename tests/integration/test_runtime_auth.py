@@ -191,3 +191,25 @@ def test_a_revoked_binding_stops_working_once_the_decision_cache_expires(
             break
         assert time.monotonic() < deadline, "the revoked binding still works after 30 s"
         time.sleep(0.5)
+
+
+def test_outside_a_pod_the_runtime_listens_on_loopback_and_will_not_serve_the_network_blind(
+        llm: MockLLM, tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from kagent.runtime.auth import default_host
+
+    assert default_host({}) == "127.0.0.1"  # no KUBERNETES_SERVICE_HOST: not a pod
+    manifest = tmp_path / "agent.yaml"
+    manifest.write_text(yaml.safe_dump_all([agent("lan", model("openai", llm.url)), secret()]))
+    result = subprocess.run([sys.executable, "-m", "kagent", "runtime", "-f", str(manifest),
+                             "--port", "0", "--host", "0.0.0.0"],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={k: v for k, v in os.environ.items()
+                                 if k not in ("KUBERNETES_SERVICE_HOST", "KAGENT_KUBECONFIG")})
+    assert result.returncode == 2, result.stderr
+    assert "would serve the network with nobody to check callers" in result.stderr
