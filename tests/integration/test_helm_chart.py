@@ -84,10 +84,16 @@ ALLOWED = [
     "patch validatingwebhookconfigurations.admissionregistration.k8s.io",
     "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
     "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
+    # agent authentication: the workflow engine's calls, agent-as-tool Roles, agent-auth bindings
+    "invoke agents.kagent.dev", "create roles.rbac.authorization.k8s.io",
+    "watch rolebindings.rbac.authorization.k8s.io",
+    "create clusterrolebindings.rbac.authorization.k8s.io",
+    "bind clusterroles.rbac.authorization.k8s.io/kagent-agent-auth",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
-    "update agents.kagent.dev", "create clusterrolebindings.rbac.authorization.k8s.io",
+    "update agents.kagent.dev", "bind clusterroles.rbac.authorization.k8s.io/cluster-admin",
+    "escalate clusterroles.rbac.authorization.k8s.io", "create clusterroles.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
     "get deployments.apps", "get services", "watch pods", "list replicasets.apps",
 ]
@@ -142,6 +148,11 @@ def test_controller_works_with_only_the_charts_rbac(installed: tuple[ControlPlan
         result = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         assert "created" in result.stdout
         wait_for(lambda: ready(plane, "customer-support-agent", namespace), what="Ready under the chart's RBAC")
+        # the agent may check its callers: bound to the chart's agent-auth ClusterRole
+        binding = plane.kubectl("get", "clusterrolebinding",
+                                f"kagent-agent-auth:{namespace}:customer-support-agent", "-o",
+                                "jsonpath={.roleRef.name}").stdout
+        assert binding == "kagent-agent-auth"
         cyclic: dict[str, Any] = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Workflow",
                                   "metadata": {"name": "c", "namespace": namespace},
                                   "spec": {"steps": [{"name": "a", "agent": "x", "dependsOn": ["a"]}]}}
