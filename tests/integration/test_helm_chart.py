@@ -88,11 +88,11 @@ ALLOWED = [
     "invoke agents.kagent.dev", "create roles.rbac.authorization.k8s.io",
     "watch rolebindings.rbac.authorization.k8s.io",
     "create clusterrolebindings.rbac.authorization.k8s.io",
-    "bind clusterroles.rbac.authorization.k8s.io/kagent-agent-auth",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
-    "update agents.kagent.dev", "bind clusterroles.rbac.authorization.k8s.io/cluster-admin",
+    # bind only the agent-auth ClusterRole by name (proven by the controller test below)
+    "update agents.kagent.dev", "bind clusterroles.rbac.authorization.k8s.io",
     "escalate clusterroles.rbac.authorization.k8s.io", "create clusterroles.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
     "get deployments.apps", "get services", "watch pods", "list replicasets.apps",
