@@ -6,7 +6,7 @@ import importlib
 import sys
 
 BENCHMARKS = ["runtime_overhead", "workflow_overhead", "controller_scale", "sandbox_overhead", "dashboard",
-              "budget_overhead"]
+              "budget_overhead", "agent_auth"]
 
 
 def run(names: list[str]) -> None:

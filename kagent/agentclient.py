@@ -11,6 +11,12 @@ alive between calls) and remembers each agent's card for a short while, so a cal
 request, not a new connection, a TLS context and a card fetch. A card is dropped as soon as a
 call through it cannot reach the agent, so an agent that moved is found again at once.
 Everything read from an agent is bounded: the card and every answer body.
+
+Every call carries the caller's credentials as a bearer token (agents authenticate every
+request): an agent pod sends its own projected, audience-bound ServiceAccount token
+(``KAGENT_AGENT_TOKEN_FILE``), the controller its ServiceAccount's token, a CLI the
+kubeconfig's. A refusal (401, 403) becomes an :class:`AgentCallError` that names the agent and
+repeats the agent's reason (which permission is missing).
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 from opentelemetry import propagate
+
+from kagent.api.labels import AGENT_TOKEN_FILE_ENV
 
 DEFAULT_TIMEOUT = 300.0
 MODEL_METADATA = "kagent.dev/model"
@@ -54,8 +63,117 @@ IDLE_SECONDS = 2.0
 so a connection is not reused just as the agent closes it."""
 
 
+IN_CLUSTER_TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+TOKEN_REREAD_SECONDS = 60.0
+"""How often a token file is read again: the kubelet rotates projected tokens in place."""
+REFRESH_AT = 0.8
+"""Share of a minted token's lifetime after which a new one is minted."""
+
+
 class AgentCallError(Exception):
     """The agent could not be reached, failed the task, or sent no answer."""
+
+
+class Credentials(Protocol):
+    """Where a caller's bearer token comes from (read again whenever it may have changed)."""
+
+    async def token(self) -> str | None: ...
+
+
+@dataclass
+class StaticToken:
+    """A fixed bearer token (a kubeconfig's token, an API key)."""
+
+    value: str
+
+    async def token(self) -> str | None:
+        return self.value
+
+
+@dataclass
+class TokenFile:
+    """A token file the kubelet keeps fresh (a projected ServiceAccount token)."""
+
+    path: Path
+    _value: str | None = None
+    _read_at: float = -1e9
+
+    async def token(self) -> str | None:
+        now = time.monotonic()
+        if self._value is None or now - self._read_at > TOKEN_REREAD_SECONDS:
+            try:
+                self._value = self.path.read_text().strip() or None
+            except OSError:
+                self._value = None
+            self._read_at = now
+        return self._value
+
+
+@dataclass
+class MintedToken:
+    """A token minted on demand (a TokenRequest) and minted again before it expires.
+
+    ``mint`` answers the token and its lifetime in seconds."""
+
+    mint: Any  # Callable[[], Awaitable[tuple[str, float]]]
+    _value: str | None = None
+    _renew_at: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def token(self) -> str | None:
+        async with self._lock:
+            if self._value is None or time.monotonic() >= self._renew_at:
+                value, lifetime = await self.mint()
+                self._value = value
+                self._renew_at = time.monotonic() + lifetime * REFRESH_AT
+            return self._value
+
+
+def default_credentials(environ: dict[str, str] | None = None) -> Credentials | None:
+    """This process's own identity: an agent pod's projected token, else a pod's
+    ServiceAccount token; None outside a pod (calls go unauthenticated)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if env.get(AGENT_TOKEN_FILE_ENV):
+        return TokenFile(Path(env[AGENT_TOKEN_FILE_ENV]))
+    if "KUBERNETES_SERVICE_HOST" in env and IN_CLUSTER_TOKEN_FILE.exists():
+        return TokenFile(IN_CLUSTER_TOKEN_FILE)
+    return None
+
+
+_UNSET: Any = object()
+_default_credentials: Credentials | None = _UNSET
+
+
+def set_default_credentials(credentials: Credentials | None) -> None:
+    """The identity :func:`default_agent_client` calls with (the controller sets its own)."""
+    global _default_credentials
+    _default_credentials = credentials
+    for client in list(_DEFAULT_CLIENTS.values()):
+        client.credentials = credentials
+
+
+def _credentials_default() -> Credentials | None:
+    global _default_credentials
+    if _default_credentials is _UNSET:
+        _default_credentials = default_credentials()
+    return _default_credentials
+
+
+def refusal_reason(error: BaseException) -> tuple[int, str] | None:
+    """(status, the agent's own message) when ``error`` comes from a 401 or 403 answer."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (401, 403):
+            response = seen.response
+            try:
+                message = str(response.json()["error"]["message"])
+            except Exception:  # noqa: BLE001 - not our runtime's body: say what we have
+                message = response.reason_phrase or ""
+            return response.status_code, message[:2000]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -166,9 +284,13 @@ class AgentClient:
 
     def __init__(self, *, card_ttl: float = CARD_TTL_SECONDS, max_cards: int = MAX_CARDS,
                  max_connections: int = MAX_CONNECTIONS,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = MAX_ANSWER_BYTES,
+                 credentials: Credentials | None = _UNSET) -> None:
+        """``credentials``: the caller's identity; by default this process's own
+        (:func:`default_credentials`, or what :func:`set_default_credentials` set)."""
         from a2a.client import ClientConfig, ClientFactory
 
+        self.credentials = _credentials_default() if credentials is _UNSET else credentials
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=min(MAX_IDLE_CONNECTIONS, max_connections),
                               keepalive_expiry=IDLE_SECONDS)
@@ -247,7 +369,16 @@ class AgentClient:
             message=Message(role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()),
                             parts=[Part(text=message)]),
         )
-        context = ClientCallContext(timeout=timeout, service_parameters=trace_headers)
+        headers = dict(trace_headers)
+        if self.credentials is not None:
+            try:
+                bearer = await self.credentials.token()
+            except Exception as exc:  # noqa: BLE001 - minting failed: say so, naming the agent
+                raise AgentCallError(f"cannot get credentials to call agent {agent_name}: "
+                                     f"{type(exc).__name__}: {exc}") from None
+            if bearer:
+                headers["Authorization"] = f"Bearer {bearer}"
+        context = ClientCallContext(timeout=timeout, service_parameters=headers)
         final = None
         for attempt in (1, 2):
             try:
@@ -257,6 +388,12 @@ class AgentClient:
             except (A2AClientError, httpx.HTTPError) as exc:
                 if attempt == 1 and _not_delivered(exc):
                     continue  # the same message (and id) again, on a fresh connection
+                refused = refusal_reason(exc)
+                if refused is not None:
+                    status, reason = refused
+                    what = "unauthenticated" if status == 401 else "forbidden"
+                    raise AgentCallError(f"agent {agent_name} refused the call ({status} "
+                                         f"{what}): {reason}") from None
                 self.forget(url)
                 raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
         if final is None:

@@ -302,6 +302,50 @@ class NetworkPolicySpec(KagentModel):
     """More callers, beside the agent's namespace and the Kagent controller."""
 
 
+class ApiKey(KagentModel):
+    """An API key an external application may present instead of a Kubernetes token."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    """Name of the key: the caller's identity is ``apikey:<name>`` (tasks and conversations are
+    kept per caller)."""
+    secret_key_ref: SecretKeySelector
+    """The Secret key holding the API key (at least 16 characters). Rotate by adding a second
+    entry with the new key, moving clients over, then removing the old entry."""
+
+
+AuthMode = Literal["required", "none"]
+
+
+class AgentAuth(KagentModel):
+    """Who may call the agent's A2A and OpenAI-compatible endpoints."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.mode == 'required' || !has(self.apiKeys) || size(self.apiKeys) == 0",
+                    "apiKeys need mode required (mode none lets anyone in without a key)",
+                    ".apiKeys",
+                ),
+            ]
+        }
+    }
+
+    mode: AuthMode = "required"
+    """required (default): every request carries a Kubernetes bearer token (checked with
+    TokenReview, allowed by RBAC verb ``invoke`` on ``agents.kagent.dev``, checked with
+    SubjectAccessReview) or one of the apiKeys. none: anyone who can reach the agent may call
+    it; warned at admission and shown by ``kagent get agents``."""
+    api_keys: Annotated[
+        list[ApiKey],
+        Field(
+            max_length=32,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] | None = None
+    """API keys accepted besides Kubernetes tokens, for applications outside the cluster."""
+
+
 class AgentSpec(KagentModel):
     """Desired state of an Agent."""
 
@@ -361,6 +405,8 @@ class AgentSpec(KagentModel):
     network_policy: NetworkPolicySpec | None = None
     """Who may reach the agent's pods over the network (by default its namespace and the
     Kagent controller)."""
+    auth: AgentAuth | None = None
+    """Who may call the agent (default: authenticated, RBAC-authorised callers only)."""
 
 
 class AgentStatus(KagentModel):
@@ -403,6 +449,8 @@ class Agent(Resource):
         PrinterColumn(name="Replicas", json_path=".status.readyReplicas", type="integer",
                       description="Ready pods"),
         PrinterColumn(name="Endpoint", json_path=".status.endpoint", priority=1),
+        PrinterColumn(name="Auth", json_path=".spec.auth.mode", priority=1,
+                      description="none: the agent answers unauthenticated callers"),
         AGE_COLUMN,
     )
 

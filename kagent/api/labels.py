@@ -65,6 +65,15 @@ WEBHOOK_CA_SECRET = "kagent-webhook-ca"
 WEBHOOK_SERVICE = "kagent-webhook"
 """The Service in front of the webhook (the chart's)."""
 
+AGENT_TOKEN_AUDIENCE = GROUP
+"""Audience of the projected token an agent calls other agents with: the agents accept it, the
+API server does not, so an agent that receives one cannot replay it there."""
+AGENT_TOKEN_FILE_ENV = "KAGENT_AGENT_TOKEN_FILE"
+"""Environment variable naming the file of that token in an agent pod (the kubelet rotates it)."""
+AGENT_AUTH_CLUSTER_ROLE = "kagent-agent-auth"
+"""The chart's ClusterRole letting an agent check its callers (TokenReview and
+SubjectAccessReview, as ``system:auth-delegator``); the chart prefixes its release name."""
+
 # --- field managers (server-side apply) ------------------------------------------------------------
 
 FIELD_MANAGER = "kagent"

@@ -3,7 +3,8 @@
 Both speak the runtime's OpenAI-compatible ``POST /v1/chat/completions`` (``model`` = the agent's
 name, ``X-Conversation-Id`` for memory). The agent is reached either directly (``--url``, a
 local runtime) or, in a cluster, through the API server's service proxy with the kubeconfig's
-own credentials — so no port-forward and no Ingress are needed.
+own credentials — so no port-forward and no Ingress are needed. Agents authenticate every
+request: the caller's bearer token goes along (see :mod:`kagent.cli.credentials`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from typing import Any
 import httpx2 as httpx
 import typer
 
+from kagent.cli.credentials import (
+    PROXY_TOKEN_HEADER,
+    SERVICE_ACCOUNT_ENV,
+    TOKEN_ENV,
+    agent_token,
+)
 from kagent.cli.common import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -59,6 +66,9 @@ class AgentTarget:
     def in_namespace(self) -> str:
         """`` -n NAMESPACE`` for a hint's command (empty for a --url runtime)."""
         return f" -n {self.namespace}" if self.namespace else ""
+    token: str | None = None
+    """The bearer token the agent checks."""
+    token_header: str = "Authorization"
 
     @property
     def completions_url(self) -> str:
@@ -73,23 +83,29 @@ class AgentTarget:
                 "stream": stream}
 
     def headers(self, conversation: str | None) -> dict[str, str]:
-        return {CONVERSATION_HEADER: conversation} if conversation else {}
+        headers = {CONVERSATION_HEADER: conversation} if conversation else {}
+        if self.token:
+            headers[self.token_header] = f"Bearer {self.token}"
+        return headers
 
 
-def direct_target(agent: str | None, url: str) -> AgentTarget:
+def direct_target(agent: str | None, url: str, token: str | None = None) -> AgentTarget:
     """A runtime reached directly; with no agent name, ask it (``GET /v1/models``)."""
     base = url.rstrip("/").removesuffix("/v1")
     if not agent:
         try:
-            models = httpx.get(f"{base}/v1/models", timeout=10, trust_env=False).json()
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            models = httpx.get(f"{base}/v1/models", timeout=10, trust_env=False,
+                               headers=headers).json()
             agent = models["data"][0]["id"]
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as error:
             fail(f"cannot reach an agent runtime at {url}: {error}",
                  "is `kagent runtime` (or `kagent run --serve`) running there?")
-    return AgentTarget(agent=str(agent), base_url=base, client_params={"trust_env": False})
+    return AgentTarget(agent=str(agent), base_url=base, client_params={"trust_env": False},
+                       token=token)
 
 
-def proxy_target(agent: str, namespace: str, config: Any) -> AgentTarget:
+def proxy_target(agent: str, namespace: str, config: Any, token: str | None = None) -> AgentTarget:
     """An agent in the cluster, through the API server's service proxy, authenticated exactly
     as the kubeconfig's user (client certificate, token or exec plugin)."""
     from lightkube.config.client_adapter import ConnectionParams
@@ -98,24 +114,27 @@ def proxy_target(agent: str, namespace: str, config: Any) -> AgentTarget:
     server = str(params.pop("base_url")).rstrip("/")
     params.pop("timeout", None)
     return AgentTarget(agent=agent, base_url=server + service_proxy_path(namespace, agent),
-                       client_params=params, namespace=namespace)
+                       client_params=params, namespace=namespace, token=token,
+                       token_header=PROXY_TOKEN_HEADER)
 
 
 def resolve_target(agent: str | None, url: str | None, namespace: str | None,
-                   kubeconfig: Path | None) -> AgentTarget:
+                   kubeconfig: Path | None, token: str | None = None) -> AgentTarget:
     if url:
-        return direct_target(agent, url)
+        return direct_target(agent, url, token)
     if not agent:
         fail("name the agent (or give --url of a local runtime)", code=EXIT_USAGE)
     ns = resolve_namespace(namespace, kubeconfig)
     _check_agent_exists(agent, ns, kubeconfig)
     from kagent.local.dev import local_agents_url
 
+    config = load_config(kubeconfig)
+    bearer = agent_token(config, kubeconfig, token)
     local = local_agents_url(kubeconfig)
     if local is not None:  # a `kagent dev` cluster: its agents are local processes
         return AgentTarget(agent=agent, base_url=f"{local}/{ns}/{agent}",
-                           client_params={"trust_env": False}, namespace=ns)
-    return proxy_target(agent, ns, load_config(kubeconfig))
+                           client_params={"trust_env": False}, namespace=ns, token=bearer)
+    return proxy_target(agent, ns, config, bearer)
 
 
 def _check_agent_exists(agent: str, namespace: str, kubeconfig: Path | None) -> None:
@@ -137,6 +156,14 @@ def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
         fail(f"agent {target.agent!r} answered 404: {message}",
              f"check the agent's name; `kagent get agents{target.in_namespace}` lists them",
              EXIT_NOT_FOUND)
+    if response.status_code == 401:
+        fail(f"agent {target.agent!r} did not accept the credentials: {message}",
+             "see `kagent invoke --help`: --token, your kubeconfig's token, or "
+             "KAGENT_SERVICE_ACCOUNT for a minted one")
+    if response.status_code == 403:
+        fail(f"agent {target.agent!r} refused: {message}",
+             f"ask for a RoleBinding granting verb invoke on agents.kagent.dev "
+             f"(resource name {target.agent})")
     if response.status_code == 503:
         fail(f"agent {target.agent!r} is not reachable yet: {message}",
              f"is it Ready? see `kagent describe agent {target.agent}{target.in_namespace}`")
@@ -182,6 +209,10 @@ def stream(http: httpx.Client, target: AgentTarget, text: str,
 
 UrlOption = typer.Option(None, "--url", help="Base URL of a runtime to talk to directly "
                          "(e.g. http://127.0.0.1:8080), instead of the cluster.")
+TokenOption = typer.Option(None, "--token", envvar=TOKEN_ENV, show_default=False,
+                           help="Bearer token (a Kubernetes token or the agent's API key); "
+                                "default: the kubeconfig's, or one minted for "
+                                f"${SERVICE_ACCOUNT_ENV}.")
 
 
 def invoke(
@@ -193,9 +224,10 @@ def invoke(
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for the answer."),
+    token: str = TokenOption,
 ) -> None:
     """Ask an agent one question and print its answer."""
-    target = resolve_target(agent, url, namespace, kubeconfig)
+    target = resolve_target(agent, url, namespace, kubeconfig, token)
     typer.echo(complete(target, message, conversation, timeout))
 
 
@@ -207,9 +239,10 @@ def chat(
     conversation: str = typer.Option(None, "--conversation", "-c",
                                      help="Conversation id (default: a new one per session)."),
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for each answer."),
+    token: str = TokenOption,
 ) -> None:
     """Chat with an agent: streamed answers, one conversation (memory) per session; /exit leaves."""
-    target = resolve_target(agent, url, namespace, kubeconfig)
+    target = resolve_target(agent, url, namespace, kubeconfig, token)
     chat_loop(target, conversation or str(uuid.uuid4()), timeout)
 
 

@@ -75,12 +75,17 @@ def runtime(
     metrics_port: int = typer.Option(
         None, "--metrics-port", help="Separate port for /metrics (default: the main port)."
     ),
-    host: str = typer.Option("0.0.0.0", "--host", help="Address to listen on."),
+    host: str = typer.Option(
+        None, "--host", help="Address to listen on (default: 0.0.0.0 in a pod, 127.0.0.1 elsewhere)."),
+    kubeconfig: Path = typer.Option(
+        None, "--kubeconfig", envvar="KAGENT_KUBECONFIG",
+        help="Check callers' Kubernetes tokens against this cluster (in a pod: the pod's "
+             "ServiceAccount)."),
 ) -> None:
     """Run one agent: A2A, an OpenAI-compatible API, probes and metrics (what an agent pod runs)."""
     from kagent.runtime.server import runtime_command
 
-    runtime_command(files, port, metrics_port, host)
+    runtime_command(files, port, metrics_port, host, kubeconfig)
 
 
 @app.command("mock-llm")

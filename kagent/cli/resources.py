@@ -88,6 +88,14 @@ def _run_duration(status: dict[str, Any]) -> str:
     return "-" if seconds is None else duration(seconds)
 
 
+def _auth_text(spec: dict[str, Any]) -> str:
+    """Who may call the agent: ``none`` (anyone, the explicit opt-out) stands out."""
+    auth = spec.get("auth") or {}
+    if auth.get("mode") == "none":
+        return "[yellow]none[/]"
+    return "rbac+keys" if auth.get("apiKeys") else "rbac"
+
+
 def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
     spec, status = doc.get("spec") or {}, doc.get("status") or {}
     created = doc.get("metadata", {}).get("creationTimestamp")
@@ -99,7 +107,7 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
         if desired is None:
             desired = (spec.get("scaling") or {}).get("minReplicas", 1)
         return [model.get("provider", "-"), model.get("name", "-"), _condition_text(status, "Ready"),
-                f"{status.get('readyReplicas') or 0}/{desired}", age(created)]
+                f"{status.get('readyReplicas') or 0}/{desired}", _auth_text(spec), age(created)]
     if kind in ("Tool", "Memory"):
         return [spec.get("type", "-"), _condition_text(status, "Accepted"), age(created)]
     if kind == "Workflow":
@@ -116,7 +124,7 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
 
 
 HEADERS = {
-    "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"],
+    "Agent": ["PROVIDER", "MODEL", "READY", "REPLICAS", "AUTH", "AGE"],
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
     "Budget": ["USED", "WITHIN", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],

@@ -26,6 +26,7 @@ from kagent.controller.cache import (
     manifest_digest,
     trim_deployment,
 )
+from kagent.controller.agentauth import AuthBindings
 from kagent.controller.metrics import APPLIES
 from kagent.controller.render import (
     AGENT_LABEL,
@@ -56,6 +57,8 @@ PRUNABLE = {
     "ScaledObject": "keda.sh/v1alpha1",
     "PodDisruptionBudget": "policy/v1",
     "NetworkPolicy": "networking.k8s.io/v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
 }
 FIRST_APPLIED = frozenset({"ServiceAccount", "ConfigMap"})
 """Applied before the other children: the pods the Deployment starts use them."""
@@ -133,10 +136,12 @@ class AgentReconciler:
         self.applied = AppliedChildren()
         self._last: dict[ObjectKey, _LastRender] = {}
         self.rollouts = RolloutShell(client, cache)
+        self.auth_bindings = AuthBindings(client)
 
     def forget_all(self) -> None:
         """Drop what this process remembers applying (a new leader starts from the cluster)."""
         self.applied = AppliedChildren()
+        self.auth_bindings.forget_all()
         self._last.clear()
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -144,6 +149,7 @@ class AgentReconciler:
         raw = self.cache.get("Agent", namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self._last.pop(key, None)
+            await self.auth_bindings.remove(namespace, name)
             return Result.forget()
         keda_available = self.cache.keda_available
         try:
@@ -184,6 +190,7 @@ class AgentReconciler:
                         self.applied.forget(gone)
             if last is not None:
                 await self._prune(agent, {child[0] for child, _ in last.children}, keda_available)
+                await self.auth_bindings.ensure(agent)
                 config_hash, endpoint = last.config_hash, last.endpoint
         return await self._report(raw, accepted, agent, config_hash, endpoint, deployment,
                                   frozenset(resolution.dependencies), keda_available, conflict, progress)

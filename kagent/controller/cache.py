@@ -166,6 +166,10 @@ CHILD_WATCHES = (
               transform=trim_child),
     WatchSpec("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", label_selector=CHILD_SELECTOR,
               transform=trim_child),
+    WatchSpec("Role", "rbac.authorization.k8s.io/v1", "roles", label_selector=CHILD_SELECTOR,
+              transform=trim_child),
+    WatchSpec("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings",
+              label_selector=CHILD_SELECTOR, transform=trim_child),
 )
 SCALED_OBJECT_WATCH = WatchSpec("ScaledObject", "keda.sh/v1alpha1", "scaledobjects",
                                 label_selector=CHILD_SELECTOR, transform=trim_child)

@@ -18,7 +18,8 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from kagent.api.labels import LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
+from kagent.agentclient import Credentials, MintedToken, default_credentials, set_default_credentials
+from kagent.api.labels import AGENT_TOKEN_AUDIENCE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.controller.health import LoopHeartbeat, start_health_server
 from kagent.controller.leader import LeaderElector
 from kagent.controller.manager import Controller
@@ -26,6 +27,7 @@ from kagent.controller.mcp_discovery import mcp_discoverer
 from kagent.controller.settings import ControllerSettings, WebhookSettings
 from kagent.controller.webhook_config import CaBundleInjector, configurations_exist
 from kagent.kube import async_client, watch_http_client
+from kagent.kube.tokens import request_token
 from kagent.webhook.server import (
     register_webhooks,
     webhook_server,
@@ -71,6 +73,21 @@ async def _webhook_server(client: AsyncClient, settings: ControllerSettings) -> 
     return await webhook_server(client, settings.namespace, settings.webhook)
 
 
+CONTROLLER_ACCOUNT_ENV = "KAGENT_CONTROLLER_SERVICE_ACCOUNT"
+"""``namespace/name`` of the ServiceAccount whose identity the workflow engine calls agents
+with when the controller runs outside a pod (in a pod: the pod's own ServiceAccount token)."""
+
+
+def controller_credentials(client: AsyncClient) -> Credentials | None:
+    """The identity the workflow engine calls agents with."""
+    account = os.environ.get(CONTROLLER_ACCOUNT_ENV, "")
+    if "/" not in account:
+        return default_credentials()
+    namespace, name = account.split("/", 1)
+    return MintedToken(lambda: request_token(client, namespace, name,
+                                             audiences=[AGENT_TOKEN_AUDIENCE]))
+
+
 async def run(settings: ControllerSettings) -> None:
     """Run the controller until cancelled."""
     if settings.kubeconfig is not None:
@@ -78,6 +95,7 @@ async def run(settings: ControllerSettings) -> None:
     # The API server gives up on a request after 60 s; so does the controller (a shorter timeout
     # only turns a slow, busy API server into retries that load it more).
     client = async_client(settings.kubeconfig, timeout=API_TIMEOUT_SECONDS)
+    set_default_credentials(controller_credentials(client))
     http = watch_http_client(settings.kubeconfig)
     heartbeat = LoopHeartbeat(settings.loop_stall_seconds)
     beating = asyncio.create_task(heartbeat.run(), name="loop-heartbeat")

@@ -17,9 +17,12 @@ import yaml
 
 from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.agent import ScalingSpec
-from kagent.api.base import API_VERSION, SecretKeySelector
+from kagent.api.base import API_VERSION, GROUP, SecretKeySelector
 from kagent.api.labels import (
+    AGENT_AUTH_CLUSTER_ROLE,
     AGENT_LABEL,
+    AGENT_TOKEN_AUDIENCE,
+    AGENT_TOKEN_FILE_ENV,
     CONFIG_HASH_ANNOTATION,
     CONTROLLER_NAMESPACE,
     MANAGED_BY_LABEL,
@@ -36,6 +39,8 @@ CONFIG_KEY = "agent.yaml"
 MANAGED_BY = {MANAGED_BY_LABEL: MANAGER}
 DEFAULT_IMAGE = "ghcr.io/kagent-operator/kagent:0.1.0"
 AGENT_URL_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local"
+AGENT_TOKEN_DIR = "/var/run/secrets/kagent.dev"
+AGENT_TOKEN_SECONDS = 3600
 
 Autoscaler = Literal["hpa", "keda"]
 SCALE_FIELDS = frozenset({"replicas", "scaling"})
@@ -219,6 +224,16 @@ RESTRICTED_CONTAINER_SECURITY = {
 }
 
 
+def auth_required(agent: Agent) -> bool:
+    """Whether the agent checks its callers (everything but an explicit ``auth.mode: none``)."""
+    return agent.spec.auth is None or agent.spec.auth.mode != "none"
+
+
+def tool_agents(agent: Agent) -> list[str]:
+    """The Agents this agent calls as tools (same namespace)."""
+    return [ref.name for ref in agent.spec.tools or [] if ref.kind == "Agent"]
+
+
 def _env(inputs: AgentInputs, refs: list[SecretKeySelector]) -> list[dict[str, Any]]:
     agent = inputs.agent
     env: list[dict[str, Any]] = [
@@ -227,6 +242,8 @@ def _env(inputs: AgentInputs, refs: list[SecretKeySelector]) -> list[dict[str, A
         {"name": "KAGENT_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "KAGENT_AGENT_URL_TEMPLATE", "value": AGENT_URL_TEMPLATE},
     ]
+    if tool_agents(agent):
+        env.append({"name": AGENT_TOKEN_FILE_ENV, "value": f"{AGENT_TOKEN_DIR}/token"})
     env.extend(
         {
             "name": secret_env_name(ref),
@@ -274,6 +291,9 @@ def _container(inputs: AgentInputs, refs: list[SecretKeySelector]) -> dict[str, 
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    if tool_agents(agent):
+        container["volumeMounts"].append(
+            {"name": "agent-token", "mountPath": AGENT_TOKEN_DIR, "readOnly": True})
     if pod and pod.image_pull_policy:
         container["imagePullPolicy"] = pod.image_pull_policy
     if agent.spec.resources is not None:
@@ -294,7 +314,8 @@ def _pod_template(inputs: AgentInputs, refs: list[SecretKeySelector], digest: st
         annotations = {**pod.annotations, **annotations}
     spec: dict[str, Any] = {
         "serviceAccountName": agent.metadata.name,
-        "automountServiceAccountToken": False,
+        # The API token only where the runtime checks callers (TokenReview, SubjectAccessReview).
+        "automountServiceAccountToken": auth_required(agent),
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -307,6 +328,13 @@ def _pod_template(inputs: AgentInputs, refs: list[SecretKeySelector], digest: st
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
+    if tool_agents(agent):
+        # Its own identity for calling the agents it uses as tools: a short-lived token only
+        # agents accept (audience kagent.dev), rotated by the kubelet — never the API token.
+        spec["volumes"].append({"name": "agent-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": AGENT_TOKEN_AUDIENCE,
+                                     "expirationSeconds": AGENT_TOKEN_SECONDS, "path": "token"}},
+        ]}})
     if pod:
         if pod.node_selector:
             spec["nodeSelector"] = pod.node_selector
@@ -432,25 +460,61 @@ def _network_policy(inputs: AgentInputs) -> dict[str, Any]:
     else is dropped (egress is left open: agents call models, tools and other agents)."""
     agent, network = inputs.agent, inputs.network
     spec = agent.spec.network_policy
-    peers: list[dict[str, Any]] = [
-        {"podSelector": {}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": network.controller_namespace}},
-         "podSelector": {"matchLabels": dict(network.controller_pod_labels)}},
-        *(dict(peer) for peer in network.allow_from),
-    ]
+    controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": network.controller_namespace}},
+                  "podSelector": {"matchLabels": dict(network.controller_pod_labels)}}
+    peers: list[dict[str, Any]] = [{"podSelector": {}}, controller, *(dict(peer) for peer in network.allow_from)]
     if spec is not None and spec.allow_from:
         peers.extend(peer.model_dump(by_alias=True, exclude_none=True, mode="json") for peer in spec.allow_from)
     ingress: list[dict[str, Any]] = [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}], "from": peers}]
     metrics_port = _metrics_port(agent)
-    if metrics_port is not None and metrics_port != HTTP_PORT and network.metrics_from:
+    if metrics_port is not None and metrics_port != HTTP_PORT:
+        # The monitoring namespaces scrape it; so does the controller (rollout analysis).
         ingress.append({"ports": [{"protocol": "TCP", "port": metrics_port}],
-                        "from": [dict(peer) for peer in network.metrics_from]})
+                        "from": [controller, *(dict(peer) for peer in network.metrics_from)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _metadata(agent),
         "spec": {"podSelector": {"matchLabels": selector_labels(agent)}, "policyTypes": ["Ingress"],
                  "ingress": ingress},
+    }
+
+
+def _tool_access(agent: Agent) -> list[dict[str, Any]]:
+    """A Role allowing the agent's ServiceAccount to invoke exactly the agents it uses as
+    tools, and its RoleBinding: the default RBAC of agent-as-tool."""
+    names = sorted(set(tool_agents(agent)))
+    if not names:
+        return []
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _metadata(agent),
+            "rules": [{"apiGroups": [GROUP], "resources": ["agents"],
+                       "verbs": ["invoke"], "resourceNames": names}]}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": _metadata(agent),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": agent.metadata.name},
+               "subjects": [{"kind": "ServiceAccount", "name": agent.metadata.name,
+                             "namespace": agent.metadata.namespace}]}
+    return [role, binding]
+
+
+def auth_binding_name(namespace: str, name: str) -> str:
+    return f"{AGENT_AUTH_CLUSTER_ROLE}:{namespace}:{name}"
+
+
+def auth_binding(agent: Agent, cluster_role: str = AGENT_AUTH_CLUSTER_ROLE) -> dict[str, Any] | None:
+    """The ClusterRoleBinding that lets the agent check its callers (None with
+    ``auth.mode: none``). Cluster-scoped, so it cannot be owned by the Agent: the controller
+    applies it beside the owned children and deletes it with the Agent."""
+    if not auth_required(agent):
+        return None
+    namespace, name = str(agent.metadata.namespace), str(agent.metadata.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": auth_binding_name(namespace, name),
+                     "labels": {**_labels(agent), f"{GROUP}/namespace": namespace}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     }
 
 
@@ -465,6 +529,7 @@ def render_agent(inputs: AgentInputs) -> RenderedAgent:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(agent),
          "automountServiceAccountToken": False},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _metadata(agent), "data": {CONFIG_KEY: config}},
+        *_tool_access(agent),
         _deployment(inputs, refs, digest, autoscaler),
         _service(agent),
     ]

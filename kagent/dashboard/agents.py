@@ -77,6 +77,29 @@ def viewer_headers(viewer: Viewer) -> dict[str, str]:
     return {"Authorization": f"Bearer {viewer.token}"} if viewer.token else {}
 
 
+async def agent_headers(viewer: Viewer, header: str = "Authorization") -> dict[str, str]:
+    """:func:`viewer_headers`, or — for a viewer with no bearer token (a client certificate) —
+    a short-lived token minted, with the viewer's own credentials, for the ServiceAccount
+    ``KAGENT_SERVICE_ACCOUNT`` (as ``kagent chat`` does); none if that is not allowed (the agent
+    then answers 401, which the chat shows)."""
+    if viewer.token:
+        return {header: f"Bearer {viewer.token}"}
+    from kagent.api.labels import AGENT_TOKEN_AUDIENCE
+    from kagent.dashboard.access import new_client
+    from kagent.kube.tokens import MINTED_TOKEN_SECONDS, request_token, user_service_account
+
+    client = new_client(viewer)
+    try:
+        namespace, name = user_service_account()
+        token, _ = await request_token(client, namespace, name, audiences=[AGENT_TOKEN_AUDIENCE],
+                                       seconds=MINTED_TOKEN_SECONDS)
+    except Exception:  # noqa: BLE001 - no token to send: the agent says why it refuses
+        return {}
+    finally:
+        await client.close()
+    return {header: f"Bearer {token}"}
+
+
 @dataclass(frozen=True)
 class PodRef:
     name: str
@@ -125,7 +148,10 @@ class ApiServerNetwork:
     description = "the Kubernetes API server's service proxy"
 
     async def chat_client(self, viewer: Viewer, timeout: float) -> httpx.AsyncClient:
-        return await api_server_client(viewer, timeout)
+        client = await api_server_client(viewer, timeout)
+        # The API server consumes Authorization; the agent reads the caller from this header.
+        client.headers.update(await agent_headers(viewer, "Kagent-Authorization"))
+        return client
 
     def agent_url(self, viewer: Viewer, namespace: str, agent: str) -> str:
         return service_proxy_url(viewer.config.cluster.server, namespace, agent)
@@ -145,7 +171,7 @@ class ServiceNetwork(ApiServerNetwork):
     description = "the agents' Services, with the viewer's bearer token"
 
     async def chat_client(self, viewer: Viewer, timeout: float) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=viewer_headers(viewer), trust_env=False,
+        return httpx.AsyncClient(headers=await agent_headers(viewer), trust_env=False,
                                  timeout=httpx.Timeout(timeout, connect=10))
 
     def agent_url(self, viewer: Viewer, namespace: str, agent: str) -> str:
@@ -161,7 +187,7 @@ class LocalProxyNetwork:
         self.proxy_url = proxy_url.rstrip("/")
 
     async def chat_client(self, viewer: Viewer, timeout: float) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=viewer_headers(viewer), trust_env=False,
+        return httpx.AsyncClient(headers=await agent_headers(viewer), trust_env=False,
                                  timeout=httpx.Timeout(timeout, connect=10))
 
     def agent_url(self, viewer: Viewer, namespace: str, agent: str) -> str:

@@ -3,18 +3,59 @@ a cluster: its own process, its own leader Lease, the webhook served over TLS on
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any
 
-from kagent.api.labels import CONTROLLER_NAMESPACE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
+from kagent.api.labels import (
+    AGENT_AUTH_CLUSTER_ROLE,
+    CONTROLLER_NAMESPACE,
+    LEASE_NAME,
+    WEBHOOK_CONFIGURATION_NAME,
+)
 from kagent.local.controlplane import ControlPlane
 from kagent.local.process import Process, tail
 from kagent.local.services import free_port
 
 __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
+
+CONTROLLER_ACCOUNT = "kagent-controller"
+"""The ServiceAccount the local controller calls agents as (the chart's controller account)."""
+CONTROLLER_INVOKE_BINDING = "kagent-controller-invoke"
+CLI_ACCOUNT = "kagent-cli"
+"""The ServiceAccount ``kagent chat`` mints tokens for when the kubeconfig's user (a client
+certificate, as in the local environment) has no bearer token to send."""
+
+
+def controller_identity_yaml(namespace: str = CONTROLLER_NAMESPACE) -> str:
+    """What the chart grants for agent authentication, for a controller run as a process: its
+    ServiceAccount with ``invoke`` on every Agent (the workflow engine calls agents as it), and
+    the agent-auth ClusterRole the controller binds each agent's ServiceAccount to. Local
+    environments only: ``kagent-cli``, the account the CLI calls agents as for a client-
+    certificate user, may invoke every Agent too."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    docs = [
+        *({"apiVersion": "v1", "kind": "ServiceAccount",
+           "metadata": {"name": account, "namespace": namespace}}
+          for account in (CONTROLLER_ACCOUNT, CLI_ACCOUNT)),
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": CONTROLLER_INVOKE_BINDING},
+         "rules": [{"apiGroups": ["kagent.dev"], "resources": ["agents"], "verbs": ["invoke"]}]},
+        {"apiVersion": rbac, "kind": "ClusterRoleBinding",
+         "metadata": {"name": CONTROLLER_INVOKE_BINDING},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": CONTROLLER_INVOKE_BINDING},
+         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}
+                      for account in (CONTROLLER_ACCOUNT, CLI_ACCOUNT)]},
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": AGENT_AUTH_CLUSTER_ROLE},
+         "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+                    "verbs": ["create"]},
+                   {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+                    "verbs": ["create"]}]},
+    ]
+    return "\n---\n".join(json.dumps(d) for d in docs)
 
 
 class ControllerProcess:
@@ -63,9 +104,12 @@ class ControllerProcess:
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> ControllerProcess:
         self.plane.create_namespace(CONTROLLER_NAMESPACE)
+        self.plane.apply_yaml(controller_identity_yaml())
+        identity = {"KAGENT_CONTROLLER_SERVICE_ACCOUNT": f"{CONTROLLER_NAMESPACE}/{CONTROLLER_ACCOUNT}"}
         self.process = Process.start(
             self.command(), name=f"the controller {self.identity}", log_file=self.log_file,
-            append_log=True, env={**os.environ, **self.env}, die_with_parent=not self.detached)
+            append_log=True, env={**os.environ, **identity, **self.env},
+            die_with_parent=not self.detached)
         if wait:
             self.wait_ready(timeout)
         return self

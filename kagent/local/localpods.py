@@ -52,6 +52,15 @@ class LaunchError(Exception):
 
 
 @dataclass(frozen=True)
+class ProjectedToken:
+    """A ``serviceAccountToken`` source of a projected volume."""
+
+    account: str
+    audience: str | None
+    seconds: int
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
     """What it takes to run one pod's agent container on this machine."""
 
@@ -63,6 +72,9 @@ class LaunchPlan:
     """Empty folders to create, relative to the pod's folder (emptyDir volumes)."""
     http_port: int
     """The local port of the container's ``http`` port."""
+    tokens: dict[str, ProjectedToken] = field(default_factory=dict)
+    """ServiceAccount tokens to mint (TokenRequest) into files, relative to the pod's folder:
+    what a kubelet writes into projected ``serviceAccountToken`` volumes."""
 
 
 Lookup = Mapping[tuple[str, str], Mapping[str, str]]
@@ -107,6 +119,17 @@ def _volume_files(volume: Mapping[str, Any], lookup: Lookup) -> dict[str, str] |
                 return dict(data)
             return {item["path"]: data[item["key"]] for item in items if item["key"] in data}
     return None
+
+
+def _projected_tokens(volume: Mapping[str, Any], account: str) -> dict[str, ProjectedToken]:
+    """File name → token of a projected volume's ``serviceAccountToken`` sources."""
+    found: dict[str, ProjectedToken] = {}
+    for source in (volume.get("projected") or {}).get("sources") or []:
+        token = source.get("serviceAccountToken")
+        if token is not None:
+            found[token["path"]] = ProjectedToken(
+                account, token.get("audience"), int(token.get("expirationSeconds", 3600)))
+    return found
 
 
 def _field_value(path: str, pod: Mapping[str, Any]) -> str:
@@ -162,6 +185,7 @@ def plan_launch(
     """
     container = agent_container(pod)
     files: dict[str, bytes] = {}
+    tokens: dict[str, ProjectedToken] = {}
     dirs: list[str] = []
     mounts: dict[str, str] = {}
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
@@ -172,6 +196,8 @@ def plan_launch(
         local = f"volumes/{mount['name']}"
         mounts[mount["mountPath"].rstrip("/")] = str(pod_dir / local)
         content = _volume_files(volume, lookup)
+        minted = _projected_tokens(volume, pod["spec"].get("serviceAccountName") or "default")
+        tokens.update({f"{local}/{name}": token for name, token in minted.items()})
         if content is None:
             dirs.append(local)
         else:
@@ -197,7 +223,7 @@ def plan_launch(
     for entry in container.get("env") or []:
         value = _env_value(entry, pod, lookup)
         if value is not None:
-            env[entry["name"]] = value
+            env[entry["name"]] = local_arg(value) if value.startswith("/") else value
     if "/tmp" in mounts:
         env["TMPDIR"] = mounts["/tmp"]
     env.update(overrides)
@@ -205,7 +231,8 @@ def plan_launch(
                  if p.get("name") == "http"), None)
     if http is None or http not in ports:
         raise LaunchError("the agent container declares no port named http")
-    return LaunchPlan(argv=argv, env=env, files=files, dirs=dirs, http_port=ports[http])
+    return LaunchPlan(argv=argv, env=env, files=files, dirs=dirs, http_port=ports[http],
+                      tokens=tokens)
 
 
 @dataclass
@@ -228,6 +255,7 @@ class LocalPod:
     """Local port of each named container port (the dashboard scrapes ``metrics``)."""
     labels: dict[str, str] = field(default_factory=dict)
     """The pod's labels, matched against Service selectors."""
+    renew_tokens_at: float = 0.0
 
     @property
     def url(self) -> str:
@@ -308,6 +336,8 @@ class LocalPods:
             if not pod.running() and loop.time() >= pod.next_start:
                 await self._start(pod, doc)
             elif pod.running():
+                if pod.plan is not None and pod.plan.tokens and loop.time() >= pod.renew_tokens_at:
+                    await self._mint_tokens(pod, doc)  # as a kubelet rotates them
                 await self._probe(pod)
 
     async def _start(self, pod: LocalPod, doc: dict[str, Any]) -> None:
@@ -343,6 +373,13 @@ class LocalPods:
             target.write_bytes(content)
         for relative in pod.plan.dirs:
             (pod.directory / relative).mkdir(parents=True, exist_ok=True)
+        try:
+            await self._mint_tokens(pod, doc)
+        except Exception as error:  # noqa: BLE001 - a missing ServiceAccount: try again later
+            pod.problem = f"cannot mint its ServiceAccount token: {error}"
+            logger.warning("pod %s/%s %s", pod.namespace, pod.name, pod.problem)
+            pod.next_start = loop.time() + RESTART_BACKOFF[0]
+            return
         # Its own process group, stopped as a whole; killed by the kernel if the realiser dies.
         pod.process = Process.start(
             pod.plan.argv, name=f"pod {pod.namespace}/{pod.name}",
@@ -352,6 +389,27 @@ class LocalPods:
         pod.next_start = loop.time() + backoff
         logger.info("started pod %s/%s (agent %s) on port %d", pod.namespace, pod.name, pod.agent,
                     pod.plan.http_port)
+
+    async def _mint_tokens(self, pod: LocalPod, doc: dict[str, Any]) -> None:
+        """Write the pod's projected ServiceAccount tokens (TokenRequest), renewed at 80% of
+        their lifetime."""
+        from kagent.kube.tokens import request_token
+
+        assert pod.plan is not None
+        shortest = None
+        for relative, spec in pod.plan.tokens.items():
+            token, lifetime = await request_token(
+                self.client, pod.namespace, spec.account,
+                audiences=[spec.audience] if spec.audience else None, seconds=spec.seconds)
+            target = pod.directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            partial.write_text(token)
+            partial.chmod(0o600)
+            partial.replace(target)
+            shortest = lifetime if shortest is None else min(shortest, lifetime)
+        if shortest is not None:
+            pod.renew_tokens_at = asyncio.get_running_loop().time() + shortest * 0.8
 
     def _overrides(self) -> dict[str, str]:
         return {"KAGENT_AGENT_URL_TEMPLATE": self.agent_url_template(), **self.overrides}
@@ -512,6 +570,9 @@ async def serve_local_pods(kubeconfig: Path, workdir: Path, proxy_port: int,
 
     from kagent.kube import async_client
 
+    # Agents check their callers' tokens with the environment's kubeconfig (a pod would use its
+    # ServiceAccount); the tokens they call other agents with are their own, minted above.
+    overrides = {"KAGENT_KUBECONFIG": str(kubeconfig), **overrides}
     pods = LocalPods(async_client(kubeconfig), workdir, proxy_port, overrides=dict(overrides))
     server = uvicorn.Server(uvicorn.Config(pods.proxy_app(), host="127.0.0.1", port=proxy_port,
                                            log_level="warning", lifespan="on"))

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Sequence
 
 A2A_SDK_TRACING = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"
 # a2a-sdk wraps every internal method in a span for the *global* tracer provider, which the
@@ -56,6 +57,7 @@ from kagent.runtime.agent import (
     TurnFailed,
     TurnResult,
 )
+from kagent.runtime.auth import card_security
 from kagent.runtime.config import RuntimeConfig
 from kagent.agentclient import (
     MODEL_METADATA,
@@ -97,7 +99,8 @@ def agent_skills(config: RuntimeConfig) -> list[AgentSkill]:
     return skills
 
 
-def agent_card(config: RuntimeConfig, base_url: str) -> AgentCard:
+def agent_card(config: RuntimeConfig, base_url: str, schemes: Sequence[str] = ()) -> AgentCard:
+    """The card; ``schemes`` are the authentication schemes the agent accepts."""
     spec = config.agent.spec
     base_url = base_url.rstrip("/")
     return AgentCard(
@@ -115,6 +118,7 @@ def agent_card(config: RuntimeConfig, base_url: str) -> AgentCard:
         default_input_modes=[TEXT],
         default_output_modes=[TEXT],
         skills=agent_skills(config),
+        **card_security(schemes),
     )
 
 
@@ -243,7 +247,8 @@ def forwarded_prefix(request: Request) -> str:
     return prefix if _PREFIX.fullmatch(prefix) else ""
 
 
-def a2a_routes(runtime: AgentRuntime) -> tuple[list[BaseRoute], DefaultRequestHandler]:
+def a2a_routes(runtime: AgentRuntime, schemes: Sequence[str] = ()
+               ) -> tuple[list[BaseRoute], DefaultRequestHandler]:
     """Routes for the card, JSON-RPC and REST, and the handler (to close on shutdown)."""
     placeholder = agent_card(runtime.config, "http://localhost")
     handler = DefaultRequestHandler(
@@ -254,7 +259,7 @@ def a2a_routes(runtime: AgentRuntime) -> tuple[list[BaseRoute], DefaultRequestHa
 
     async def card(request: Request) -> Response:
         base = str(request.base_url).rstrip("/") + forwarded_prefix(request)
-        return JSONResponse(agent_card_to_dict(agent_card(runtime.config, base)))
+        return JSONResponse(agent_card_to_dict(agent_card(runtime.config, base, schemes)))
 
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_WELL_KNOWN_PATH, card, methods=["GET"]),

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kagent.runtime.a2a_server import a2a_routes
 from kagent.runtime.agent import AgentRuntime
+from kagent.runtime.auth import AuthMiddleware, Authenticator, authenticator_for
 from kagent.runtime.openai_api import openai_routes
 
 READY_TIMEOUT = 3.0
@@ -32,9 +34,15 @@ def metrics_app() -> Starlette:
     return Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
 
 
-def create_app(runtime: AgentRuntime, *, serve_metrics: bool = True) -> Starlette:
-    """The app for ``runtime``; the runtime is started and closed by the app's lifespan."""
-    a2a, handler = a2a_routes(runtime)
+def create_app(runtime: AgentRuntime, *, serve_metrics: bool = True,
+               authenticator: Authenticator | None = None) -> Starlette:
+    """The app for ``runtime``; the runtime is started and closed by the app's lifespan.
+
+    Every request but the probes, metrics and the agent card goes through ``authenticator``
+    (default: the one a runtime with no Kubernetes API gets, serving loopback)."""
+    if authenticator is None:
+        authenticator = authenticator_for(runtime.config, None, loopback=True)
+    a2a, handler = a2a_routes(runtime, schemes=authenticator.schemes)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "agent": runtime.name})
@@ -70,4 +78,5 @@ def create_app(runtime: AgentRuntime, *, serve_metrics: bool = True) -> Starlett
     if serve_metrics:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
     routes += a2a
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan,
+                     middleware=[Middleware(AuthMiddleware, authenticator=authenticator)])

@@ -20,6 +20,13 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from kagent.api.manifests import ManifestError
 from kagent.runtime.agent import AgentRuntime
 from kagent.runtime.app import create_app
+from kagent.runtime.auth import (
+    LOOPBACK_HOSTS,
+    AuthConfigError,
+    authenticator_for,
+    default_host,
+    kubernetes_reviewer,
+)
 from kagent.runtime.config import ConfigError, RuntimeConfig, load_runtime_config
 from kagent.runtime.models import ModelConfigError
 from kagent.runtime.secrets import MissingSecretError, SecretResolver
@@ -31,8 +38,8 @@ QUIET_LOGGERS = ("httpx", "httpx2", "a2a")
 """Libraries that log a line at INFO for every request (each model call, each A2A task): an
 access log by another name, off like uvicorn's."""
 
-STARTUP_ERRORS = (ConfigError, ManifestError, MissingSecretError, ModelConfigError,
-                  TracingConfigError)
+STARTUP_ERRORS = (AuthConfigError, ConfigError, ManifestError, MissingSecretError,
+                  ModelConfigError, TracingConfigError)
 
 
 class RedactingFilter(logging.Filter):
@@ -80,13 +87,18 @@ def metrics_enabled(config: RuntimeConfig) -> bool:
 
 
 async def serve(
-    files: Sequence[Path], port: int, metrics_port: int | None = None, host: str = "0.0.0.0"
+    files: Sequence[Path], port: int, metrics_port: int | None = None, host: str | None = None,
+    kubeconfig: Path | None = None,
 ) -> None:
-    """Serve the agent described by ``files`` until interrupted."""
+    """Serve the agent described by ``files`` until interrupted; ``host`` defaults to every
+    interface in a pod and to loopback elsewhere."""
+    host = host or default_host()
     config = load_runtime_config(files)
     logging.getLogger().addFilter(RedactingFilter(config.secrets))
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactingFilter(config.secrets))
+    authenticator = authenticator_for(config, kubernetes_reviewer(kubeconfig),
+                                      loopback=host in LOOPBACK_HOSTS)
     runtime = build_runtime(config)
     await runtime.start()  # before serving: a bad model block or missing Secret fails plainly
     # The agent's tracer provider is deliberately not made the global one: a2a-sdk traces
@@ -97,7 +109,8 @@ async def serve(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=host)
-    app = create_app(runtime, serve_metrics=serve_metrics and not separate_metrics)
+    app = create_app(runtime, serve_metrics=serve_metrics and not separate_metrics,
+                     authenticator=authenticator)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, lifespan="on", log_level="info", access_log=False,
         timeout_graceful_shutdown=10,
@@ -118,14 +131,15 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def runtime_command(files: list[Path], port: int, metrics_port: int | None, host: str) -> None:
+def runtime_command(files: list[Path], port: int, metrics_port: int | None, host: str | None,
+                    kubeconfig: Path | None = None) -> None:
     """What ``kagent runtime`` runs; configuration errors exit with status 2 and a message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-            runner.run(serve(files, port, metrics_port, host))
+            runner.run(serve(files, port, metrics_port, host, kubeconfig))
     except STARTUP_ERRORS as error:
         print(f"kagent runtime: {error}", file=sys.stderr)
         raise SystemExit(2) from None

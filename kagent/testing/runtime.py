@@ -44,7 +44,8 @@ class RuntimeServer:
 
     ``exporter`` receives the agent's spans (an ``InMemorySpanExporter``, say) even when the
     Agent does not enable tracing; ``environ`` stands in for the pod's environment (secrets as
-    ``KAGENT_SECRET_*`` variables, ``KAGENT_AGENT_URL_TEMPLATE``).
+    ``KAGENT_SECRET_*`` variables, ``KAGENT_AGENT_URL_TEMPLATE``); with ``kubeconfig``
+    callers' Kubernetes tokens are checked against that cluster, as in a pod.
     """
 
     def __init__(
@@ -53,6 +54,7 @@ class RuntimeServer:
         *,
         environ: Mapping[str, str] | None = None,
         exporter: Any = None,
+        kubeconfig: Path | None = None,
     ) -> None:
         from kagent.runtime.config import build_runtime_config
         from kagent.runtime.server import build_runtime
@@ -61,6 +63,8 @@ class RuntimeServer:
         self.config = build_runtime_config([dict(d) for d in documents], environ=env)
         self.runtime = build_runtime(self.config, environ=env, exporter=exporter)
         self.name = self.config.name
+        self.kubeconfig = kubeconfig
+        self.environ = env
         self._server: AsgiServer | None = None
 
     @property
@@ -75,8 +79,13 @@ class RuntimeServer:
 
     def start(self) -> Self:
         from kagent.runtime.app import create_app
+        from kagent.runtime.auth import authenticator_for, kubernetes_reviewer
 
-        self._server = AsgiServer(create_app(self.runtime), lifespan="on").start(timeout=30)
+        reviewer = kubernetes_reviewer(self.kubeconfig) if self.kubeconfig else None
+        authenticator = authenticator_for(self.config, reviewer, loopback=True,
+                                          environ=self.environ)
+        self._server = AsgiServer(create_app(self.runtime, authenticator=authenticator),
+                                  lifespan="on").start(timeout=30)
         return self
 
     def stop(self) -> None:

@@ -231,6 +231,10 @@ def advice(obj: dict[str, Any]) -> list[str]:
                          f"with {keys}; until it is set the agent runs without sending traces")
     if isinstance(resource, Agent):
         found.extend(_in_memory_replicas_advice(resource))
+    if isinstance(resource, Agent) and resource.spec.auth is not None \
+            and resource.spec.auth.mode == "none":
+        found.append("spec.auth.mode: none lets anyone who can reach the agent call it, with no "
+                     "token and no RBAC check; remove it to require authenticated callers")
     if isinstance(resource, Tool) and resource.spec.code is not None \
             and resource.spec.code.isolation == "best-effort":
         found.append("spec.code.isolation: best-effort runs model-written code even where the "

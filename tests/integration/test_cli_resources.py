@@ -56,8 +56,8 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert agents.returncode == 0, agents.stderr
     assert agents.stderr == ""  # the table is the whole report, on stdout
     header, row = agents.stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"]
-    assert row.split()[:5] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1"]
+    assert header.split() == ["NAME", "PROVIDER", "MODEL", "READY", "REPLICAS", "AUTH", "AGE"]
+    assert row.split()[:6] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1", "rbac"]
 
     tools = kagent(plane, "get", "tools", "-n", namespace)
     assert tools.returncode == 0, tools.stderr

@@ -220,8 +220,16 @@ def test_invoke_an_openai_client_and_logs_reach_the_live_agents(demo: Demo) -> N
     invoked = demo.kagent("invoke", "billing-agent", "-n", NS, "-m", "Where is my refund?")
     assert invoked.returncode == 0, invoked.stderr
     assert "duplicate charge will be refunded" in invoked.stdout
+    # agents answer authenticated callers only: the OpenAI SDK sends a Kubernetes token as its key
+    token = demo.plane().kubectl("create", "token", "kagent-cli", "-n", "kagent-system",
+                                 "--audience=kagent.dev").stdout.strip()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{demo.agents_url}/{NS}/tech-support-agent/v1", api_key="unused",
+                      http_client=httpx.Client(trust_env=False), max_retries=0
+                      ).chat.completions.create(model="tech-support-agent",
+                                                messages=[{"role": "user", "content": "hi"}])
     client = openai.OpenAI(base_url=f"{demo.agents_url}/{NS}/tech-support-agent/v1",
-                           api_key="unused", http_client=httpx.Client(trust_env=False))
+                           api_key=token, http_client=httpx.Client(trust_env=False))
     answer = client.chat.completions.create(
         model="tech-support-agent", messages=[{"role": "user", "content": "I cannot log in"}])
     assert answer.choices[0].message.content.startswith("Tech support: 1. Sign out")

@@ -87,11 +87,17 @@ ALLOWED = [
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
     "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
     "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
-    "create networkpolicies.networking.k8s.io", "invoke agents.kagent.dev",
+    "create networkpolicies.networking.k8s.io",
+    # agent authentication: the workflow engine's calls, agent-as-tool Roles, agent-auth bindings
+    "invoke agents.kagent.dev", "create roles.rbac.authorization.k8s.io",
+    "watch rolebindings.rbac.authorization.k8s.io",
+    "create clusterrolebindings.rbac.authorization.k8s.io",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
-    "update agents.kagent.dev", "create clusterrolebindings.rbac.authorization.k8s.io",
+    # bind only the agent-auth ClusterRole by name (proven by the controller test below)
+    "update agents.kagent.dev", "bind clusterroles.rbac.authorization.k8s.io",
+    "escalate clusterroles.rbac.authorization.k8s.io", "create clusterroles.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
     "watch pods", "list replicasets.apps",
     "create validatingwebhookconfigurations.admissionregistration.k8s.io",
@@ -208,6 +214,11 @@ def test_controller_works_with_only_the_charts_rbac(installed: tuple[ControlPlan
         result = plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
         assert "created" in result.stdout
         wait_for(lambda: ready(plane, "customer-support-agent", namespace), what="Ready under the chart's RBAC")
+        # the agent may check its callers: bound to the chart's agent-auth ClusterRole
+        binding = plane.kubectl("get", "clusterrolebinding",
+                                f"kagent-agent-auth:{namespace}:customer-support-agent", "-o",
+                                "jsonpath={.roleRef.name}").stdout
+        assert binding == "kagent-agent-auth"
         cyclic: dict[str, Any] = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Workflow",
                                   "metadata": {"name": "c", "namespace": namespace},
                                   "spec": {"steps": [{"name": "a", "agent": "x", "dependsOn": ["a"]}]}}

@@ -233,7 +233,8 @@ def test_network_policy_admits_the_namespace_the_controller_and_allowed_peers() 
         gateway,
         {"podSelector": {"matchLabels": {"role": "frontend"}}},
     ]
-    assert metrics == {"ports": [{"protocol": "TCP", "port": 9090}], "from": [monitoring]}
+    controller = serving["from"][1]  # the controller scrapes it too, for rollout analysis
+    assert metrics == {"ports": [{"protocol": "TCP", "port": 9090}], "from": [controller, monitoring]}
 
 
 def test_network_policy_without_metrics_or_turned_off() -> None:
