@@ -31,3 +31,13 @@ TOOL_DURATION = Histogram(
     "agent_tool_duration_seconds", "Time one tool call took.", ["agent", "tool"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+MEMORY_BACKEND_UP = Gauge(
+    "agent_memory_backend_up",
+    "1 while the memory backend (redis, postgres) answers, 0 while it is unreachable.",
+    ["agent", "backend"],
+)
+MEMORY_UNAVAILABLE = Counter(
+    "agent_memory_unavailable_total",
+    "Requests refused with 503 because the memory backend was unreachable.",
+    ["agent", "backend"],
+)
