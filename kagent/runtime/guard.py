@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kagent.runtime.memory.base import BackendUnavailable, SessionStore
@@ -29,8 +30,12 @@ MAX_BODY_BYTES = 8 << 20
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/.well-known/agent-card.json"})
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body without a (truthful) Content-Length is read past the limit; an
+    HTTPException so the app's own handlers (and the A2A SDK's) answer 413 too."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=f"the request body is larger than {limit} bytes")
 
 
 def error_body(message: str, code: str) -> bytes:
@@ -90,7 +95,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -302,3 +302,54 @@ async def test_stopping_redis_mid_conversation_gives_503s_and_restarting_it_reco
         await chat.close()
     finally:
         redis.stop()
+
+
+def test_a_cycle_of_agents_calling_each_other_is_refused_clearly() -> None:
+    """Agent A asks B (agent as tool), whose model asks A again: B refuses the call with an
+    error naming the cycle, which reaches both models; nothing loops."""
+    from kagent.runtime.app import create_app
+
+    name_a, name_b = unique("cyc-a"), unique("cyc-b")
+    port_a, port_b = free_port(), free_port()
+    script = {"rules": [
+        {"model": "model-a", "has_tool_result": False,
+         "tool_calls": [{"name": name_b, "arguments": {"message": "ping back"}}]},
+        {"model": "model-a", "has_tool_result": name_b, "content": "A got: {{tool_result}}"},
+        {"model": "model-b", "has_tool_result": False,
+         "tool_calls": [{"name": name_a, "arguments": {"message": "loop"}}]},
+        {"model": "model-b", "has_tool_result": name_a, "content": "B saw: {{tool_result}}"},
+    ]}
+    with MockLLM(script) as llm:
+        runtimes = [
+            RuntimeServer([agent(name, model("openai", llm.url, name=model_name),
+                                 tools=[{"name": other, "kind": "Agent"}]), secret()],
+                          environ={"KAGENT_AGENT_URL_TEMPLATE": f"http://127.0.0.1:{other_port}"})
+            for name, model_name, other, other_port in (
+                (name_a, "model-a", name_b, port_b), (name_b, "model-b", name_a, port_a))
+        ]
+        servers = [AsgiServer(create_app(r.runtime), port=p, lifespan="on").start(30)
+                   for r, p in zip(runtimes, (port_a, port_b))]
+        try:
+            chat = openai.OpenAI(base_url=f"{servers[0].url}/v1", api_key="x")
+            reply = chat.chat.completions.create(
+                model=name_a, messages=[{"role": "user", "content": "start"}])
+            chat.close()
+        finally:
+            for server in servers:
+                server.stop()
+            for runtime in runtimes:
+                runtime.stop()
+        answer = str(reply.choices[0].message.content)
+        assert answer.startswith("A got: B saw: ")
+        assert f"cycle of agent calls (tests/{name_a} -> tests/{name_b} -> tests/{name_a})" in answer
+        assert [c.model for c in llm.calls] == ["model-a", "model-b", "model-b", "model-a"]
+
+
+def test_request_bodies_over_the_limit_get_413(served: Any) -> None:
+    url, name = served({"type": "in-memory"})
+    huge = "x" * (9 << 20)
+    chat = httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                      json={"model": name, "messages": [{"role": "user", "content": huge}]})
+    assert chat.status_code == 413 and "larger than 8388608 bytes" in chat.json()["error"]["message"]
+    a2a = httpx.post(url, timeout=30, content=b'{"jsonrpc": "2.0", "params": "' + b"x" * (9 << 20))
+    assert a2a.status_code == 413

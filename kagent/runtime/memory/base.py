@@ -164,18 +164,19 @@ class BackendHealth:
         if time.monotonic() - self._last_probe < PROBE_INTERVAL:
             return False
         self._last_probe = time.monotonic()
-        self._probing = asyncio.get_running_loop().create_future()
+        probing = self._probing = asyncio.get_running_loop().create_future()
+        result = False
         try:
             async with asyncio.timeout(PROBE_TIMEOUT):
                 await ping()
         except Exception as error:  # noqa: BLE001 - any failure means still down
-            self.reason = f"{type(error).__name__}: {error}"
-            result = False
+            self.reason = getattr(error, "reason", f"{type(error).__name__}: {error}")
         else:
             self.mark_up()
             result = True
-        self._probing.set_result(result)
-        self._probing = None
+        finally:  # waiters are released even if this request was cancelled mid-probe
+            probing.set_result(result)
+            self._probing = None
         return result
 
 
