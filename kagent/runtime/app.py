@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,7 +23,6 @@ from kagent.runtime.agent import AgentRuntime
 from kagent.runtime.guard import RequestGuard, starlette_unavailable_handler
 from kagent.runtime.memory.base import BackendUnavailable
 from kagent.runtime.openai_api import openai_routes
-from starlette.middleware import Middleware
 
 
 async def metrics(request: Request) -> Response:

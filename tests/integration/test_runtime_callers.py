@@ -18,8 +18,15 @@ import openai
 import pytest
 from a2a.client import ClientConfig, ClientFactory
 from a2a.client.card_resolver import parse_agent_card
-from a2a.types import GetTaskRequest, ListTasksRequest, Message, Part, Role, SendMessageRequest
-from a2a.types import TaskState
+from a2a.types import (
+    GetTaskRequest,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    TaskState,
+)
 
 from kagent.local.process import Process
 from kagent.local.services import AsgiServer, PostgresServer, RedisServer, free_port

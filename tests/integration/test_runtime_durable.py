@@ -14,8 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from a2a.client import ClientConfig, ClientFactory
-from a2a.types import GetTaskRequest, ListTasksRequest, Message, Part, Role, SendMessageRequest
-from a2a.types import TaskState
+from a2a.types import (
+    GetTaskRequest,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    TaskState,
+)
 
 from kagent.agentclient import ask_agent_at
 from kagent.local.services import PostgresServer, RedisServer

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pydantic
-from starlette.exceptions import HTTPException
 from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
@@ -32,6 +31,7 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from starlette.exceptions import HTTPException
 
 _MESSAGE = pydantic.TypeAdapter(
     ModelMessage, config=pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")

@@ -10,6 +10,7 @@ more than the policy allows, and a conversation past its TTL is gone for every r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,10 +96,8 @@ class PostgresSessionStore(SessionStore):
 
     async def _drop_idle(self) -> None:
         while not self._idle.empty():
-            try:
+            with contextlib.suppress(Exception):  # it is being thrown away
                 await self._idle.get_nowait().close()
-            except Exception:  # noqa: BLE001 - it is being thrown away
-                pass
 
     @asynccontextmanager
     async def _schema_connection(self) -> AsyncIterator[Any]:

@@ -84,12 +84,11 @@ class RedisSessionStore(SessionStore):
                 pipe.persist(self.key(conversation_id, what))
 
     async def compact(self, conversation_id: str, summary: str, drop_oldest: int) -> None:
-        async with self.health.guard():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.ltrim(self.key(conversation_id, "messages"), drop_oldest, -1)
-                pipe.set(self.key(conversation_id, "summary"), summary)
-                self._expire(pipe, conversation_id)
-                await pipe.execute()
+        async with self.health.guard(), self._client.pipeline(transaction=True) as pipe:
+            pipe.ltrim(self.key(conversation_id, "messages"), drop_oldest, -1)
+            pipe.set(self.key(conversation_id, "summary"), summary)
+            self._expire(pipe, conversation_id)
+            await pipe.execute()
 
     async def delete(self, conversation_id: str) -> None:
         async with self.health.guard():

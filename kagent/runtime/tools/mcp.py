@@ -95,7 +95,7 @@ async def list_mcp_tools(tool: Tool, ctx: RuntimeContext) -> list[dict[str, Any]
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise RuntimeError(redactor.text(f"MCP server {mcp.url}: {first}")) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is reported naming the server
         raise RuntimeError(
             redactor.text(f"MCP server {mcp.url}: {type(exc).__name__}: {exc}")
         ) from None
