@@ -360,3 +360,52 @@ def test_request_bodies_over_the_limit_get_413(served: Any) -> None:
     assert chat.status_code == 413 and "larger than 8388608 bytes" in chat.json()["error"]["message"]
     a2a = httpx.post(url, timeout=30, content=b'{"jsonrpc": "2.0", "params": "' + b"x" * (9 << 20))
     assert a2a.status_code == 413
+
+
+async def test_postgres_statements_are_bounded_and_a_timeout_counts_as_down(
+        postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kagent.api.memory import MemorySpec
+    from kagent.runtime.memory import base as memory_base
+    from kagent.runtime.memory import postgres as pg
+    from kagent.runtime.memory.base import BackendUnavailable
+    from kagent.runtime.memory.factory import open_session_store
+    from kagent.runtime.secrets import SecretResolver
+
+    monkeypatch.setattr(pg, "STATEMENT_TIMEOUT_MS", 300)
+    spec = MemorySpec.model_validate({"type": "postgres", "config": {
+        "url": postgres_server.url, "secretRef": {"name": "pg", "key": "password"}}})
+    secrets = SecretResolver([{"metadata": {"name": "pg"},
+                               "stringData": {"password": postgres_server.password}}], environ={})
+    store = open_session_store(spec, namespace="tests", agent_name=unique("stmt"), secrets=secrets)
+    try:
+        async with store.connection() as connection:
+            row = await (await connection.execute("SHOW statement_timeout")).fetchone()
+            assert row[0] == "300ms"
+        with pytest.raises(BackendUnavailable, match="postgres memory backend is unavailable"):
+            async with store.connection() as connection:
+                await connection.execute("SELECT pg_sleep(5)")
+        assert store.health.down
+        # The database itself is fine: the next probe finds it and requests flow again.
+        monkeypatch.setattr(memory_base, "PROBE_INTERVAL", 0.0)
+        assert await store.health.available(store.ping) is True and not store.health.down
+    finally:
+        await store.close()
+
+
+def test_postgres_down_gives_503_not_an_unready_pod(served: Any) -> None:
+    with PostgresServer() as doomed:
+        url, name = served({"type": "postgres", "config": {"url": doomed.dsn}})
+        chat = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        reply = chat.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"X-Conversation-Id": "pg-outage"})
+        assert reply.choices[0].message.content == "echo: hello"
+    for _ in range(2):
+        with pytest.raises(openai.APIStatusError) as refused:
+            chat.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "again"}],
+                extra_headers={"X-Conversation-Id": "pg-outage"})
+        assert refused.value.status_code == 503
+        assert "postgres memory backend is unavailable" in refused.value.message
+    chat.close()
+    assert httpx.get(f"{url}/readyz").status_code == 200

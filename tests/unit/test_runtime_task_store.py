@@ -23,9 +23,11 @@ from kagent.runtime.memory import base as memory_base
 from kagent.runtime.memory.base import BackendHealth, BackendUnavailable, caller_scoped
 from kagent.runtime.memory.inmemory import InMemorySessionStore
 from kagent.runtime.memory.tasks import (
+    CUT_NOTE,
     DurableTaskStore,
     InMemoryTaskRecords,
     bounded_body,
+    entry_of,
     page_of_tasks,
 )
 from kagent.runtime.secrets import SecretResolver
@@ -44,20 +46,24 @@ def task(task_id: str, context_id: str, seconds: int,
     return Task(id=task_id, context_id=context_id, status=status)
 
 
+def ids(page: Any) -> list[str]:
+    return [e.task_id for e in page.entries]
+
+
 def test_tasks_are_listed_newest_first_filtered_and_paged() -> None:
     tasks = [task(f"t{i}", "a" if i % 2 else "b", 1000 + i) for i in range(7)]
     tasks.append(task("w", "a", 2000, TaskState.TASK_STATE_INPUT_REQUIRED))
-    everything = page_of_tasks(tasks, ListTasksRequest(page_size=3))
-    assert [t.id for t in everything.tasks] == ["w", "t6", "t5"]
-    assert everything.total_size == 8
-    rest = page_of_tasks(tasks, ListTasksRequest(page_size=3, page_token=everything.next_page_token))
-    assert [t.id for t in rest.tasks] == ["t4", "t3", "t2"]
-    last = page_of_tasks(tasks, ListTasksRequest(page_size=3, page_token=rest.next_page_token))
-    assert [t.id for t in last.tasks] == ["t1", "t0"] and not last.next_page_token
-    assert [t.id for t in page_of_tasks(tasks, ListTasksRequest(context_id="a")).tasks] == [
-        "w", "t5", "t3", "t1"]
-    waiting = page_of_tasks(tasks, ListTasksRequest(status=TaskState.TASK_STATE_INPUT_REQUIRED))
-    assert [t.id for t in waiting.tasks] == ["w"]
+    entries = [entry_of(t) for t in tasks]
+    everything = page_of_tasks(entries, ListTasksRequest(page_size=3))
+    assert ids(everything) == ["w", "t6", "t5"]
+    assert everything.total == 8
+    rest = page_of_tasks(entries, ListTasksRequest(page_size=3, page_token=everything.next_token))
+    assert ids(rest) == ["t4", "t3", "t2"]
+    last = page_of_tasks(entries, ListTasksRequest(page_size=3, page_token=rest.next_token))
+    assert ids(last) == ["t1", "t0"] and not last.next_token
+    assert ids(page_of_tasks(entries, ListTasksRequest(context_id="a"))) == ["w", "t5", "t3", "t1"]
+    waiting = page_of_tasks(entries, ListTasksRequest(status=TaskState.TASK_STATE_INPUT_REQUIRED))
+    assert ids(waiting) == ["w"]
 
 
 def test_a_stored_task_is_bounded_by_dropping_its_oldest_history() -> None:
@@ -70,6 +76,23 @@ def test_a_stored_task_is_bounded_by_dropping_its_oldest_history() -> None:
     kept.ParseFromString(body)
     assert 1 <= len(kept.history) < 100 and kept.history[-1].message_id == "m99"
     assert bounded_body(task("small", "c", 1), limit=20_000) == task("small", "c", 1).SerializeToString()
+    # An answer larger than the bound alone is cut, saying so: the bound always holds.
+    huge = task("h", "c", 1)
+    huge.artifacts.add(artifact_id="answer").parts.add(text="y" * 100_000)
+    cut = Task()
+    cut.ParseFromString(bounded_body(huge, limit=20_000))
+    assert len(cut.SerializeToString()) <= 20_000
+    assert cut.artifacts[0].parts[0].text.endswith(CUT_NOTE)
+
+
+async def test_in_process_tasks_are_bounded_per_caller_and_in_total() -> None:
+    records = InMemoryTaskRecords(BackendHealth("in-memory"), max_tasks=3, max_total=5)
+    for i in range(4):
+        await records.put_task("alice", entry_of(task(f"a{i}", "c", i)), b"x")
+    assert [e.task_id for e in await records.task_index("alice")] == ["a1", "a2", "a3"]
+    for i in range(3):
+        await records.put_task("bob", entry_of(task(f"b{i}", "c", i)), b"x")
+    assert len(await records.task_index("alice")) + len(await records.task_index("bob")) == 5
 
 
 async def test_tasks_and_claims_belong_to_their_caller() -> None:
@@ -182,3 +205,22 @@ async def test_request_bodies_over_the_limit_are_refused() -> None:
                 yield b"x" * 400
 
         assert (await client.post("/", content=chunks())).status_code == 413
+
+
+async def test_streamed_chunks_of_a_working_task_are_written_at_most_once_a_second() -> None:
+    now = [100.0]
+    store = DurableTaskStore(InMemoryTaskRecords(BackendHealth("in-memory")), clock=lambda: now[0])
+    working = task("t", "c", 1, TaskState.TASK_STATE_WORKING)
+    part = working.artifacts.add(artifact_id="answer").parts.add(text="Hel")
+    await store.save(working)
+    part.text = "Hello"
+    await store.save(working)  # a chunk moments later: not written
+    assert (await store.get("t")).artifacts[0].parts[0].text == "Hel"
+    now[0] += 1.5
+    part.text = "Hello, wor"
+    await store.save(working)
+    assert (await store.get("t")).artifacts[0].parts[0].text == "Hello, wor"
+    done = task("t", "c", 2, TaskState.TASK_STATE_COMPLETED)
+    done.artifacts.add(artifact_id="answer").parts.add(text="Hello, world")
+    await store.save(done)  # a state change is written at once
+    assert (await store.get("t")).status.state == TaskState.TASK_STATE_COMPLETED

@@ -21,7 +21,9 @@ claimed it died, the lease runs out and the re-send runs the turn.
 
 Bounds: a task is forgotten ``TASK_TTL_SECONDS`` after its last update, a caller keeps at
 most ``MAX_TASKS_PER_CALLER`` tasks (the oldest go first), a stored task is at most
-``MAX_TASK_BYTES`` (its oldest history is dropped to fit), and idempotency records expire.
+``MAX_TASK_BYTES`` (its oldest history is dropped to fit, then its texts are cut), and
+idempotency records expire. ``ListTasks`` filters and pages a small index (id, context, state,
+time) and reads only the page's tasks.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from urllib.parse import quote
 
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks import TaskStore
-from a2a.types import ListTasksRequest, ListTasksResponse, Task
+from a2a.types import ListTasksRequest, ListTasksResponse, Task, TaskState
 from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
 from a2a.utils.task import ListTasksCursor, decode_list_tasks_cursor, encode_list_tasks_cursor
@@ -52,13 +54,18 @@ if TYPE_CHECKING:
 
 TASK_TTL_SECONDS = 7 * 24 * 3600
 MAX_TASKS_PER_CALLER = 1000
-MAX_TASK_BYTES = 1 << 20
+MAX_TASK_BYTES = 256 << 10
+CUT_NOTE = " … (cut: the stored task exceeded its size bound)"
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 CLAIM_LEASE_SECONDS = 30.0
 """How long a claim on a message id lasts without renewal: a re-send waits at most this long
 after the process running it died."""
 MAX_IDEMPOTENCY_RECORDS = 10_000
 """In-process records kept (the in-memory backend); the others expire in the backend."""
+MAX_IN_PROCESS_TASKS = 10_000
+WORKING_SAVE_INTERVAL = 1.0
+"""While a task is working, its streamed answer chunks are written at most this often (every
+state change is written at once): one write per chunk would be a backend round trip per token."""
 
 
 @dataclass(frozen=True)
@@ -75,56 +82,98 @@ def owner() -> str:
     return quote(current_caller().identity, safe="")
 
 
-def _sort_key(task: Task) -> tuple[bool, int, str]:
+@dataclass(frozen=True)
+class TaskEntry:
+    """What listing needs of a stored task, kept beside it so a list reads no task bodies."""
+
+    task_id: str
+    context_id: str
+    state: int
+    updated_ns: int
+    """The status timestamp (0 when the task has none)."""
+
+    def sort_key(self) -> tuple[bool, int, str]:
+        return self.updated_ns > 0, self.updated_ns, self.task_id
+
+    def encode(self) -> str:
+        return json.dumps([self.context_id, self.state, self.updated_ns])
+
+    @classmethod
+    def decode(cls, task_id: str, data: str | bytes) -> TaskEntry:
+        context_id, state, updated = json.loads(data)
+        return cls(task_id, str(context_id), int(state), int(updated))
+
+
+def entry_of(task: Task) -> TaskEntry:
     has = task.HasField("status") and task.status.HasField("timestamp")
-    return has, task.status.timestamp.ToNanoseconds() if has else 0, task.id
+    return TaskEntry(task.id, task.context_id, int(task.status.state),
+                     task.status.timestamp.ToNanoseconds() if has else 0)
 
 
-def updated_ns(task: Task) -> int:
-    return _sort_key(task)[1] or time.time_ns()
+@dataclass(frozen=True)
+class TaskPage:
+    entries: list[TaskEntry]
+    total: int
+    size: int
+    next_token: str | None
 
 
-def page_of_tasks(tasks: Sequence[Task], params: ListTasksRequest) -> ListTasksResponse:
+def page_of_tasks(entries: Sequence[TaskEntry], params: ListTasksRequest) -> TaskPage:
     """ListTasks over one caller's tasks: filters, newest first, a cursor page token (the
     a2a-sdk stores' semantics)."""
-    found = list(tasks)
+    found = list(entries)
     if params.context_id:
-        found = [t for t in found if t.context_id == params.context_id]
+        found = [e for e in found if e.context_id == params.context_id]
     if params.status:
-        found = [t for t in found if t.status.state == params.status]
+        found = [e for e in found if e.state == params.status]
     if params.HasField("status_timestamp_after"):
         after = params.status_timestamp_after.ToNanoseconds()
-        found = [t for t in found if _sort_key(t)[0] and _sort_key(t)[1] >= after]
-    found.sort(key=_sort_key, reverse=True)
+        found = [e for e in found if e.updated_ns and e.updated_ns >= after]
+    found.sort(key=TaskEntry.sort_key, reverse=True)
     start = 0
     if params.page_token:
         cursor = decode_list_tasks_cursor(params.page_token)
         if cursor is None:
             raise InvalidParamsError(f"Invalid page token: {params.page_token}")
         limit = cursor.sort_key()
-        start = next((i for i, t in enumerate(found) if _sort_key(t) < limit), len(found))
+        start = next((i for i, e in enumerate(found) if e.sort_key() < limit), len(found))
     size = params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE
     page = found[start:start + size]
     next_token = None
     if start + size < len(found) and page:
-        last = _sort_key(page[-1])
+        last = page[-1]
         next_token = encode_list_tasks_cursor(ListTasksCursor(
-            timestamp_ns=last[1] if last[0] else None, task_id=last[2]))
-    return ListTasksResponse(tasks=page, total_size=len(found), page_size=size,
-                             next_page_token=next_token)
+            timestamp_ns=last.updated_ns or None, task_id=last.task_id))
+    return TaskPage(page, len(found), size, next_token)
 
 
 def bounded_body(task: Task, limit: int = MAX_TASK_BYTES) -> bytes:
-    """The task serialised, its oldest history dropped until it fits ``limit`` bytes."""
+    """The task serialised within ``limit`` bytes: its oldest history is dropped first, then
+    every text is cut (saying so) — a stored task never exceeds the bound."""
     body = task.SerializeToString()
     if len(body) <= limit:
         return body
     trimmed = Task()
     trimmed.CopyFrom(task)
-    while len(body) > limit and len(trimmed.history) > 1:
+    while len(body) > limit and trimmed.history:
         del trimmed.history[: max(1, len(trimmed.history) // 4)]
         body = trimmed.SerializeToString()
+    share = max(64, limit // 8)
+    while len(body) > limit and share >= 64:
+        for parts in _text_parts(trimmed):
+            for part in parts:
+                if part.HasField("text") and len(part.text) > share:
+                    part.text = part.text[:share] + CUT_NOTE
+        body = trimmed.SerializeToString()
+        share //= 2
     return body
+
+
+def _text_parts(task: Task) -> list[Any]:
+    parts = [artifact.parts for artifact in task.artifacts]
+    if task.status.HasField("message"):
+        parts.append(task.status.message.parts)
+    return parts
 
 
 class TaskRecords(abc.ABC):
@@ -136,15 +185,19 @@ class TaskRecords(abc.ABC):
         self.health = health
 
     @abc.abstractmethod
-    async def put_task(self, owner: str, task_id: str, body: bytes, updated: int) -> None:
+    async def put_task(self, owner: str, entry: TaskEntry, body: bytes) -> None:
         """Store the task; expire and trim the owner's tasks to the bounds."""
 
     @abc.abstractmethod
     async def get_task(self, owner: str, task_id: str) -> bytes | None: ...
 
     @abc.abstractmethod
-    async def owner_tasks(self, owner: str) -> list[bytes]:
-        """The owner's live tasks (at most MAX_TASKS_PER_CALLER)."""
+    async def task_index(self, owner: str) -> list[TaskEntry]:
+        """The owner's live tasks, without their bodies (at most MAX_TASKS_PER_CALLER)."""
+
+    @abc.abstractmethod
+    async def get_tasks(self, owner: str, task_ids: Sequence[str]) -> list[bytes]:
+        """The bodies of these tasks, in this order, skipping any that are gone."""
 
     @abc.abstractmethod
     async def delete_task(self, owner: str, task_id: str) -> None: ...
@@ -167,13 +220,34 @@ class DurableTaskStore(TaskStore):
     """The a2a-sdk TaskStore over :class:`TaskRecords`, keyed by the current caller, plus the
     idempotency records of :mod:`kagent.runtime.a2a_server`."""
 
-    def __init__(self, records: TaskRecords) -> None:
+    def __init__(self, records: TaskRecords, *, clock: Any = time.monotonic) -> None:
         self.records = records
         self.kind = records.kind
+        self._clock = clock
+        self._working_saved: dict[tuple[str, str], float] = {}
+        """When each working task was last written by this process."""
 
     async def save(self, task: Task, context: ServerCallContext | None = None) -> None:
+        who = owner()
+        if self._skip_working_update(who, task):
+            return
         async with self.records.health.guard():
-            await self.records.put_task(owner(), task.id, bounded_body(task), updated_ns(task))
+            await self.records.put_task(who, entry_of(task), bounded_body(task))
+
+    def _skip_working_update(self, who: str, task: Task) -> bool:
+        """Whether this save only adds answer chunks to a working task written moments ago."""
+        key = (who, task.id)
+        if task.status.state != TaskState.TASK_STATE_WORKING:
+            self._working_saved.pop(key, None)
+            return False
+        now = self._clock()
+        last = self._working_saved.get(key)
+        if last is not None and now - last < WORKING_SAVE_INTERVAL and task.artifacts:
+            return True
+        if len(self._working_saved) >= MAX_IN_PROCESS_TASKS:
+            self._working_saved.clear()
+        self._working_saved[key] = now
+        return False
 
     async def get(self, task_id: str, context: ServerCallContext | None = None) -> Task | None:
         async with self.records.health.guard():
@@ -186,14 +260,17 @@ class DurableTaskStore(TaskStore):
 
     async def list(self, params: ListTasksRequest,
                    context: ServerCallContext | None = None) -> ListTasksResponse:
+        who = owner()
         async with self.records.health.guard():
-            bodies = await self.records.owner_tasks(owner())
+            page = page_of_tasks(await self.records.task_index(who), params)
+            bodies = await self.records.get_tasks(who, [e.task_id for e in page.entries])
         tasks = []
         for body in bodies:
             task = Task()
             task.ParseFromString(body)
             tasks.append(task)
-        return page_of_tasks(tasks, params)
+        return ListTasksResponse(tasks=tasks, total_size=page.total, page_size=page.size,
+                                 next_page_token=page.next_token)
 
     async def delete(self, task_id: str, context: ServerCallContext | None = None) -> None:
         async with self.records.health.guard():
@@ -220,38 +297,59 @@ class DurableTaskStore(TaskStore):
 
 
 class InMemoryTaskRecords(TaskRecords):
+    """Tasks in the process (``in-memory`` memory): the same bounds, plus at most
+    ``MAX_IN_PROCESS_TASKS`` over all callers (the least recently updated go first)."""
+
     kind = "in-memory"
 
     def __init__(self, health: BackendHealth, *, max_tasks: int = MAX_TASKS_PER_CALLER,
-                 ttl: float = TASK_TTL_SECONDS, clock: Any = time.monotonic) -> None:
+                 max_total: int = MAX_IN_PROCESS_TASKS, ttl: float = TASK_TTL_SECONDS,
+                 clock: Any = time.monotonic) -> None:
         super().__init__(health)
         self.max_tasks = max_tasks
+        self.max_total = max_total
         self.ttl = ttl
         self._clock = clock
-        self._tasks: dict[str, OrderedDict[str, tuple[float, bytes]]] = {}
+        self._by_owner: dict[str, OrderedDict[str, tuple[float, TaskEntry, bytes]]] = {}
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """Every stored task, least recently updated first (for the total bound)."""
         self._claims: OrderedDict[tuple[str, str], tuple[float, dict[str, Any] | None]] = (
             OrderedDict())
 
-    async def put_task(self, owner: str, task_id: str, body: bytes, updated: int) -> None:
-        tasks = self._tasks.setdefault(owner, OrderedDict())
-        tasks.pop(task_id, None)
-        tasks[task_id] = (self._clock() + self.ttl, body)
-        now = self._clock()
-        for stale in [k for k, (expires, _) in tasks.items() if expires <= now]:
-            del tasks[stale]
+    def _drop(self, owner: str, task_id: str) -> None:
+        tasks = self._by_owner.get(owner)
+        if tasks is not None:
+            tasks.pop(task_id, None)
+            if not tasks:
+                del self._by_owner[owner]
+        self._order.pop((owner, task_id), None)
+
+    async def put_task(self, owner: str, entry: TaskEntry, body: bytes) -> None:
+        """O(1): expired tasks are skipped when read and pushed out by the bounds."""
+        self._drop(owner, entry.task_id)
+        tasks = self._by_owner.setdefault(owner, OrderedDict())
+        tasks[entry.task_id] = (self._clock() + self.ttl, entry, body)
+        self._order[(owner, entry.task_id)] = None
         while len(tasks) > self.max_tasks:
-            tasks.popitem(last=False)
+            self._drop(owner, next(iter(tasks)))
+        while len(self._order) > self.max_total:
+            self._drop(*next(iter(self._order)))
 
     async def get_task(self, owner: str, task_id: str) -> bytes | None:
-        entry = self._tasks.get(owner, {}).get(task_id)
-        return entry[1] if entry is not None and entry[0] > self._clock() else None
+        found = self._by_owner.get(owner, {}).get(task_id)
+        return found[2] if found is not None and found[0] > self._clock() else None
 
-    async def owner_tasks(self, owner: str) -> list[bytes]:
+    async def task_index(self, owner: str) -> list[TaskEntry]:
         now = self._clock()
-        return [body for expires, body in self._tasks.get(owner, {}).values() if expires > now]
+        return [entry for expires, entry, _ in self._by_owner.get(owner, {}).values()
+                if expires > now]
+
+    async def get_tasks(self, owner: str, task_ids: Sequence[str]) -> list[bytes]:
+        bodies = [await self.get_task(owner, task_id) for task_id in task_ids]
+        return [body for body in bodies if body is not None]
 
     async def delete_task(self, owner: str, task_id: str) -> None:
-        self._tasks.get(owner, {}).pop(task_id, None)
+        self._drop(owner, task_id)
 
     async def claim(self, owner: str, key: str, lease: float) -> Claim:
         entry = self._claims.get((owner, key))
@@ -282,8 +380,9 @@ class InMemoryTaskRecords(TaskRecords):
 
 class RedisTaskRecords(TaskRecords):
     """``kagent:<ns>/<agent>:task:<owner>:<id>`` (the task), ``…:tasks:<owner>`` (a sorted set
-    of the owner's task ids by update time) and ``…:idem:<owner>:<message id>``; every key
-    expires in Redis itself."""
+    of the owner's task ids by update time), ``…:taskmeta:<owner>`` (a hash: id → context,
+    state, time, for listing) and ``…:idem:<owner>:<message id>``; every key expires in Redis
+    itself."""
 
     kind = "redis"
 
@@ -298,39 +397,60 @@ class RedisTaskRecords(TaskRecords):
     def _index(self, owner: str) -> str:
         return f"{self.prefix}:tasks:{owner}"
 
+    def _meta(self, owner: str) -> str:
+        return f"{self.prefix}:taskmeta:{owner}"
+
     def _idem(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idem:{owner}:{key}"
 
-    async def put_task(self, owner: str, task_id: str, body: bytes, updated: int) -> None:
-        index = self._index(owner)
+    async def put_task(self, owner: str, entry: TaskEntry, body: bytes) -> None:
+        index, meta = self._index(owner), self._meta(owner)
         now_ms = time.time() * 1000
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(self._task(owner, task_id), body, ex=TASK_TTL_SECONDS)
-            pipe.zadd(index, {task_id: now_ms})
+            pipe.set(self._task(owner, entry.task_id), body, ex=TASK_TTL_SECONDS)
+            pipe.zadd(index, {entry.task_id: now_ms})
+            pipe.hset(meta, entry.task_id, entry.encode())
+            pipe.zrangebyscore(index, "-inf", now_ms - TASK_TTL_SECONDS * 1000)
             pipe.zremrangebyscore(index, "-inf", now_ms - TASK_TTL_SECONDS * 1000)
             pipe.expire(index, TASK_TTL_SECONDS)
+            pipe.expire(meta, TASK_TTL_SECONDS)
             pipe.zcard(index)
-            count = (await pipe.execute())[-1]
+            results = await pipe.execute()
+        stale = [m.decode() for m in results[3]]
+        count = results[-1]
         if count > MAX_TASKS_PER_CALLER:
-            oldest = await self.client.zpopmin(index, count - MAX_TASKS_PER_CALLER)
-            if oldest:
-                await self.client.delete(*[self._task(owner, m.decode()) for m, _ in oldest])
+            stale += [m.decode() for m, _ in
+                      await self.client.zpopmin(index, count - MAX_TASKS_PER_CALLER)]
+        if stale:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(*[self._task(owner, task_id) for task_id in stale])
+                pipe.hdel(meta, *stale)
+                await pipe.execute()
 
     async def get_task(self, owner: str, task_id: str) -> bytes | None:
         body = await self.client.get(self._task(owner, task_id))
         return bytes(body) if body is not None else None
 
-    async def owner_tasks(self, owner: str) -> list[bytes]:
-        ids = await self.client.zrevrange(self._index(owner), 0, MAX_TASKS_PER_CALLER - 1)
+    async def task_index(self, owner: str) -> list[TaskEntry]:
+        ids = [i.decode() for i in
+               await self.client.zrevrange(self._index(owner), 0, MAX_TASKS_PER_CALLER - 1)]
         if not ids:
             return []
-        bodies = await self.client.mget([self._task(owner, i.decode()) for i in ids])
+        metas = await self.client.hmget(self._meta(owner), ids)
+        return [TaskEntry.decode(task_id, meta) for task_id, meta in zip(ids, metas, strict=True)
+                if meta is not None]
+
+    async def get_tasks(self, owner: str, task_ids: Sequence[str]) -> list[bytes]:
+        if not task_ids:
+            return []
+        bodies = await self.client.mget([self._task(owner, i) for i in task_ids])
         return [bytes(b) for b in bodies if b is not None]
 
     async def delete_task(self, owner: str, task_id: str) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self._task(owner, task_id))
             pipe.zrem(self._index(owner), task_id)
+            pipe.hdel(self._meta(owner), task_id)
             await pipe.execute()
 
     async def claim(self, owner: str, key: str, lease: float) -> Claim:
@@ -367,40 +487,50 @@ class PostgresTaskRecords(TaskRecords):
         self.store = store
         self.namespace = store.namespace
 
-    async def put_task(self, owner: str, task_id: str, body: bytes, updated: int) -> None:
-        key = {"ns": self.namespace, "owner": owner, "id": task_id, "body": body,
+    async def put_task(self, owner: str, entry: TaskEntry, body: bytes) -> None:
+        key = {"ns": self.namespace, "owner": owner, "id": entry.task_id, "body": body,
+               "context": entry.context_id, "state": entry.state, "updated": entry.updated_ns,
                "ttl": TASK_TTL_SECONDS, "max": MAX_TASKS_PER_CALLER}
         async with self.store.connection() as connection, connection.transaction():
             await connection.execute(
                 "DELETE FROM kagent_tasks WHERE namespace = %(ns)s AND owner = %(owner)s AND "
                 "expires_at <= now()", key)
             await connection.execute(
-                "INSERT INTO kagent_tasks (namespace, owner, task_id, body, updated_at, "
-                "expires_at) VALUES (%(ns)s, %(owner)s, %(id)s, %(body)s, clock_timestamp(), "
+                "INSERT INTO kagent_tasks (namespace, owner, task_id, context_id, state, "
+                "status_ns, body, updated_at, expires_at) VALUES (%(ns)s, %(owner)s, %(id)s, "
+                "%(context)s, %(state)s, %(updated)s, %(body)s, clock_timestamp(), "
                 "now() + make_interval(secs => %(ttl)s)) ON CONFLICT (namespace, owner, task_id) "
-                "DO UPDATE SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at, "
-                "expires_at = EXCLUDED.expires_at", key)
+                "DO UPDATE SET context_id = EXCLUDED.context_id, state = EXCLUDED.state, "
+                "status_ns = EXCLUDED.status_ns, body = EXCLUDED.body, "
+                "updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at", key)
             await connection.execute(
                 "DELETE FROM kagent_tasks WHERE namespace = %(ns)s AND owner = %(owner)s AND "
                 "task_id IN (SELECT task_id FROM kagent_tasks WHERE namespace = %(ns)s AND "
                 "owner = %(owner)s ORDER BY updated_at DESC OFFSET %(max)s)", key)
 
     async def get_task(self, owner: str, task_id: str) -> bytes | None:
-        async with self.store.connection() as connection:
-            cursor = await connection.execute(
-                "SELECT body FROM kagent_tasks WHERE namespace = %s AND owner = %s AND "
-                "task_id = %s AND expires_at > now()", (self.namespace, owner, task_id))
-            row = await cursor.fetchone()
-        return bytes(row[0]) if row else None
+        bodies = await self.get_tasks(owner, [task_id])
+        return bodies[0] if bodies else None
 
-    async def owner_tasks(self, owner: str) -> list[bytes]:
+    async def task_index(self, owner: str) -> list[TaskEntry]:
         async with self.store.connection() as connection:
             cursor = await connection.execute(
-                "SELECT body FROM kagent_tasks WHERE namespace = %s AND owner = %s AND "
-                "expires_at > now() ORDER BY updated_at DESC LIMIT %s",
-                (self.namespace, owner, MAX_TASKS_PER_CALLER))
+                "SELECT task_id, context_id, state, status_ns FROM kagent_tasks WHERE "
+                "namespace = %s AND owner = %s AND expires_at > now() "
+                "ORDER BY updated_at DESC LIMIT %s", (self.namespace, owner, MAX_TASKS_PER_CALLER))
             rows = await cursor.fetchall()
-        return [bytes(body) for (body,) in rows]
+        return [TaskEntry(task_id, context_id, int(state), int(status_ns))
+                for task_id, context_id, state, status_ns in rows]
+
+    async def get_tasks(self, owner: str, task_ids: Sequence[str]) -> list[bytes]:
+        if not task_ids:
+            return []
+        async with self.store.connection() as connection:
+            cursor = await connection.execute(
+                "SELECT task_id, body FROM kagent_tasks WHERE namespace = %s AND owner = %s AND "
+                "task_id = ANY(%s) AND expires_at > now()", (self.namespace, owner, list(task_ids)))
+            found = {task_id: bytes(body) for task_id, body in await cursor.fetchall()}
+        return [found[i] for i in task_ids if i in found]
 
     async def delete_task(self, owner: str, task_id: str) -> None:
         async with self.store.connection() as connection:
@@ -456,6 +586,9 @@ CREATE TABLE IF NOT EXISTS kagent_tasks (
     namespace text NOT NULL,
     owner text NOT NULL,
     task_id text NOT NULL,
+    context_id text NOT NULL,
+    state integer NOT NULL,
+    status_ns bigint NOT NULL,
     body bytea NOT NULL,
     updated_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
