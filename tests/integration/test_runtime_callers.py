@@ -306,6 +306,9 @@ async def test_stopping_redis_mid_conversation_gives_503s_and_restarting_it_reco
         # No half-written turn: the history is the first exchange and this one, nothing else.
         assert [m["text"] for m in llm.calls[-1].messages] == ["first", "echo: first", "fourth"]
         assert "redis memory backend is back" in caplog.text
+        async with httpx.AsyncClient(timeout=10) as http:
+            metrics = (await http.get(f"{url}/metrics")).text
+        assert f'agent_memory_backend_up{{agent="{name}",backend="redis"}} 1.0' in metrics
         await chat.close()
     finally:
         redis.stop()

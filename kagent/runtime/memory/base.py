@@ -112,6 +112,7 @@ class BackendHealth:
         self.reason = ""
         self._last_probe = 0.0
         self._probing: asyncio.Future[bool] | None = None
+        self._reported_up = False
 
     @property
     def down(self) -> bool:
@@ -153,6 +154,9 @@ class BackendHealth:
             if is_backend_error(error):
                 raise self.mark_down(error) from None
             raise
+        if not self._reported_up:  # the gauge says 1 from the first answer on
+            self._reported_up = True
+            self._gauge(1)
 
     async def available(self, ping: Callable[[], Awaitable[None]]) -> bool:
         """True unless the backend is down and a probe (at most one per PROBE_INTERVAL,
