@@ -348,7 +348,8 @@ class AgentClient:
         return card
 
     async def ask(self, url: str, agent_name: str, message: str, *,
-                  timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> Answer:
+                  timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None,
+                  headers: dict[str, str] | None = None) -> Answer:
         """Send ``message`` to the agent served at ``url``; its final text and the model usage
         it reported.
 
@@ -359,7 +360,7 @@ class AgentClient:
         from a2a.types import Message, Part, Role, SendMessageRequest
 
         url = url.rstrip("/")
-        trace_headers: dict[str, str] = {}
+        trace_headers: dict[str, str] = dict(headers or {})
         propagate.inject(trace_headers)
         try:
             card = await self._card(url, timeout, trace_headers)
@@ -429,10 +430,11 @@ def default_agent_client() -> AgentClient:
 
 
 async def ask_agent_at(url: str, agent_name: str, message: str, *,
-                       timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> str:
+                       timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None,
+                       headers: dict[str, str] | None = None) -> str:
     """Send ``message`` to the agent served at ``url`` and return its final text."""
     answer = await default_agent_client().ask(url, agent_name, message, timeout=timeout,
-                                              message_id=message_id)
+                                              message_id=message_id, headers=headers)
     return answer.text
 
 

@@ -14,11 +14,12 @@ Served: JSON-RPC at ``/``, HTTP+JSON (REST) under ``/rest``, and the agent card 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 A2A_SDK_TRACING = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"
 # a2a-sdk wraps every internal method in a span for the *global* tracer provider, which the
@@ -34,7 +35,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import TaskUpdater
 from a2a.types import (
     AgentCapabilities,
     AgentCard,
@@ -44,11 +45,22 @@ from a2a.types import (
     Part,
     TaskState,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_CURRENT
+from a2a.utils.constants import (
+    AGENT_CARD_WELL_KNOWN_PATH,
+    PROTOCOL_VERSION_0_3,
+    PROTOCOL_VERSION_CURRENT,
+)
+from pydantic_ai import RunUsage
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from kagent.agentclient import (
+    MODEL_METADATA,
+    TOOL_CALL_METADATA,
+    TOOL_RESULT_METADATA,
+    USAGE_METADATA,
+)
 from kagent.runtime.agent import (
     AgentRuntime,
     TextDelta,
@@ -59,11 +71,12 @@ from kagent.runtime.agent import (
 )
 from kagent.runtime.auth import card_security
 from kagent.runtime.config import RuntimeConfig
-from kagent.agentclient import (
-    MODEL_METADATA,
-    TOOL_CALL_METADATA,
-    TOOL_RESULT_METADATA,
-    USAGE_METADATA,
+from kagent.runtime.errors import MEMORY_UNAVAILABLE, RequestFailure
+from kagent.runtime.memory.tasks import (
+    CLAIM_LEASE_SECONDS,
+    DurableTaskStore,
+    open_task_store,
+    wait_for_settled,
 )
 from kagent.runtime.tracing import incoming_context
 
@@ -71,8 +84,12 @@ logger = logging.getLogger("kagent.runtime.a2a")
 
 REST_PREFIX = "/rest"
 ANSWER_ARTIFACT = "answer"
-IDEMPOTENCY_ENTRIES = 10_000
 TEXT = "text/plain"
+REPLAY_WAIT_SECONDS = 3600.0
+"""Longest a re-sent message waits for the first run of it (on any replica) to finish."""
+IDLE_TASK_SECONDS = 60.0
+"""A task waiting for a human's answer is dropped from this process after this long; the
+answer (to any replica) reloads it from the task store."""
 
 
 def agent_skills(config: RuntimeConfig) -> list[AgentSkill]:
@@ -108,11 +125,18 @@ def agent_card(config: RuntimeConfig, base_url: str, schemes: Sequence[str] = ()
         description=spec.description or f"Kagent agent {config.name}",
         version="v1alpha1",
         provider=AgentProvider(organization="kagent", url="https://kagent.dev"),
+        # Both protocol versions on the same endpoints: 1.0 clients pick the 1.0 interfaces
+        # (and send ``A2A-Version: 1.0``); 0.3 clients read the card's 0.3 fields (``url``,
+        # ``preferredTransport``) and send no version header.
         supported_interfaces=[
             AgentInterface(url=base_url, protocol_binding="JSONRPC",
                            protocol_version=PROTOCOL_VERSION_CURRENT),
             AgentInterface(url=base_url + REST_PREFIX, protocol_binding="HTTP+JSON",
                            protocol_version=PROTOCOL_VERSION_CURRENT),
+            AgentInterface(url=base_url, protocol_binding="JSONRPC",
+                           protocol_version=PROTOCOL_VERSION_0_3),
+            AgentInterface(url=base_url + REST_PREFIX, protocol_binding="HTTP+JSON",
+                           protocol_version=PROTOCOL_VERSION_0_3),
         ],
         capabilities=AgentCapabilities(streaming=True, push_notifications=False),
         default_input_modes=[TEXT],
@@ -123,21 +147,15 @@ def agent_card(config: RuntimeConfig, base_url: str, schemes: Sequence[str] = ()
 
 
 class KagentExecutor(AgentExecutor):
-    """Runs one A2A request through the :class:`AgentRuntime`."""
+    """Runs one A2A request through the :class:`AgentRuntime`.
 
-    def __init__(self, runtime: AgentRuntime) -> None:
+    A message id is an idempotency key, kept in the agent's memory backend per caller: a
+    re-sent message (a workflow step resumed by a new controller leader, on any replica,
+    after any restart) gets the first answer instead of running the model again."""
+
+    def __init__(self, runtime: AgentRuntime, tasks: DurableTaskStore) -> None:
         self.runtime = runtime
-        self._by_message_id: OrderedDict[str, asyncio.Future[TurnResult]] = OrderedDict()
-
-    def _remember(self, message_id: str) -> asyncio.Future[TurnResult]:
-        """A message id is an idempotency key: a re-sent message (a workflow step resumed by a
-        new controller leader) gets the first answer instead of running the model again."""
-        future: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._by_message_id[message_id] = future
-        while len(self._by_message_id) > IDEMPOTENCY_ENTRIES:
-            self._by_message_id.popitem(last=False)
-        return future
+        self.tasks = tasks
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         assert context.task_id and context.context_id and context.message is not None
@@ -148,26 +166,40 @@ class KagentExecutor(AgentExecutor):
         updater = TaskUpdater(event_queue, context.task_id, context.context_id)
         await updater.start_work()
         message_id = context.message.message_id
-        if message_id and not resuming:
-            earlier = self._by_message_id.get(message_id)
-            if earlier is not None:
-                try:
-                    await self._finish(updater, await asyncio.shield(earlier))
-                except TurnFailed as failed:
-                    await self._fail(updater, failed)
-                return
-            outcome = self._remember(message_id)
-        else:
-            outcome = None
+        if not message_id or resuming:
+            await self._report(updater, await self._run(context, updater, resuming))
+            return
+        claim = await self.tasks.claim(message_id)
+        if not claim.mine and claim.record is None:
+            claim = await wait_for_settled(self.tasks, message_id, limit=REPLAY_WAIT_SECONDS)
+        if claim.record is not None:
+            await self._report(updater, outcome_from_record(claim.record))
+            return
+        keeper = asyncio.create_task(self._keep_claim(message_id))
+        settled = False
         try:
-            await self._run(context, updater, resuming, outcome)
+            outcome = await self._run(context, updater, resuming)
+            keeper.cancel()
+            if outcome is not None and not unsettled(outcome):
+                await self.tasks.settle(message_id, outcome_record(outcome))
+                settled = True
+            await self._report(updater, outcome)
         finally:
-            if outcome is not None and not outcome.done():
-                outcome.cancel()
-                self._by_message_id.pop(message_id, None)  # interrupted: a re-send runs again
+            keeper.cancel()
+            if not settled:  # interrupted: a re-send runs again
+                with contextlib.suppress(Exception):
+                    await self.tasks.release(message_id)
 
-    async def _run(self, context: RequestContext, updater: TaskUpdater, resuming: bool,
-                   outcome: asyncio.Future[TurnResult] | None) -> None:
+    async def _keep_claim(self, message_id: str) -> None:
+        """Renew the claim while the turn runs, so only a dead process lets it lapse."""
+        while True:
+            await asyncio.sleep(CLAIM_LEASE_SECONDS / 3)
+            with contextlib.suppress(Exception):
+                await self.tasks.renew(message_id)
+
+    async def _run(self, context: RequestContext, updater: TaskUpdater,
+                   resuming: bool) -> TurnResult | TurnFailed | None:
+        """The turn's result or failure (None when it was cancelled); streams the text."""
         headers = context.call_context.state.get("headers") or {}
         turn = Turn(
             conversation_id=context.context_id,
@@ -192,15 +224,19 @@ class KagentExecutor(AgentExecutor):
                         message=updater.new_agent_message([], metadata={key: event.to_json()}),
                     )
                 elif isinstance(event, TurnResult):
-                    if outcome is not None:
-                        outcome.set_result(event)
-                    await self._finish(updater, event)
+                    return event
         except TurnFailed as failed:
             if failed.failure.outcome == "cancelled":
-                return
-            if outcome is not None:
-                outcome.set_exception(failed)
-            await self._fail(updater, failed)
+                return None
+            return failed
+        return None
+
+    async def _report(self, updater: TaskUpdater,
+                      outcome: TurnResult | TurnFailed | None) -> None:
+        if isinstance(outcome, TurnResult):
+            await self._finish(updater, outcome)
+        elif isinstance(outcome, TurnFailed):
+            await self._fail(updater, outcome)
 
     async def _fail(self, updater: TaskUpdater, failed: TurnFailed) -> None:
         failure = failed.failure
@@ -231,6 +267,37 @@ class KagentExecutor(AgentExecutor):
         )
 
 
+def unsettled(outcome: TurnResult | TurnFailed) -> bool:
+    """A failure that a re-send should not repeat: the memory backend was down, so the turn
+    never ran; once it is back, the re-send runs it."""
+    return isinstance(outcome, TurnFailed) and outcome.failure.code == MEMORY_UNAVAILABLE
+
+
+def outcome_record(outcome: TurnResult | TurnFailed) -> dict[str, Any]:
+    """What the idempotency record keeps of a turn: enough to answer a re-send the same way."""
+    if isinstance(outcome, TurnFailed):
+        failure = outcome.failure
+        return {"failure": {"code": failure.code, "message": failure.message,
+                            "httpStatus": failure.http_status, "outcome": failure.outcome}}
+    usage = outcome.usage
+    return {"text": outcome.text, "inputRequired": outcome.input_required,
+            "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                      "requests": usage.requests}}
+
+
+def outcome_from_record(record: dict[str, Any]) -> TurnResult | TurnFailed:
+    failure = record.get("failure")
+    if isinstance(failure, dict):
+        return TurnFailed(RequestFailure(
+            str(failure.get("code", "error")), str(failure.get("message", "")),
+            int(failure.get("httpStatus", 500)), failure.get("outcome", "error"),
+        ))
+    usage = record.get("usage") or {}
+    return TurnResult(str(record.get("text", "")), input_required=bool(record.get("inputRequired")),
+                      usage=RunUsage(**{k: int(v) for k, v in usage.items()
+                                        if k in ("input_tokens", "output_tokens", "requests")}))
+
+
 def usage_metadata(result: TurnResult) -> dict[str, int]:
     usage = result.usage
     return {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
@@ -249,12 +316,16 @@ def forwarded_prefix(request: Request) -> str:
 
 def a2a_routes(runtime: AgentRuntime, schemes: Sequence[str] = ()
                ) -> tuple[list[BaseRoute], DefaultRequestHandler]:
-    """Routes for the card, JSON-RPC and REST, and the handler (to close on shutdown)."""
+    """Routes for the card, JSON-RPC and REST (A2A 1.0 and 0.3 on the same endpoints), and
+    the handler (to close on shutdown). Tasks live in the agent's memory backend; ``schemes``
+    are the authentication schemes the card lists."""
     placeholder = agent_card(runtime.config, "http://localhost")
+    tasks = open_task_store(runtime.store)
     handler = DefaultRequestHandler(
-        agent_executor=KagentExecutor(runtime),
-        task_store=InMemoryTaskStore(),
+        agent_executor=KagentExecutor(runtime, tasks),
+        task_store=tasks,
         agent_card=placeholder,
+        interrupted_task_timeout=IDLE_TASK_SECONDS,
     )
 
     async def card(request: Request) -> Response:
@@ -263,8 +334,8 @@ def a2a_routes(runtime: AgentRuntime, schemes: Sequence[str] = ()
 
     routes: list[BaseRoute] = [
         Route(AGENT_CARD_WELL_KNOWN_PATH, card, methods=["GET"]),
-        *create_jsonrpc_routes(handler, rpc_url="/"),
-        Mount(REST_PREFIX, routes=create_rest_routes(handler)),
+        *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
+        Mount(REST_PREFIX, routes=create_rest_routes(handler, enable_v0_3_compat=True)),
     ]
     return routes, handler
 

@@ -71,6 +71,8 @@ Protocol = Literal["a2a", "openai"]
 INTERRUPTED_NOTE = "The request was interrupted before this tool returned; it did not run."
 UNANSWERED_NOTE = "The person did not answer this question; the conversation moved on."
 DEFAULT_MAX_TURNS = 50
+DEFAULT_TIMEOUT_SECONDS = 600.0
+"""A turn without ``limits.timeout`` still ends: every model and tool call runs inside it."""
 
 
 @dataclass
@@ -501,9 +503,9 @@ class AgentRuntime:
             total_tokens_limit=limits.max_tokens,
         )
 
-    def _timeout(self) -> float | None:
+    def _timeout(self) -> float:
         if self.limits is None or self.limits.timeout is None:
-            return None
+            return DEFAULT_TIMEOUT_SECONDS
         return parse_duration(self.limits.timeout).total_seconds()
 
     # -- active sessions ---------------------------------------------------------------------

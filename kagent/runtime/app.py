@@ -1,12 +1,13 @@
 """The runtime's HTTP app: A2A, the OpenAI-compatible API, probes and metrics on one port.
 
-``/healthz`` answers while the process serves; ``/readyz`` only while the memory backend
-answers too, so Kubernetes stops sending traffic to a pod that cannot remember conversations.
+``/healthz`` answers while the process serves; ``/readyz`` once the agent is built and its
+event loop answers — the pod itself, not the shared memory backend: a Redis or PostgreSQL
+blip must not make every agent unready at once and empty every Service. While the backend is
+down, requests are refused fast with 503 instead (:mod:`kagent.runtime.guard`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -20,9 +21,9 @@ from starlette.routing import BaseRoute, Route
 from kagent.runtime.a2a_server import a2a_routes
 from kagent.runtime.agent import AgentRuntime
 from kagent.runtime.auth import AuthMiddleware, Authenticator, authenticator_for
+from kagent.runtime.guard import RequestGuard, starlette_unavailable_handler
+from kagent.runtime.memory.base import BackendUnavailable
 from kagent.runtime.openai_api import openai_routes
-
-READY_TIMEOUT = 3.0
 
 
 async def metrics(request: Request) -> Response:
@@ -48,15 +49,12 @@ def create_app(runtime: AgentRuntime, *, serve_metrics: bool = True,
         return JSONResponse({"status": "ok", "agent": runtime.name})
 
     async def readyz(request: Request) -> Response:
-        try:
-            await asyncio.wait_for(runtime.ready(), READY_TIMEOUT)
-        except Exception as error:  # noqa: BLE001 - any failure means not ready
-            reason = runtime.config.secrets.redact(f"{type(error).__name__}: {error}")
-            return JSONResponse(
-                {"status": "not ready", "reason": f"{runtime.store.kind} memory: {reason}"},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ready", "memory": runtime.store.kind})
+        health = runtime.store.health
+        memory = {"memory": runtime.store.kind, "memoryAvailable": not health.down}
+        if runtime.agent is None:
+            return JSONResponse({"status": "not ready", "reason": "the agent is starting",
+                                 **memory}, status_code=503)
+        return JSONResponse({"status": "ready", **memory})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,5 +76,10 @@ def create_app(runtime: AgentRuntime, *, serve_metrics: bool = True,
     if serve_metrics:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
     routes += a2a
-    return Starlette(routes=routes, lifespan=lifespan,
-                     middleware=[Middleware(AuthMiddleware, authenticator=authenticator)])
+    # Authentication wraps the guard: an unauthenticated caller gets 401, never a memory 503.
+    return Starlette(
+        routes=routes, lifespan=lifespan,
+        middleware=[Middleware(AuthMiddleware, authenticator=authenticator),
+                    Middleware(RequestGuard, store=runtime.store, agent_name=runtime.name)],
+        exception_handlers={BackendUnavailable: starlette_unavailable_handler(runtime.name)},
+    )

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic_ai import exceptions as pai
 
 Outcome = Literal["success", "error", "limit", "cancelled"]
+MEMORY_UNAVAILABLE = "memory_unavailable"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ def describe_failure(error: BaseException, *, provider: str, model: str) -> Requ
     are 502 with ``retryable`` False, rate limits stay 429 with the provider's ``retry-after``.
     """
     where = f"model provider {provider} (model {model})" if provider else f"model {model}"
+    from kagent.runtime.memory.base import RETRY_AFTER_SECONDS, BackendUnavailable
+
+    if isinstance(error, BackendUnavailable):
+        return RequestFailure(MEMORY_UNAVAILABLE, str(error), 503, "error", retryable=True,
+                              retry_after=RETRY_AFTER_SECONDS)
     if isinstance(error, pai.FallbackExceptionGroup):
         return _chain_failure(error)
     if isinstance(error, LimitExceeded):

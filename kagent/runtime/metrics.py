@@ -41,3 +41,13 @@ MODEL_CIRCUIT_OPEN = Gauge(
     "agent_model_circuit_open", "1 while a model's circuit breaker is open or probing.",
     ["agent", "model"],
 )
+MEMORY_BACKEND_UP = Gauge(
+    "agent_memory_backend_up",
+    "1 while the memory backend (redis, postgres) answers, 0 while it is unreachable.",
+    ["agent", "backend"],
+)
+MEMORY_UNAVAILABLE = Counter(
+    "agent_memory_unavailable_total",
+    "Requests refused with 503 because the memory backend was unreachable.",
+    ["agent", "backend"],
+)

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 
 from kagent.api.memory import MemorySpec
-from kagent.runtime.memory.base import SessionStore, usable_history
+from kagent.runtime.memory.base import SessionStore, caller_scoped, usable_history
 from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.secrets import SecretResolver
 from kagent.mockllm import MockLLM
@@ -80,7 +80,7 @@ async def stored_count(kind: str, store: Any, conversation_id: str, redis_server
     ) as connection:
         cursor = await connection.execute(
             "SELECT count(*) FROM kagent_session_messages WHERE namespace = %s AND "
-            "conversation_id = %s", (store.namespace, conversation_id))
+            "conversation_id = %s", (store.namespace, caller_scoped(conversation_id)))
         row = await cursor.fetchone()
         return int(row[0])
 
@@ -130,7 +130,8 @@ async def test_ttl_expires_conversations_in_the_backend(kind: str, open_store: A
             postgres_server.url, password=postgres_server.password
         ) as connection:
             cursor = await connection.execute(
-                "SELECT count(*) FROM kagent_sessions WHERE conversation_id = %s", (cid,))
+                "SELECT count(*) FROM kagent_sessions WHERE conversation_id = %s",
+                (caller_scoped(cid),))
             assert (await cursor.fetchone())[0] == 0
 
 
@@ -213,7 +214,7 @@ async def _load(runtime: Any, cid: str) -> Any:
         await store.close()
 
 
-def test_readyz_fails_while_the_backend_is_down(llm: MockLLM, agent_runtime: Any) -> None:
+def test_backend_down_gives_503_not_an_unready_pod(llm: MockLLM, agent_runtime: Any) -> None:
     with RedisServer() as doomed:
         runtime = agent_runtime([
             agent(unique("mem-down"), model("openai", llm.url),
@@ -221,7 +222,16 @@ def test_readyz_fails_while_the_backend_is_down(llm: MockLLM, agent_runtime: Any
             secret(),
         ])
         assert httpx.get(f"{runtime.url}/readyz").status_code == 200
-    answer = httpx.get(f"{runtime.url}/readyz", timeout=10)
-    assert answer.status_code == 503
-    assert answer.json()["reason"].startswith("redis memory:")
+    client = openai.OpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0)
+    for _ in range(2):  # the first finds it down, the second is refused before any work
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(
+                model=runtime.name, messages=[{"role": "user", "content": "hello"}],
+                extra_headers={"X-Conversation-Id": "c1"})
+        assert refused.value.status_code == 503
+        assert "redis memory backend is unavailable" in refused.value.message
+        assert refused.value.response.headers["retry-after"] == "5"
+    client.close()
+    ready = httpx.get(f"{runtime.url}/readyz", timeout=10)
+    assert ready.status_code == 200 and ready.json()["memoryAvailable"] is False
     assert httpx.get(f"{runtime.url}/healthz").status_code == 200

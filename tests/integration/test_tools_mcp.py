@@ -136,6 +136,50 @@ async def test_discovery_error_names_the_server(ctx: RuntimeContext) -> None:
         await list_mcp_tools(mcp_tool("http://127.0.0.1:9/mcp", "streamable-http"), ctx)
 
 
+def crowded_server(count: int, description: str = "A tool.") -> MCPServer:
+    server = MCPServer("crowded")
+
+    def noop() -> str:
+        return "ok"
+
+    for i in range(count):
+        server.add_tool(noop, name=f"tool_{i}", description=description)
+    return server
+
+
+async def test_discovery_is_bounded_in_count_and_size(ctx: RuntimeContext) -> None:
+    from kagent.runtime.tools import mcp as mcp_module
+
+    too_many = crowded_server(mcp_module.MAX_DISCOVERED_TOOLS + 1)
+    with AsgiServer(too_many.streamable_http_app(), lifespan="on") as server:
+        tool = mcp_tool(server.url + "/mcp", "streamable-http", tool_names=None)
+        with pytest.raises(RuntimeError, match=f"more than {mcp_module.MAX_DISCOVERED_TOOLS} tools"):
+            await list_mcp_tools(tool, ctx)
+    wordy = crowded_server(2, description="x" * 100_000)
+    with AsgiServer(wordy.streamable_http_app(), lifespan="on") as server:
+        tool = mcp_tool(server.url + "/mcp", "streamable-http", tool_names=None)
+        found = await list_mcp_tools(tool, ctx)
+    assert [t["name"] for t in found] == ["tool_0", "tool_1"]
+    assert all(len(t["description"]) == mcp_module.MAX_DESCRIPTION_CHARS for t in found)
+
+
+async def test_discovery_of_a_server_that_never_answers_ends_in_time(
+        ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio as aio
+
+    from kagent.runtime.tools import mcp as mcp_module
+
+    async def silent(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await aio.sleep(3600)  # accepts the connection, never answers
+
+    monkeypatch.setattr(mcp_module, "DISCOVERY_TIMEOUT", 1.0)
+    with AsgiServer(silent) as server:
+        tool = mcp_tool(server.url + "/mcp", "streamable-http", tool_names=None)
+        with pytest.raises(RuntimeError, match="took longer than 1 s"):
+            await list_mcp_tools(tool, ctx)
+
+
 def agent_script(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {"rules": [
         {"has_tool_result": False,

@@ -12,9 +12,14 @@ turn again — models reject a tool result whose call they never saw.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import pydantic
 from pydantic_ai.messages import (
@@ -26,12 +31,157 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from starlette.exceptions import HTTPException
 
 _MESSAGE = pydantic.TypeAdapter(
     ModelMessage, config=pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 )
 
 SUMMARY_HEADING = "Summary of the earlier part of this conversation:"
+RETRY_AFTER_SECONDS = 5
+PROBE_INTERVAL = 1.0
+"""While the backend is down, at most one probe per this many seconds; other requests are
+refused at once."""
+PROBE_TIMEOUT = 2.0
+
+logger = logging.getLogger("kagent.runtime.memory")
+
+
+def caller_scoped(conversation_id: str) -> str:
+    """The storage key of a conversation: the caller's identity, then the id the caller chose,
+    so two callers who pick the same id never share a conversation (or a pending question).
+
+    The identity is percent-encoded, so it holds no ``/`` and the split is unambiguous."""
+    from kagent.runtime.caller import current_caller
+
+    return f"{quote(current_caller().identity, safe='')}/{conversation_id}"
+
+
+class BackendUnavailable(HTTPException):
+    """The memory backend (Redis or PostgreSQL) cannot be reached: the request is refused with
+    503 and a Retry-After, never answered without its history or half-written.
+
+    An HTTPException so it passes through the A2A SDK's handlers to the HTTP layer unchanged."""
+
+    def __init__(self, kind: str, cause: BaseException | str) -> None:
+        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        self.kind = kind
+        self.reason = reason
+        message = (f"the agent's {kind} memory backend is unavailable ({reason}); "
+                   f"retry in a few seconds")
+        super().__init__(503, detail=message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    def __str__(self) -> str:
+        return str(self.detail)
+
+
+def is_backend_error(error: BaseException) -> bool:
+    """Whether ``error`` means the backend is unreachable (as opposed to a bug or bad data)."""
+    if isinstance(error, (BackendUnavailable, ConnectionError, TimeoutError, OSError)):
+        return True
+    try:
+        import redis.exceptions as redis_errors
+
+        if isinstance(error, (redis_errors.ConnectionError, redis_errors.TimeoutError,
+                              redis_errors.BusyLoadingError)):
+            return True
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    try:
+        import psycopg
+
+        if isinstance(error, psycopg.OperationalError):
+            return True
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    return False
+
+
+class BackendHealth:
+    """Whether the memory backend answered last time, shared by every store on it.
+
+    An error that means "unreachable" marks it down (a metric, one log line); while it is
+    down, requests are refused fast with 503 and at most one probe per second checks whether
+    it is back — it recovers on its own, no restart. Readiness does not depend on it: a shared
+    backend's blip must not empty every agent's Service at once."""
+
+    def __init__(self, kind: str, agent: str = "") -> None:
+        self.kind = kind
+        self.agent = agent
+        self.down_since: float | None = None
+        self.reason = ""
+        self._last_probe = 0.0
+        self._probing: asyncio.Future[bool] | None = None
+        self._reported_up = False
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def mark_down(self, error: BaseException) -> BackendUnavailable:
+        unavailable = (error if isinstance(error, BackendUnavailable)
+                       else BackendUnavailable(self.kind, error))
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self._last_probe = self.down_since
+            logger.warning("%s memory backend unavailable: %s; answering 503 until it returns",
+                           self.kind, unavailable.reason)
+            self._gauge(0)
+        self.reason = unavailable.reason
+        return unavailable
+
+    def mark_up(self) -> None:
+        if self.down_since is not None:
+            logger.info("%s memory backend is back after %.1f s", self.kind,
+                        time.monotonic() - self.down_since)
+            self.down_since = None
+            self.reason = ""
+        self._gauge(1)
+
+    def _gauge(self, value: int) -> None:
+        from kagent.runtime.metrics import MEMORY_BACKEND_UP
+
+        MEMORY_BACKEND_UP.labels(agent=self.agent, backend=self.kind).set(value)
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run one backend operation: an unreachable backend becomes BackendUnavailable."""
+        try:
+            yield
+        except BackendUnavailable as error:
+            raise self.mark_down(error) from None
+        except Exception as error:
+            if is_backend_error(error):
+                raise self.mark_down(error) from None
+            raise
+        if not self._reported_up:  # the gauge says 1 from the first answer on
+            self._reported_up = True
+            self._gauge(1)
+
+    async def available(self, ping: Callable[[], Awaitable[None]]) -> bool:
+        """True unless the backend is down and a probe (at most one per PROBE_INTERVAL,
+        shared by concurrent callers) still finds it down."""
+        if not self.down:
+            return True
+        if self._probing is not None:
+            return await asyncio.shield(self._probing)
+        if time.monotonic() - self._last_probe < PROBE_INTERVAL:
+            return False
+        self._last_probe = time.monotonic()
+        probing = self._probing = asyncio.get_running_loop().create_future()
+        result = False
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await ping()
+        except Exception as error:  # noqa: BLE001 - any failure means still down
+            self.reason = getattr(error, "reason", f"{type(error).__name__}: {error}")
+        else:
+            self.mark_up()
+            result = True
+        finally:  # waiters are released even if this request was cancelled mid-probe
+            probing.set_result(result)
+            self._probing = None
+        return result
 
 
 def encode_message(message: ModelMessage) -> str:
@@ -59,6 +209,7 @@ class SessionStore(abc.ABC):
     kind: str = "abstract"
 
     def __init__(self, *, namespace: str, ttl: int, max_history: int) -> None:
+        self.health = BackendHealth(self.kind, namespace.rsplit("/", 1)[-1])
         self.namespace = namespace
         """Keeps agents sharing one Redis or database apart (``<namespace>/<agent>``)."""
         self.ttl = ttl
@@ -67,7 +218,10 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, conversation_id: str) -> Session:
-        """The conversation, or an empty one if it never existed or has expired."""
+        """The conversation, or an empty one if it never existed or has expired.
+
+        Every method keys the conversation by the current caller too (:func:`caller_scoped`);
+        an unreachable backend raises :class:`BackendUnavailable`."""
 
     @abc.abstractmethod
     async def append(self, conversation_id: str, messages: Sequence[ModelMessage]) -> int:

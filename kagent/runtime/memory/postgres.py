@@ -10,17 +10,30 @@ more than the policy allows, and a conversation past its TTL is gone for every r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic_ai.messages import ModelMessage
 
-from kagent.runtime.memory.base import Session, SessionStore, decode_message, encode_message
+from kagent.runtime.memory.base import (
+    Session,
+    SessionStore,
+    caller_scoped,
+    decode_message,
+    encode_message,
+    is_backend_error,
+)
+from kagent.runtime.memory.tasks import TASK_SCHEMA
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "postgres"
 POOL_SIZE = 4
+CONNECT_TIMEOUT = 3
+STATEMENT_TIMEOUT_MS = 10_000
+"""Every statement the runtime sends is cancelled by the server after this long, so a locked
+table or a slow disk makes a request fail (and the backend count as down), not hang."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kagent_sessions (
@@ -71,14 +84,30 @@ class PostgresSessionStore(SessionStore):
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         """A pooled autocommit connection (tables created on first use); a broken one is
-        dropped, not put back."""
+        dropped, not put back. An unreachable database raises BackendUnavailable and empties
+        the pool (its idle connections died with the server)."""
+        try:
+            async with self.health.guard(), self._schema_connection() as connection:
+                yield connection
+        except BaseException as error:
+            if is_backend_error(error):
+                await self._drop_idle()
+            raise
+
+    async def _drop_idle(self) -> None:
+        while not self._idle.empty():
+            with contextlib.suppress(Exception):  # it is being thrown away
+                await self._idle.get_nowait().close()
+
+    @asynccontextmanager
+    async def _schema_connection(self) -> AsyncIterator[Any]:
         async with self._raw_connection() as connection:
             if not self._schema_ready:
                 async with connection.transaction():
                     await connection.execute(
                         "SELECT pg_advisory_xact_lock(hashtext('kagent_sessions'))"
                     )
-                    await connection.execute(SCHEMA)
+                    await connection.execute(SCHEMA + TASK_SCHEMA)
                 self._schema_ready = True
             yield connection
 
@@ -90,7 +119,10 @@ class PostgresSessionStore(SessionStore):
             try:
                 connection = self._idle.get_nowait()
             except asyncio.QueueEmpty:
-                kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 5}
+                kwargs: dict[str, Any] = {
+                    "autocommit": True, "connect_timeout": CONNECT_TIMEOUT,
+                    "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                }
                 if self._password is not None:
                     kwargs["password"] = self._password
                 connection = await psycopg.AsyncConnection.connect(self._conninfo, **kwargs)
@@ -108,6 +140,7 @@ class PostgresSessionStore(SessionStore):
         pings), not crash; the tables are created by the first use that reaches it."""
 
     async def load(self, conversation_id: str) -> Session:
+        conversation_id = caller_scoped(conversation_id)
         key = {"ns": self.namespace, "id": conversation_id}
         # Both queries leave in one round trip (pipeline mode); the messages count only if the
         # conversation is there and not expired.
@@ -129,6 +162,7 @@ class PostgresSessionStore(SessionStore):
         return Session([decode_message(b) for b in bodies], row[0])
 
     async def append(self, conversation_id: str, messages: Sequence[ModelMessage]) -> int:
+        conversation_id = caller_scoped(conversation_id)
         key = {"ns": self.namespace, "id": conversation_id, "ttl": self.ttl, "max": self.max_history}
         # One transaction of five statements, sent together (pipeline mode): one round trip to
         # the database instead of one per statement.
@@ -164,6 +198,7 @@ class PostgresSessionStore(SessionStore):
         return int(row[0]) if row else 0
 
     async def compact(self, conversation_id: str, summary: str, drop_oldest: int) -> None:
+        conversation_id = caller_scoped(conversation_id)
         key = {"ns": self.namespace, "id": conversation_id, "n": drop_oldest, "summary": summary}
         async with self._connection() as connection, connection.transaction():
             await connection.execute(
@@ -179,6 +214,7 @@ class PostgresSessionStore(SessionStore):
             )
 
     async def delete(self, conversation_id: str) -> None:
+        conversation_id = caller_scoped(conversation_id)
         async with self._connection() as connection:
             await connection.execute(
                 "DELETE FROM kagent_sessions WHERE namespace = %s AND conversation_id = %s",
@@ -189,6 +225,11 @@ class PostgresSessionStore(SessionStore):
         async with self._connection() as connection:
             await connection.execute("SELECT 1")
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled connection for other records kept in this database (the A2A tasks)."""
+        async with self._connection() as connection:
+            yield connection
+
     async def close(self) -> None:
-        while not self._idle.empty():
-            await self._idle.get_nowait().close()
+        await self._drop_idle()

@@ -5,10 +5,17 @@ The agent loop uses pydantic-ai's MCP client toolset; the controller's discovery
 directly, so it needs no agent loop. Both send the same headers (``headersFrom`` Secrets) and
 offer only ``toolNames`` when that list is given. The MCP SDK carries the W3C trace context of
 each request in its ``_meta`` (``traceparent``), so server spans join the agent's trace.
+
+Discovery is bounded, since the server is someone else's: the whole listing (connection, every
+page) within ``DISCOVERY_TIMEOUT`` seconds (or the Tool's own ``timeout`` when shorter), at
+most ``MAX_PAGES`` pages and ``MAX_DISCOVERED_TOOLS`` tools (more is an error naming the bound
+— list the ones to use in ``toolNames``), names longer than ``MAX_NAME_CHARS`` refused, and
+descriptions cut to ``MAX_DESCRIPTION_CHARS``, so status stays small.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kagent.api.base import parse_duration
@@ -17,6 +24,15 @@ from kagent.runtime.context import RuntimeContext
 from kagent.runtime.tools.base import DEFAULT_MAX_RETRIES, Redactor, metered, model_tool_name
 
 CONNECT_TIMEOUT = 10.0
+DISCOVERY_TIMEOUT = 30.0
+MAX_PAGES = 100
+MAX_DISCOVERED_TOOLS = 500
+MAX_NAME_CHARS = 128
+MAX_DESCRIPTION_CHARS = 1024
+
+
+class DiscoveryLimitExceeded(Exception):
+    """The server offers more than discovery accepts."""
 
 
 def mcp_headers(mcp: McpTool, ctx: RuntimeContext,
@@ -59,34 +75,27 @@ async def list_mcp_tools(tool: Tool, ctx: RuntimeContext) -> list[dict[str, Any]
     """The server's tools that this Tool passes on (all, or those in ``toolNames``), as
     ``{"name", "description"}``, in the server's order. Raises if the server cannot be reached
     or refuses; the message never contains header values."""
-    import httpx2
-    from mcp.client import Client
-    from mcp.client.sse import sse_client
-    from mcp.client.streamable_http import streamable_http_client
-
     mcp = tool.spec.mcp
     if mcp is None:
         raise ValueError(f"Tool {tool.metadata.name} is not of type mcp")
     redactor = Redactor(ctx)
     headers = mcp_headers(mcp, ctx, redactor)
     timeout = parse_duration(mcp.timeout).total_seconds()
-    found: list[dict[str, Any]] = []
     try:
-        if mcp.transport == "sse":
-            transport: Any = sse_client(mcp.url, headers=headers or None, timeout=timeout)
-            found = await _list(Client(transport, read_timeout_seconds=timeout))
-        else:
-            async with httpx2.AsyncClient(
-                headers=headers, timeout=httpx2.Timeout(timeout, read=timeout)
-            ) as http:
-                transport = streamable_http_client(mcp.url, http_client=http)
-                found = await _list(Client(transport, read_timeout_seconds=timeout))
+        async with asyncio.timeout(min(timeout, DISCOVERY_TIMEOUT)):
+            found = await _discover(mcp, headers, timeout)
+    except DiscoveryLimitExceeded as exc:
+        raise RuntimeError(redactor.text(f"MCP server {mcp.url}: {exc}")) from None
+    except TimeoutError:
+        raise RuntimeError(redactor.text(
+            f"MCP server {mcp.url}: listing its tools took longer than "
+            f"{min(timeout, DISCOVERY_TIMEOUT):g} s")) from None
     except BaseExceptionGroup as group:
         first: BaseException = group
         while isinstance(first, BaseExceptionGroup):
             first = first.exceptions[0]
         raise RuntimeError(redactor.text(f"MCP server {mcp.url}: {first}")) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is reported naming the server
         raise RuntimeError(
             redactor.text(f"MCP server {mcp.url}: {type(exc).__name__}: {exc}")
         ) from None
@@ -96,14 +105,48 @@ async def list_mcp_tools(tool: Tool, ctx: RuntimeContext) -> list[dict[str, Any]
     return found
 
 
+async def _discover(mcp: McpTool, headers: dict[str, str], timeout: float) -> list[dict[str, Any]]:
+    import httpx2
+    from mcp.client import Client
+    from mcp.client.sse import sse_client
+    from mcp.client.streamable_http import streamable_http_client
+
+    if mcp.transport == "sse":
+        transport: Any = sse_client(mcp.url, headers=headers or None, timeout=timeout)
+        return await _list(Client(transport, read_timeout_seconds=timeout))
+    async with httpx2.AsyncClient(
+        headers=headers, timeout=httpx2.Timeout(timeout, read=timeout)
+    ) as http:
+        transport = streamable_http_client(mcp.url, http_client=http)
+        return await _list(Client(transport, read_timeout_seconds=timeout))
+
+
 async def _list(client: Any) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
     async with client:
         cursor = None
-        for _ in range(100):  # a server that pages forever must not hang discovery
+        for _ in range(MAX_PAGES):  # a server that pages forever must not hang discovery
             page = await client.list_tools(cursor=cursor)
-            tools += [{"name": t.name, "description": t.description} for t in page.tools]
+            for tool in page.tools:
+                tools.append(bounded_tool(tool.name, tool.description))
+            if len(tools) > MAX_DISCOVERED_TOOLS:
+                raise DiscoveryLimitExceeded(
+                    f"it offers more than {MAX_DISCOVERED_TOOLS} tools; a Tool takes at most "
+                    f"{MAX_DISCOVERED_TOOLS}")
             cursor = page.next_cursor
             if not cursor:
                 break
+        else:
+            raise DiscoveryLimitExceeded(f"its tool list has more than {MAX_PAGES} pages")
     return tools
+
+
+def bounded_tool(name: str, description: str | None) -> dict[str, Any]:
+    """One discovered tool for status: a name within bounds, a description cut to size."""
+    if len(name) > MAX_NAME_CHARS:
+        raise DiscoveryLimitExceeded(
+            f"it offers a tool whose name is longer than {MAX_NAME_CHARS} characters "
+            f"({name[:40]}…)")
+    if description and len(description) > MAX_DESCRIPTION_CHARS:
+        description = description[:MAX_DESCRIPTION_CHARS - 1] + "…"
+    return {"name": name, "description": description}
