@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps
+.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps \
+	container-deps image test-image image-lock node-binaries release
 
 help:
 	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
@@ -17,6 +18,9 @@ help:
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
 	@echo "make docs      regenerate docs/reference/api.md from the API types"
 	@echo "make bench     run the benchmarks"
+	@echo "make image     build the Kagent image without Docker (dist/kagent-<version>.oci.tar;"
+	@echo "               CA_BUNDLE=file adds certificate authorities for the downloads only)"
+	@echo "make release   the chart package and the image archive, checksums and an SBOM in dist/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +32,13 @@ $(STAMP): pyproject.toml
 system-deps:
 	@hack/system-deps.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps container-deps test-image node-binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) system-deps
+test-integration: $(STAMP) system-deps container-deps test-image node-binaries
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 demo: $(STAMP)
@@ -58,5 +62,35 @@ docs: $(STAMP)
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks
 
+# --- the image, real nodes and releases (hack/image, kagent/local/realnode.py) -----------------
+# Debian packages that build the image and run a real node (mmdebstrap, podman, containerd, …).
+container-deps:
+	@hack/container-deps.sh
+
+# The Kagent image from package registries alone; rebuilt only when its sources changed.
+image: $(STAMP) container-deps
+	$(BIN)/python hack/image/build.py $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) $(IMAGE_ARGS)
+
+# The same for the real-pod tests: where the image cannot be built (not root), say why and go
+# on; those tests then skip with that reason.
+test-image: $(STAMP) container-deps
+	$(BIN)/python hack/image/build.py --best-effort $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+# Re-pin the image's Python dependencies (after changing pyproject.toml's dependencies).
+image-lock: $(STAMP)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --quiet -o hack/image/requirements.lock
+	$(BIN)/uv pip compile hack/image/tools.in --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --quiet -o hack/image/tools.lock
+
+# kubelet, kube-proxy, CoreDNS and pause for real nodes, built once into ~/.cache/kagent.
+node-binaries: $(STAMP) container-deps
+	$(BIN)/python -m kagent.local.binaries node >/dev/null
+
+# The chart package and the image archive with one version, SHA-256 checksums and an SBOM.
+release: image
+	$(BIN)/python hack/release.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info
