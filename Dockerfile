@@ -23,7 +23,7 @@ RUN python3 -m pip wheel --no-deps --wheel-dir /wheels . \
 FROM debian:${DEBIAN_SUITE}-slim
 ARG KAGENT_VERSION=0.1.0
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 ca-certificates tini \
+ && apt-get install -y --no-install-recommends python3 libstdc++6 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 COPY hack/image/install.py hack/image/image.json hack/image/requirements.lock /tmp/kagent-build/
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/tmp/kagent-wheels \

@@ -19,6 +19,7 @@ the registries; they are used for downloading only and never enter the image.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -248,6 +249,31 @@ def pack(rootfs: Path, blobs: Path, out: Path, reference: str, version: str, epo
     return image
 
 
+def why_not_buildable() -> str | None:
+    """Why this machine cannot build the image, or None."""
+    if os.geteuid() != 0:
+        return "building the image's root file system needs root (mmdebstrap --mode=root)"
+    if not shutil.which("mmdebstrap"):
+        return "mmdebstrap is missing (hack/container-deps.sh installs it)"
+    return None
+
+
+def archive_path(tag: str = "", out: Path = REPO / "dist") -> Path:
+    return out / f"kagent-{tag or project_version()}.oci.tar"
+
+
+def ensure_built(*args: str) -> Path:
+    """Build the image unless it is up to date (in a child process, as `make image` does) and
+    return its archive; for tests, which skip first when :func:`why_not_buildable` says so."""
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args],
+                            capture_output=True, text=True, check=False, timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"the image build failed:\n{result.stdout[-3000:]}{result.stderr[-6000:]}")
+    tag = next((a.split("=", 1)[1] for a in args if a.startswith("--tag=")), "")
+    out = next((Path(a.split("=", 1)[1]) for a in args if a.startswith("--out=")), REPO / "dist")
+    return archive_path(tag, out)
+
+
 def podman_load(archive: Path) -> str | None:
     if not shutil.which("podman"):
         return None
@@ -271,23 +297,31 @@ def main() -> None:
                         help="say why the image cannot be built here and exit 0 (make test: the "
                              "real-pod tests then skip with that reason)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        message = "building the image's root file system needs root (mmdebstrap --mode=root)"
+    problem = why_not_buildable()
+    if problem is not None:
         if args.best_effort:
-            say(f"not built: {message}")
+            say(f"not built: {problem}")
             return
-        raise SystemExit(message)
+        raise SystemExit(problem)
     ca_bundle = args.ca_bundle.resolve() if args.ca_bundle else None
     if ca_bundle is not None and not ca_bundle.is_file():
         raise SystemExit(f"--ca-bundle {ca_bundle}: no such file")
-    image_spec = spec()
     version = project_version()
-    reference = f"{args.repository or image_spec['repository']}:{args.tag or version}"
+    tag = args.tag or version
+    reference = f"{args.repository or spec()['repository']}:{tag}"
     oci.validate_reference(reference)
-    epoch = commit_epoch()
     work = args.work.resolve()
     out = args.out.resolve()
-    tag = args.tag or version
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time in one work folder
+        build(args, work, out, reference, version, tag, ca_bundle)
+
+
+def build(args: argparse.Namespace, work: Path, out: Path, reference: str, version: str, tag: str,
+          ca_bundle: Path | None) -> None:
+    image_spec = spec()
+    epoch = commit_epoch()
     archive = out / f"kagent-{tag}.oci.tar"
     report_file = out / f"kagent-{tag}.image.json"
     sources = source_digest()
@@ -324,9 +358,10 @@ def main() -> None:
         "archive": archive.name,
         "archive_bytes": archive.stat().st_size,
         "compressed_layer_bytes": sum(layer.size for layer in image.layers),
-        "uncompressed_bytes": run("du", "-sb", "--exclude=./dev", work / "rootfs").split()[0],
+        "uncompressed_bytes": sum(layer.diff_size for layer in image.layers),
         "layers": [{"digest": layer.digest, "diff_id": layer.diff_id, "bytes": layer.size,
-                    "created_by": layer.created_by} for layer in image.layers],
+                    "uncompressed_bytes": layer.diff_size, "created_by": layer.created_by}
+                   for layer in image.layers],
         "source_date_epoch": epoch,
         "source_digest": sources,
         "sbom": sbom.name,
@@ -334,7 +369,7 @@ def main() -> None:
         "podman": loaded,
     }
     report_file.write_text(json.dumps(report, indent=2) + "\n")
-    size_mb = int(report["uncompressed_bytes"]) / 1e6
+    size_mb = report["uncompressed_bytes"] / 1e6
     say(f"{reference} {image.digest}: {size_mb:.0f} MB unpacked, "
         f"{report['compressed_layer_bytes'] / 1e6:.0f} MB compressed, "
         f"{report['seconds']['total']}s → {archive}")

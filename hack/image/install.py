@@ -9,6 +9,7 @@ every dependency is checked against the lock's hashes. Standard library only.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -41,6 +42,25 @@ def add_user(spec: dict) -> None:
     home.chmod(0o755)
 
 
+def prune(site_packages: Path, rules: dict[str, list[str]]) -> None:
+    """Delete what a folder of an installed package holds except the names matching ``keep``
+    (image.json's ``prune``: data Kagent never reads)."""
+    for folder, keep in rules.items():
+        if folder.startswith("_"):
+            continue
+        target = site_packages / folder
+        if not target.is_dir():
+            sys.exit(f"prune: {target} does not exist (image.json names a folder the locked "
+                     "packages no longer have)")
+        for entry in target.iterdir():
+            if any(fnmatch.fnmatch(entry.name, pattern) for pattern in keep):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def main(wheels: Path) -> None:
     spec = json.loads((HERE / "image.json").read_text())
     venv = Path(spec["venv"])
@@ -59,6 +79,8 @@ def main(wheels: Path) -> None:
     run(*pip, *common, "--require-hashes", "-r", HERE / "requirements.lock", env=env)
     run(*pip, *common, kagent_wheels[0], env=env)
     run(*pip, "check", env=env)
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    prune(site_packages, spec.get("prune", {}))
     # Byte code compiled once here: a read-only root file system cannot cache it at run time.
     run(python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
         venv / "lib", env=env)

@@ -29,6 +29,14 @@ app.command("install")(install.install)
 app.command("uninstall")(install.uninstall)
 
 
+@app.command("version")
+def version() -> None:
+    """Print Kagent's version (the image's, when run in a pod)."""
+    from importlib.metadata import version as distribution_version
+
+    typer.echo(distribution_version("kagent"))
+
+
 @app.command("crds")
 def crds(
     output: Path = typer.Option(

@@ -51,6 +51,8 @@ class Layer:
     """sha256 of the uncompressed tar (what the config's rootfs names)."""
     size: int
     created_by: str = ""
+    diff_size: int = 0
+    """Bytes of the uncompressed tar (about what the layer takes unpacked)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ def write_layer(
         diff_id="sha256:" + uncompressed.sha.hexdigest(),
         size=compressed.size,
         created_by=created_by,
+        diff_size=uncompressed.size,
     )
 
 

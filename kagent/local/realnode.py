@@ -10,8 +10,8 @@ from the release's own ``pause.c`` and workload images are imported from OCI arc
 It needs root and changes the host. Everything it changes, and what :meth:`RealNode.stop` does
 about it (docs/development.md, "Real nodes", says the same for users):
 
-- a dummy interface ``kagent0`` holding the node IP, with a route for the Service range through
-  it — deleted;
+- an interface ``kagent0`` (a bridge with no ports) holding the node IP, with a route for the
+  Service range through it — deleted;
 - the CNI bridge ``kagent-cni0`` and the pods' veth pairs — deleted (the veths go with the pods);
 - iptables chains: kube-proxy's and the kubelet's ``KUBE-*`` chains, and the bridge plugin's
   masquerade rules for the pod range — removed (``kube-proxy --cleanup``, then any ``KUBE-*``
@@ -415,18 +415,32 @@ def _mounts_below(folder: Path) -> list[str]:
     return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
 
 
-def _cgroup_dirs() -> list[Path]:
-    """Our cgroup folder in every mounted cgroup hierarchy (v1), plus the unified one."""
+def _cgroup_mounts() -> list[Path]:
+    """Mount points of every cgroup hierarchy (each v1 controller, and the unified one)."""
     found = []
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             fields = line.split()
             separator = fields.index("-")
             if fields[separator + 1] in ("cgroup", "cgroup2"):
-                candidate = Path(fields[4]) / CGROUP_ROOT
-                if candidate.is_dir():
-                    found.append(candidate)
+                found.append(Path(fields[4]))
     return found
+
+
+def _cgroup_dirs() -> list[Path]:
+    """Our cgroup folder in every hierarchy where it exists."""
+    return [mount / CGROUP_ROOT for mount in _cgroup_mounts() if (mount / CGROUP_ROOT).is_dir()]
+
+
+def _create_cgroup_root() -> None:
+    """The kubelet's cgroupRoot must exist in every hierarchy; a new cpuset needs the CPUs and
+    memory nodes of its parent before anything can join it."""
+    for mount in _cgroup_mounts():
+        folder = mount / CGROUP_ROOT
+        folder.mkdir(exist_ok=True)
+        for setting in ("cpuset.cpus", "cpuset.mems"):
+            if (mount / setting).exists() and not (folder / setting).read_text().strip():
+                (folder / setting).write_text((mount / setting).read_text())
 
 
 def _pids_in_cgroups(folders: Iterable[Path]) -> set[int]:
@@ -511,6 +525,16 @@ def _require_host() -> tuple[Path, Path, Path, Path, Path]:
             raise RealNodeError("a real node needs the br_netfilter kernel module "
                                 "(Services between pods on one bridge go through iptables)")
     return found["containerd"], found["ctr"], found["runc"], cni_dir, found["iptables"]
+
+
+def host_problem() -> str | None:
+    """Why a real node cannot run on this machine (not root, a tool or kernel feature missing),
+    or None: what a test tier skips on, naming the reason."""
+    try:
+        _require_host()
+    except RealNodeError as error:
+        return str(error)
+    return None
 
 
 class _HostClaim:
@@ -731,7 +755,9 @@ class RealNode:
         for name, value in KERNEL_SETTINGS.items():
             if read_sysctl(name) is not None:
                 write_sysctl(name, value)
-        _run("ip", "link", "add", NODE_INTERFACE, "type", "dummy")
+        # A port-less bridge holds the node IP: it needs no kernel module beyond the bridge the
+        # pod network uses anyway (some kernels have no "dummy" interfaces).
+        _run("ip", "link", "add", NODE_INTERFACE, "type", "bridge")
         _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_INTERFACE)
         _run("ip", "link", "set", NODE_INTERFACE, "up")
         # Service IPs are routed through the node's own interface, so the host (the API server
@@ -745,7 +771,7 @@ class RealNode:
         plane = self.plane
         ca = load_ca(plane.ca_file, plane.pki_dir / "ca.key")
         pki = self.workdir / "pki"
-        server = f"https://{NODE_IP}:{plane.ports.apiserver}"
+        server = plane.server  # host processes: loopback, which the serving certificate names
         kubeconfigs: dict[str, Path] = {}
         for component, user, groups in (("kubelet", f"system:node:{NODE_NAME}", ["system:nodes"]),
                                         ("kube-proxy", "system:kube-proxy", [])):
@@ -833,12 +859,14 @@ class RealNode:
         config = self.workdir / "kube-proxy" / "config.yaml"
         config.write_text(yaml.safe_dump(kube_proxy_config(kubeconfig, self.ports)))
         process = self._spawn("kube-proxy", [kube_proxy, f"--config={config}"])
-        healthz = f"http://127.0.0.1:{self.ports.proxy_healthz}/healthz"
-        # kube-proxy reports healthy once its first sync of the Service rules is done.
-        self._wait("kube-proxy /healthz", lambda: _http_ok(healthz), process, deadline)
+        # /livez answers once the first sync of the Service rules is done (/healthz also waits
+        # for the Node object, which the kubelet has not registered yet).
+        livez = f"http://127.0.0.1:{self.ports.proxy_healthz}/livez"
+        self._wait("kube-proxy /livez", lambda: _http_ok(livez), process, deadline)
 
     def _start_kubelet(self, kubelet: Path, kubeconfig: Path, deadline: float) -> None:
         assert self.ports is not None
+        _create_cgroup_root()
         directory = self.workdir / "kubelet"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "resolv.conf").write_text("")
