@@ -3,32 +3,34 @@
 # pods (`kagent controller`, `kagent runtime`).
 #   docker build -t ghcr.io/kagent-operator/kagent:0.1.0 .
 # `make image` builds the same image without Docker or any base image (hack/image/build.py:
-# mmdebstrap, then the same install step). hack/image/image.json describes the image once and a
+# mmdebstrap, then the same install steps). hack/image/image.json describes the image once and a
 # test holds this file to it: the same Debian suite and packages, the same locked wheels installed
 # by the same script, the same user, environment and entrypoint.
 ARG DEBIAN_SUITE=bookworm
 
-FROM debian:${DEBIAN_SUITE}-slim AS wheels
+# Build stage: the venv, installed from the locked wheels by hack/image/install.py and stripped.
+FROM debian:${DEBIAN_SUITE}-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip \
+ && apt-get install -y --no-install-recommends python3 python3-pip libstdc++6 ca-certificates \
+      binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kagent ./kagent
-COPY hack/image/requirements.lock hack/image/tools.lock ./hack/image/
+COPY hack/image ./hack/image
 RUN python3 -m pip wheel --no-deps --wheel-dir /wheels . \
  && python3 -m pip download --no-deps --only-binary=:all: --require-hashes --dest /wheels \
       -r hack/image/requirements.lock -r hack/image/tools.lock
+RUN python3 hack/image/install.py /wheels && hack/image/strip.sh /opt/kagent
 
 FROM debian:${DEBIAN_SUITE}-slim
 ARG KAGENT_VERSION=0.1.0
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 libstdc++6 ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
-COPY hack/image/install.py hack/image/image.json hack/image/requirements.lock /tmp/kagent-build/
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/tmp/kagent-wheels \
-    python3 /tmp/kagent-build/install.py /tmp/kagent-wheels \
- && rm -rf /tmp/kagent-build
+COPY --from=build /opt/kagent /opt/kagent
+COPY hack/image/install.py hack/image/image.json /tmp/kagent-build/
+RUN python3 /tmp/kagent-build/install.py --user-only && rm -rf /tmp/kagent-build
 LABEL org.opencontainers.image.title="kagent" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${KAGENT_VERSION}"

@@ -7,6 +7,7 @@
 #   containernetworking-plugins  the real node's pod network (bridge, host-local, portmap)
 #   iptables, conntrack          kube-proxy's Service rules
 #   iproute2, gcc                the node's interfaces; the pause program of the pod sandbox
+#   binutils                     strips the image's native extensions
 # kubelet, kube-proxy and CoreDNS are built with Go by kagent.local.binaries (`make node-binaries`).
 set -euo pipefail
 
@@ -21,6 +22,7 @@ have iptables || need+=(iptables)
 have conntrack || need+=(conntrack)
 have ip || need+=(iproute2)
 have gcc || need+=(gcc libc6-dev)
+have strip || need+=(binutils)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then

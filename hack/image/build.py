@@ -175,7 +175,8 @@ def build_rootfs(rootfs: Path, wheels: Path, apt_cache: Path, epoch: int,
         f'cp {HERE}/install.py {HERE}/image.json {HERE}/requirements.lock "$1/tmp/kagent-build/" && '
         f'chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin SOURCE_DATE_EPOCH={epoch} '
         'python3 /tmp/kagent-build/install.py /tmp/kagent-build/wheels && '
-        'rm -rf "$1/tmp/kagent-build"'
+        'rm -rf "$1/tmp/kagent-build" && '
+        f'{HERE}/strip.sh "$1{image["venv"]}"'
     )
     argv: list[str] = [
         "mmdebstrap", "--variant=essential", "--mode=root", "--format=directory",

@@ -1,7 +1,7 @@
 """Install Kagent into an image's root file system.
 
 Runs *inside* that root file system, with its own Python (mmdebstrap's chroot in
-hack/image/build.py, or a RUN step of the Dockerfile), so both builds install the same way:
+hack/image/build.py, or the Dockerfile's build stage), so both builds install the same way:
 ``python3 install.py WHEELS`` where WHEELS holds the Kagent wheel, every wheel of
 requirements.lock and the pip wheel of tools.lock. Offline: nothing is downloaded here, and
 every dependency is checked against the lock's hashes. Standard library only.
@@ -61,6 +61,33 @@ def prune(site_packages: Path, rules: dict[str, list[str]]) -> None:
                 entry.unlink()
 
 
+IMPORTED_FILES = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values())
+                         if (getattr(m, "__file__", None) or "").endswith(".py")})))
+"""
+
+
+def compile_bytecode(python: Path, venv: Path, imports: list[str], env: dict[str, str]) -> None:
+    """Byte code, compiled once here (a read-only root file system cannot cache it at run time),
+    for every module that ``imports`` load and all of Kagent's own. Hash-based .pyc files: their
+    bytes do not depend on file times."""
+    quiet = {**env, "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
+    listed = subprocess.run([python, "-c", IMPORTED_FILES, *imports], env=quiet, check=True,
+                            capture_output=True, text=True).stdout
+    files = {Path(f) for f in json.loads(listed) if Path(f).is_relative_to(venv)}
+    files |= set(next((venv / "lib").glob("python3*/site-packages")).glob("kagent/**/*.py"))
+    script = ("import py_compile, sys\n"
+              "for path in sys.argv[1:]:\n"
+              "    py_compile.compile(path, doraise=True,\n"
+              "        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)\n")
+    ordered = sorted(str(f) for f in files)
+    for start in range(0, len(ordered), 500):
+        run(python, "-c", script, *ordered[start:start + 500], env=env)
+
+
 def main(wheels: Path) -> None:
     spec = json.loads((HERE / "image.json").read_text())
     venv = Path(spec["venv"])
@@ -81,9 +108,7 @@ def main(wheels: Path) -> None:
     run(*pip, "check", env=env)
     site_packages = next((venv / "lib").glob("python3*/site-packages"))
     prune(site_packages, spec.get("prune", {}))
-    # Byte code compiled once here: a read-only root file system cannot cache it at run time.
-    run(python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-        venv / "lib", env=env)
+    compile_bytecode(python, venv, spec.get("bytecode", {}).get("imports", []), env)
     for leftover in (venv / "bin").glob("[Aa]ctivate*"):
         leftover.unlink()  # shell activation scripts: nothing in a container sources them
     shutil.rmtree(venv / "include", ignore_errors=True)
@@ -91,6 +116,10 @@ def main(wheels: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python3 install.py WHEELS_FOLDER")
-    main(Path(sys.argv[1]))
+    if sys.argv[1:] == ["--user-only"]:
+        # The Dockerfile builds the venv in a build stage; its final stage needs only the user.
+        add_user(json.loads((HERE / "image.json").read_text()))
+    elif len(sys.argv) == 2:
+        main(Path(sys.argv[1]))
+    else:
+        sys.exit("usage: python3 install.py WHEELS_FOLDER | --user-only")
