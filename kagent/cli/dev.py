@@ -50,11 +50,23 @@ MockLlmOption = typer.Option(
          "provider at it: no API key, no network.")
 
 
+RealNodesOption = typer.Option(
+    False, "--real-nodes",
+    help="Run pods for real on this machine (root): a kubelet, containerd and kube-proxy join the "
+         "control plane, the chart's controller and every agent run as pods of the Kagent image. "
+         "Changes the host while it runs: see docs/development.md, 'Real nodes'.")
+ImageArchiveOption = typer.Option(
+    None, "--image-archive",
+    help="The Kagent image for --real-nodes (default: dist/kagent-<version>.oci.tar, `make image`).")
+
+
 @app.command("up")
 def up(
     kubeconfig: Path = KubeconfigOption,
     crds_only: bool = typer.Option(False, "--crds-only", help="Install only the API (no controller)."),
     mock_llm: list[Path] = MockLlmOption,
+    real_nodes: bool = RealNodesOption,
+    image_archive: Path = ImageArchiveOption,
 ) -> None:
     """Start a local control plane with Kagent: CRDs, controller, webhook and live agents."""
     target, workdir = dev_paths(kubeconfig)
@@ -62,6 +74,13 @@ def up(
     if existing is not None and existing.is_running():
         console.print(f"[yellow]already running[/] (kubeconfig: {target})")
         raise typer.Exit(0)
+    if real_nodes:
+        if crds_only or mock_llm:
+            console.print("[red]--real-nodes runs the chart's controller as pods: it takes neither "
+                          "--crds-only nor --mock-llm[/] (run `kagent mock-llm` as a pod instead)")
+            raise typer.Exit(2)
+        _up_with_real_nodes(target, workdir, image_archive)
+        return
     for script in mock_llm or []:
         if not script.is_file():
             console.print(f"[red]--mock-llm {script}: no such file[/]")
@@ -90,10 +109,53 @@ def _print_processes(processes: Mapping[str, DevProcess]) -> None:
                       highlight=False)
 
 
+def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None) -> None:
+    from importlib.metadata import version
+
+    from kagent.cli.install import install
+    from kagent.local import oci, realnode
+
+    archive = image_archive or Path("dist") / f"kagent-{version('kagent')}.oci.tar"
+    if not archive.is_file():
+        console.print(f"[red]no image archive at {archive}[/]: build it with `make image`, or give "
+                      "--image-archive")
+        raise typer.Exit(2)
+    began = time.monotonic()
+    try:
+        reference = oci.read_archive(archive).reference
+        with console.status("starting the control plane and a real node (kubelet, containerd, "
+                            "kube-proxy, CoreDNS)…"):
+            plane, _ = realnode.start_detached(workdir, [archive.absolute()])
+    except (RuntimeError, ValueError) as error:
+        console.print(f"[red]kagent dev up --real-nodes failed:[/] {error}")
+        raise typer.Exit(1) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(plane.kubeconfig.read_bytes())
+    target.chmod(0o600)
+    repository, tag = reference.rsplit(":", 1)
+    try:
+        install(kubeconfig=target, namespace="kagent-system", cert_manager=False, chart=None,
+                wait=True, check_only=False,
+                values=[f"image.repository={repository}", f"image.tag={tag}",
+                        "image.pullPolicy=Never"])
+    except typer.Exit:
+        realnode.stop_detached(workdir)
+        plane.stop()
+        target.unlink(missing_ok=True)
+        raise
+    console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s: the controller and every "
+                  f"agent run as pods of {reference} on node {realnode.NODE_NAME}")
+    typer.echo(f"export KUBECONFIG={target}")
+    console.print("then:  kubectl get pods -A      stop:  kagent dev down")
+
+
 @app.command("down")
 def down(kubeconfig: Path = KubeconfigOption) -> None:
     """Stop everything `kagent dev up` started."""
     target, workdir = dev_paths(kubeconfig)
+    from kagent.local.realnode import stop_detached as stop_real_node
+
+    stop_real_node(workdir)  # first: it drains its pods through the API server
     stopped = stop_processes(workdir)
     if not ControlPlane.stop_detached(workdir) and not stopped:
         console.print(f"nothing is running for {target}")

@@ -998,6 +998,38 @@ class RealNode:
             (workdir / STATE_FILE).unlink()
 
 
+def start_detached(workdir: Path, images: Sequence[Path] = ()) -> tuple[ControlPlane, RealNode]:
+    """A control plane with a real node, both outliving this process (``kagent dev up
+    --real-nodes``); :func:`stop_detached` stops them."""
+    problem = host_problem()
+    if problem is not None:
+        raise RealNodeError(problem)
+    plane = ControlPlane(workdir=workdir, detached=True, extra_apiserver_args=apiserver_args(workdir))
+    plane.start()
+    try:
+        node = RealNode(plane, images=images, detached=True).start()
+    except BaseException:
+        plane.stop()
+        raise
+    return plane, node
+
+
+def stop_detached(workdir: Path) -> bool:
+    """Stop the real node recorded beside the control plane in ``workdir`` (draining its pods
+    while the API server still runs); False when there is none."""
+    from kagent.local.controlplane import ControlPlaneError
+
+    try:
+        plane = ControlPlane.attach(workdir)
+    except ControlPlaneError:
+        plane = ControlPlane(workdir=workdir, detached=True)
+    node = RealNode.attach(plane)
+    if node is None:
+        return False
+    node.stop()
+    return True
+
+
 def _remove_iptables_leftovers() -> None:
     """Every ``KUBE-*`` chain (kube-proxy's and the kubelet's; refused at start if the host had
     any) and our CNI network's masquerade rules, for IPv4 and IPv6."""

@@ -274,3 +274,37 @@ def test_image_build_names_what_it_lacks(tmp_path: Path) -> None:
                              f"--ca-bundle={tmp_path / 'missing.pem'}", f"--out={tmp_path}"],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0 and "--ca-bundle" in result.stderr and "no such file" in result.stderr
+
+
+def test_release_packages_chart_and_image_of_one_version(image_archive: Path) -> None:
+    """`make release`: chart package, image archive and SBOM with one version and checksums."""
+    result = subprocess.run([sys.executable, str(REPO / "hack/release.py")], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    version = image_build.project_version()
+    assert summary["image"] == f"{SPEC['repository']}:{version}"
+    dist = image_archive.parent
+    sums = dict(reversed(line.split("  ")) for line in (dist / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == {f"kagent-{version}.tgz", f"kagent-{version}.oci.tar", f"kagent-{version}.spdx.json"}
+    import hashlib
+
+    for name, digest in sums.items():
+        assert hashlib.sha256((dist / name).read_bytes()).hexdigest() == digest, name
+    import tarfile
+
+    with tarfile.open(dist / f"kagent-{version}.tgz") as chart:
+        packaged = yaml.safe_load(chart.extractfile("kagent/Chart.yaml").read())
+    assert packaged["version"] == packaged["appVersion"] == version
+
+
+def test_release_refuses_versions_that_disagree() -> None:
+    from hack.release import version_problems
+
+    chart = {"version": "0.1.0", "appVersion": "0.1.0"}
+    values = {"image": {"repository": "ghcr.io/kagent-operator/kagent", "tag": ""}}
+    assert version_problems("0.1.0", chart, values, "ghcr.io/kagent-operator/kagent:0.1.0") == []
+    problems = version_problems("0.2.0", chart, values, "ghcr.io/kagent-operator/kagent:0.2.0")
+    assert any("Chart.yaml version" in p for p in problems)
+    assert any("appVersion" in p for p in problems)
+    assert any("chart installs" in p for p in problems)
