@@ -90,12 +90,19 @@ def commit_id() -> str:
 IMAGE_SOURCES = ("pyproject.toml", "README.md", "kagent", "hack/image")
 
 
+def source_files(*paths: str) -> list[str]:
+    """The files under ``paths`` as the working tree has them: tracked ones and new ones git
+    does not ignore (never build output, caches or virtualenvs)."""
+    listed = run("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+                 *paths, cwd=REPO).split("\0")
+    return sorted(relative for relative in listed if relative and (REPO / relative).is_file())
+
+
 def source_digest() -> str:
-    """A digest of every tracked file the image is built from, as it is on disk now (edits not
-    yet committed included): when it matches the last build's, the image is up to date."""
+    """A digest of every file the image is built from, as it is on disk now (edits not yet
+    committed included): when it matches the last build's, the image is up to date."""
     digest = hashlib.sha256()
-    listed = run("git", "ls-files", "-z", "--", *IMAGE_SOURCES, cwd=REPO).split("\0")
-    for relative in sorted(filter(None, listed)):
+    for relative in source_files(*IMAGE_SOURCES):
         path = REPO / relative
         if path.is_file():
             digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -130,12 +137,9 @@ def gather_wheels(wheels: Path, ca_bundle: Path | None, epoch: int) -> None:
     with tempfile.TemporaryDirectory(prefix="kagent-wheel-") as tmp:
         # Build from a copy of the tracked sources: no stray build/ or egg-info state leaks in.
         source = Path(tmp) / "src"
-        files = run("git", "ls-files", "-z", "--", "pyproject.toml", "README.md", "kagent",
-                    cwd=REPO).split("\0")
-        for relative in filter(None, files):
-            if (REPO / relative).is_file():
-                (source / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / relative, source / relative)
+        for relative in source_files("pyproject.toml", "README.md", "kagent"):
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / relative, source / relative)
         run(python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, source,
             env=env)
     for lock in ("requirements.lock", "tools.lock"):
@@ -192,12 +196,28 @@ def build_rootfs(rootfs: Path, wheels: Path, apt_cache: Path, epoch: int,
         f"--customize-hook={install}",
         # Files the build host would otherwise leak in; the runtime mounts its own.
         '--customize-hook=: > "$1/etc/resolv.conf"; echo kagent > "$1/etc/hostname"; '
-        'rm -f "$1/var/cache/ldconfig/aux-cache"; rm -rf "$1/var/cache/apt/archives/"*.deb',
+        'rm -f "$1/var/cache/ldconfig/aux-cache"',
     ]
     if ca_bundle is not None:
         argv.append(f"--aptopt=Acquire::https::CaInfo \"{ca_bundle}\"")
     argv += [image["debian"]["suite"], str(rootfs), *mirrors]
     run(*argv, env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})
+
+
+# What mmdebstrap's own apt run leaves in the root file system: its options (a CA bundle's path
+# among them), the build machine's sources, the download cache with times and owners of the day.
+# The image has no apt (the essential variant) to use any of it.
+BUILD_LEFTOVERS = ("etc/apt/apt.conf.d/99mmdebstrap", "etc/apt/sources.list.d", "etc/apt/sources.list",
+                   "var/cache/apt", "var/lib/apt")
+
+
+def remove_build_leftovers(rootfs: Path) -> None:
+    for relative in BUILD_LEFTOVERS:
+        path = rootfs / relative
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def image_config(image: dict[str, Any], version: str, revision: str, epoch: int) -> oci.ImageConfig:
@@ -342,6 +362,7 @@ def build(args: argparse.Namespace, work: Path, out: Path, reference: str, versi
     t = time.monotonic()
     mirrors = args.mirror or host_sources(image_spec["debian"]["suite"])
     build_rootfs(work / "rootfs", work / "wheels", work / "apt-cache", epoch, ca_bundle, mirrors)
+    remove_build_leftovers(work / "rootfs")
     step("root file system", t)
     t = time.monotonic()
     image = pack(work / "rootfs", work / "blobs", archive, reference, version, epoch)
@@ -359,9 +380,10 @@ def build(args: argparse.Namespace, work: Path, out: Path, reference: str, versi
         "archive": archive.name,
         "archive_bytes": archive.stat().st_size,
         "compressed_layer_bytes": sum(layer.size for layer in image.layers),
-        "uncompressed_bytes": sum(layer.diff_size for layer in image.layers),
+        "unpacked_bytes": sum(layer.content_size for layer in image.layers),
+        "uncompressed_layer_bytes": sum(layer.diff_size for layer in image.layers),
         "layers": [{"digest": layer.digest, "diff_id": layer.diff_id, "bytes": layer.size,
-                    "uncompressed_bytes": layer.diff_size, "created_by": layer.created_by}
+                    "unpacked_bytes": layer.content_size, "created_by": layer.created_by}
                    for layer in image.layers],
         "source_date_epoch": epoch,
         "source_digest": sources,
@@ -370,7 +392,7 @@ def build(args: argparse.Namespace, work: Path, out: Path, reference: str, versi
         "podman": loaded,
     }
     report_file.write_text(json.dumps(report, indent=2) + "\n")
-    size_mb = report["uncompressed_bytes"] / 1e6
+    size_mb = report["unpacked_bytes"] / 1e6
     say(f"{reference} {image.digest}: {size_mb:.0f} MB unpacked, "
         f"{report['compressed_layer_bytes'] / 1e6:.0f} MB compressed, "
         f"{report['seconds']['total']}s → {archive}")

@@ -76,7 +76,7 @@ def compile_bytecode(python: Path, venv: Path, imports: list[str], env: dict[str
     bytes do not depend on file times."""
     quiet = {**env, "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
     listed = subprocess.run([python, "-c", IMPORTED_FILES, *imports], env=quiet, check=True,
-                            capture_output=True, text=True).stdout
+                            stdout=subprocess.PIPE, text=True).stdout  # errors go to stderr
     files = {Path(f) for f in json.loads(listed) if Path(f).is_relative_to(venv)}
     files |= set(next((venv / "lib").glob("python3*/site-packages")).glob("kagent/**/*.py"))
     script = ("import py_compile, sys\n"

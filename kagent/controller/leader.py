@@ -18,6 +18,8 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from kagent.kube.incluster import owner_references
+
 log = logging.getLogger("kagent.controller.leader")
 
 
@@ -53,7 +55,8 @@ class LeaderElector:
             if error.status.code != 404:
                 raise
             lease = Lease(
-                metadata=ObjectMeta(name=self.name, namespace=self.namespace),
+                metadata=ObjectMeta(name=self.name, namespace=self.namespace,
+                                    ownerReferences=owner_references(self.namespace)),
                 spec=LeaseSpec(
                     holderIdentity=self.identity,
                     leaseDurationSeconds=self.lease_seconds,

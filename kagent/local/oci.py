@@ -52,7 +52,9 @@ class Layer:
     size: int
     created_by: str = ""
     diff_size: int = 0
-    """Bytes of the uncompressed tar (about what the layer takes unpacked)."""
+    """Bytes of the uncompressed tar."""
+    content_size: int = 0
+    """Bytes of the files it holds: what it takes unpacked, before file system blocks."""
 
 
 @dataclass(frozen=True)
@@ -163,10 +165,12 @@ def write_layer(
             uncompressed = _HashingWriter(gz)
             # The tar stream goes through the hashing writer; a buffer keeps writes large.
             buffered = io.BufferedWriter(uncompressed, buffer_size=_CHUNK)
+            content = 0
             with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for relative in paths:
                     info = _normalised_info(tar, root, relative, epoch)
                     if info.isreg():
+                        content += info.size
                         with (root / relative).open("rb") as handle:
                             tar.addfile(info, handle)
                     else:
@@ -182,6 +186,7 @@ def write_layer(
         size=compressed.size,
         created_by=created_by,
         diff_size=uncompressed.size,
+        content_size=content,
     )
 
 

@@ -25,6 +25,7 @@ from kagent.api.base import GROUP, VERSION
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
+from kagent.kube.incluster import owner_references
 from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
 from kagent.webhook.validate import advice, defaults, references, validate
 
@@ -77,7 +78,8 @@ async def ensure_ca(client: AsyncClient, namespace: str, directory: Path, hosts:
         try:
             await client.create(Secret(
                 metadata=ObjectMeta(name=CA_SECRET, namespace=namespace,
-                                    labels={"app.kubernetes.io/part-of": "kagent"}),
+                                    labels={"app.kubernetes.io/part-of": "kagent"},
+                                    ownerReferences=owner_references(namespace)),
                 type="kubernetes.io/tls",
                 data={k: base64.b64encode(v).decode() for k, v in data.items()},
             ))

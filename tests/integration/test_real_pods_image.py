@@ -53,8 +53,10 @@ def podman(image_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         hard = resource.getrlimit(kind)[1]
         return wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
 
+    # podman asks runc for 1048576 open files and as many processes, which hosts with lower hard
+    # limits (and no CAP_SYS_RESOURCE) refuse; modest limits are plenty for these containers.
     nofile = within_hard_limit(resource.RLIMIT_NOFILE, 65536)
-    nproc = within_hard_limit(resource.RLIMIT_NPROC, 65536)
+    nproc = within_hard_limit(resource.RLIMIT_NPROC, 4096)
     conf = folder / "containers.conf"
     conf.write_text(
         "[containers]\n"
@@ -182,10 +184,10 @@ def test_image_settings_are_the_spec(image_archive: Path) -> None:
 
 def test_image_size_and_build_report(image_archive: Path) -> None:
     report = json.loads(image_archive.with_name(image_archive.name.replace(".oci.tar", ".image.json")).read_text())
-    print(f"\nimage {report['reference']}: {report['uncompressed_bytes'] / 1e6:.0f} MB unpacked, "
+    print(f"\nimage {report['reference']}: {report['unpacked_bytes'] / 1e6:.0f} MB unpacked, "
           f"{report['compressed_layer_bytes'] / 1e6:.0f} MB compressed; build {report['seconds']}")
     assert report["digest"] == oci.read_archive(image_archive).manifest_digest
-    assert report["uncompressed_bytes"] < 300e6, "the image grew past its 300 MB budget"
+    assert report["unpacked_bytes"] < 300e6, "the image grew past its 300 MB budget"
 
 
 def test_sbom_lists_every_package_with_its_version(image_archive: Path) -> None:

@@ -1,0 +1,78 @@
+"""`kagent dev up --real-nodes`: a detached control plane with a real node and the chart's
+controller as pods, outliving the command; `kagent dev down` drains the node, stops every process
+and puts the host back as it was (interfaces, iptables, sysctls, cgroups, mounts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hack.image import build as image_build
+from kagent.local import realnode
+
+pytestmark = pytest.mark.integration
+
+
+def host_snapshot(folder: Path) -> dict[str, object]:
+    """What a real node changes on the host, read now (interfaces and mounts: those a node
+    makes, so other work on the machine does not disturb the comparison)."""
+    links = sorted(p.name for p in Path("/sys/class/net").iterdir()
+                   if p.name.startswith(("kagent", "veth")))
+    chains = realnode.kube_chains(subprocess.run(["iptables-save"], capture_output=True, text=True,
+                                                 check=False).stdout)
+    sysctls = {name: realnode.read_sysctl(name)
+               for name in (*realnode.KERNEL_SETTINGS, *realnode.KUBELET_SYSCTLS)}
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{realnode.CGROUP_ROOT}"))
+    mounts = [point for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if str(folder) in (point := line.split()[4]) or realnode.CGROUP_ROOT in point]
+    return {"links": links, "chains": chains, "sysctls": sysctls, "cgroups": cgroups,
+            "mounts": sorted(mounts)}
+
+
+def node_processes(workdir: Path) -> list[str]:
+    """Processes whose command line names the dev environment's folder (ours, and the shims and
+    containers of its containerd)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(workdir) in text:
+            found.append(f"{cmdline.parent.name}: {text[:160]}")
+    return found
+
+
+def test_dev_up_with_real_nodes_and_down_leaves_the_host_as_it_was(tmp_path: Path) -> None:
+    problem = realnode.host_problem() or image_build.why_not_buildable()
+    if problem is not None:
+        pytest.skip(f"no real node here: {problem}")
+    archive = image_build.ensure_built()
+    before = host_snapshot(tmp_path)
+    env = {**os.environ, "KAGENT_DEV_HOME": str(tmp_path / "dev")}
+    kagent = [sys.executable, "-m", "kagent"]
+    up = subprocess.run([*kagent, "dev", "up", "--real-nodes", "--image-archive", str(archive)],
+                        env=env, capture_output=True, text=True, timeout=900, check=False)
+    workdir = tmp_path / "dev" / ".kubeconfig.kagent-dev"
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        kubectl = [str(Path(sys.executable).parent / "kubectl"), f"--kubeconfig={tmp_path / 'dev' / 'kubeconfig'}"]
+        pods = json.loads(subprocess.run([*kubectl, "get", "pods", "-n", "kagent-system", "-o", "json"],
+                                         capture_output=True, text=True, check=True).stdout)["items"]
+        assert len(pods) == 2
+        assert all(p["spec"]["nodeName"] == realnode.NODE_NAME and p["status"]["phase"] == "Running"
+                   for p in pods)
+        # detached: the command has exited, the node's processes run on
+        assert any("kubelet" in line for line in node_processes(workdir))
+    finally:
+        down = subprocess.run([*kagent, "dev", "down"], env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert node_processes(workdir) == []
+    after = host_snapshot(tmp_path)
+    assert after == before
