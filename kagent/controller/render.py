@@ -214,6 +214,13 @@ def _container(inputs: AgentInputs, refs: list[SecretKeySelector]) -> dict[str, 
         "args": args,
         "ports": ports,
         "env": _env(inputs, refs),
+        # Liveness starts counting only once the runtime has started: on a busy node the
+        # imports alone can outlast three liveness periods, and killing it then only loops.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 90,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,

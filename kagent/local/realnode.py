@@ -14,8 +14,8 @@ about it (docs/development.md, "Real nodes", says the same for users):
   Service range through it — deleted;
 - the CNI bridge ``kagent-cni0`` and the pods' veth pairs — deleted (the veths go with the pods);
 - iptables chains: kube-proxy's and the kubelet's ``KUBE-*`` chains, and the bridge plugin's
-  masquerade rules for the pod range — removed (``kube-proxy --cleanup``, then any ``KUBE-*``
-  chain left);
+  masquerade rules for the pod range — removed (every ``KUBE-*`` chain, the rules jumping to
+  them, and the masquerade rules naming our CNI network);
 - sysctls: ``net.ipv4.ip_forward``, ``net.bridge.bridge-nf-call-iptables`` (and ``ip6tables``),
   and what the kubelet sets (``vm.overcommit_memory``, ``vm.panic_on_oom``, ``kernel.panic``,
   ``kernel.panic_on_oops``, ``kernel.keys.root_maxkeys``, ``kernel.keys.root_maxbytes``) — each
@@ -652,7 +652,9 @@ class RealNode:
         if not self.detached:
             self.plane.add_stop_hook(self.stop)  # drained while the API server still answers
         try:
-            self._record_host()
+            self._record_host()  # the state file the reaper watches
+            if not self.detached:
+                _start_reaper(self.workdir, os.getpid())
             self._prepare_network()
             self.ports = NodePorts(*_free_ports(6))
             kubeconfigs = self._credentials()
@@ -998,6 +1000,36 @@ class RealNode:
             (workdir / STATE_FILE).unlink()
 
 
+def _start_reaper(workdir: Path, owner: int) -> None:
+    """A watchdog that outlives its owner: if the owner dies without stopping the node (SIGKILL,
+    a crash), it stops what the kernel did not (containerd's shims and the containers run in
+    sessions of their own) and puts the host back. It exits once the node stops cleanly."""
+    import sys
+
+    subprocess.Popen(
+        [sys.executable, "-m", "kagent.local.realnode", "reap", str(workdir), str(owner)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def reap(workdir: Path, owner: int, poll: float = 1.0) -> bool:
+    """Wait while ``owner`` lives and the node in ``workdir`` runs; clean up after an owner that
+    died first. True when it cleaned up."""
+    stat = _proc_stat(owner)
+    owner_process = _Process("owner", owner, stat[1] if stat else None, Path())
+    while (workdir / STATE_FILE).exists():
+        if not owner_process.alive():
+            state = _read_state(workdir) or {}
+            for entry in state.get("processes", []):
+                _Process(entry["name"], entry["pid"], entry.get("start_ticks"), Path()).stop(grace=2)
+            RealNode._cleanup_workdir(workdir, state.get("host"))
+            _HostClaim().release(workdir)
+            return True
+        time.sleep(poll)
+    return False
+
+
 def start_detached(workdir: Path, images: Sequence[Path] = ()) -> tuple[ControlPlane, RealNode]:
     """A control plane with a real node, both outliving this process (``kagent dev up
     --real-nodes``); :func:`stop_detached` stops them."""
@@ -1088,3 +1120,10 @@ def _http_ok(url: str) -> bool:
         return connection.getresponse().status == 200
     finally:
         connection.close()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "reap":
+        reap(Path(sys.argv[2]), int(sys.argv[3]))

@@ -76,3 +76,47 @@ def test_dev_up_with_real_nodes_and_down_leaves_the_host_as_it_was(tmp_path: Pat
     assert node_processes(workdir) == []
     after = host_snapshot(tmp_path)
     assert after == before
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from kagent.local.controlplane import ControlPlane
+from kagent.local import realnode
+work = Path(sys.argv[1])
+plane = ControlPlane(workdir=work, extra_apiserver_args=realnode.apiserver_args(work)).start()
+realnode.RealNode(plane).start()
+plane.kubectl("run", "sleeper", "--image", realnode.PAUSE_IMAGE, "--image-pull-policy=Never")
+plane.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=180s")
+print("READY", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_owner_leaves_no_process_and_the_host_as_it_was(tmp_path: Path) -> None:
+    """SIGKILL the process that started a node with a running pod: the kernel kills its direct
+    children, and the node's reaper stops the rest (containerd's shims, the containers) and puts
+    the host back."""
+    problem = realnode.host_problem()
+    if problem is not None:
+        pytest.skip(f"no real node here: {problem}")
+    before = host_snapshot(tmp_path)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path / "cp")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert owner.stdout is not None
+        for line in owner.stdout:
+            lines.append(line)
+            if line.startswith("READY"):
+                break
+        assert owner.poll() is None, "".join(lines[-40:])
+        assert any("containerd-shim" in p for p in node_processes(tmp_path / "cp"))
+    finally:
+        owner.kill()
+        owner.wait()
+    from tests.helpers import wait_for
+
+    wait_for(lambda: not node_processes(tmp_path / "cp"), timeout=120,
+             what=f"the node's processes to go: {node_processes(tmp_path / 'cp')}")
+    wait_for(lambda: host_snapshot(tmp_path) == before, timeout=60, what="the host put back")
