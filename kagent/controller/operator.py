@@ -46,6 +46,7 @@ from kagent.webhook.server import (
     CONFIGURATION_NAME,
     ServiceWebhookServer,
     ensure_ca,
+    inject_ca_bundle,
     register_webhooks,
 )
 
@@ -290,6 +291,8 @@ async def _webhook_server(client: AsyncClient, settings: ControllerSettings) -> 
             hosts.append(hook.host)
         tls = await ensure_ca(client, settings.namespace, Path(tempfile.mkdtemp(prefix="kagent-webhook-")), hosts)
         cert_file, key_file, ca_file = tls.cert_file, tls.key_file, tls.ca_file
+        if not hook.manage_configuration:
+            await inject_ca_bundle(client, ca_file)  # the chart's configurations: the CA only
     common = {"addr": hook.listen, "port": hook.port, "certfile": str(cert_file),
               "pkeyfile": str(key_file), "cafile": str(ca_file) if ca_file.exists() else None}
     if hook.host is not None:

@@ -25,6 +25,8 @@ about it (docs/development.md, "Real nodes", says the same for users):
   work folder — unmounted;
 - ``/var/log/containers`` (the kubelet's fixed folder of log links) — our links removed, and the
   folder too when the node created it;
+- ``/run/kagent-node`` (containerd's sockets) — removed; ``/run/containerd`` (where containerd
+  1.6's shims put their sockets, fixed) — removed when the node created it;
 - kernel modules the kernel loads on demand (``br_netfilter``, ``overlay``, ``nf_conntrack``,
   ``veth``, ``bridge``…) stay loaded, and conntrack entries expire by themselves: these cannot be
   put back safely.
@@ -83,6 +85,10 @@ PAUSE_IMAGE = f"localhost/kagent/pause:{_binaries.PAUSE_VERSION}"
 REAL_NODE_LABEL = "kagent.dev/real-node"
 FAKE_NODE_TAINT = {"key": "kagent.dev/fake-node", "value": "true", "effect": "NoSchedule"}
 CONTAINER_LOGS_DIR = Path("/var/log/containers")
+SOCKET_DIR = Path("/run/kagent-node")
+"""containerd's sockets: unix socket paths must stay short, work folders need not."""
+CONTAINERD_RUN_DIR = Path("/run/containerd")
+"""Where containerd 1.6's shims put their sockets, whatever the configuration says."""
 CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 STATE_FILE = "realnode.json"
@@ -155,9 +161,12 @@ def cni_config(ipam_dir: Path) -> dict[str, Any]:
     }
 
 
-def containerd_config(workdir: Path, cni_bin_dir: Path, runc: Path) -> str:
-    """containerd 1.6 configuration (version 2): everything under ``workdir``; the CRI with runc
-    on cgroupfs and OOM scores no lower than containerd's own (the host refuses negative ones)."""
+def containerd_config(
+    workdir: Path, cni_bin_dir: Path, runc: Path, sockets: Path = SOCKET_DIR
+) -> str:
+    """containerd 1.6 configuration (version 2): files under ``workdir``, sockets in
+    ``sockets``; the CRI with runc on cgroupfs and OOM scores no lower than containerd's own (the
+    host refuses negative ones)."""
     root = workdir / "containerd"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return "\n".join([
@@ -169,9 +178,9 @@ def containerd_config(workdir: Path, cni_bin_dir: Path, runc: Path) -> str:
         ' "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",'
         ' "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]',
         "[grpc]",
-        f'  address = "{root / "containerd.sock"}"',
+        f'  address = "{sockets / "containerd.sock"}"',
         "[ttrpc]",
-        f'  address = "{root / "containerd.sock.ttrpc"}"',
+        f'  address = "{sockets / "containerd.sock.ttrpc"}"',
         "[debug]",
         '  address = ""',
         "[metrics]",
@@ -191,6 +200,7 @@ def containerd_config(workdir: Path, cni_bin_dir: Path, runc: Path) -> str:
         '  runtime_type = "io.containerd.runc.v2"',
         f"[{cri}.containerd.runtimes.runc.options]",
         f'  BinaryName = "{runc}"',
+        f'  Root = "{root / "runc"}"',
         "  SystemdCgroup = false",
         f"[{cri}.cni]",
         f'  bin_dir = "{cni_bin_dir}"',
@@ -616,7 +626,7 @@ class RealNode:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return SOCKET_DIR / "containerd.sock"
 
     @property
     def name(self) -> str:
@@ -749,6 +759,7 @@ class RealNode:
         self._host = {
             "sysctls": {k: v for k, v in sysctls.items() if v is not None},
             "created_container_logs_dir": not CONTAINER_LOGS_DIR.exists(),
+            "created_containerd_run_dir": not CONTAINERD_RUN_DIR.exists(),
             "links": [NODE_INTERFACE, BRIDGE],
         }
         self._write_state()
@@ -839,6 +850,7 @@ class RealNode:
             json.dumps(cni_config(self.workdir / "cni" / "ipam"), indent=2))
         config = self.workdir / "containerd" / "config.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
+        SOCKET_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         config.write_text(containerd_config(self.workdir, cni_dir, runc))
         process = self._spawn("containerd", [containerd, "--config", config, "--log-level", "warn"])
         self._wait("containerd's socket", lambda: self._ctr_run("version", timeout=5,
@@ -959,7 +971,7 @@ class RealNode:
     def _cleanup_workdir(workdir: Path, host: dict[str, Any] | None = None) -> None:
         """Undo on the host what a node with this work folder did (idempotent)."""
         host = host if host is not None else (_read_state(workdir) or {}).get("host") or {}
-        socket = str(workdir / "containerd" / "containerd.sock")
+        socket = str(SOCKET_DIR / "containerd.sock")
         # Shims of our containerd (found by its address on their command line), then anything
         # left in the node's cgroups: no process of the node survives.
         for proc in Path("/proc").glob("[0-9]*/cmdline"):
@@ -996,6 +1008,9 @@ class RealNode:
             if host.get("created_container_logs_dir"):
                 with contextlib.suppress(OSError):
                     CONTAINER_LOGS_DIR.rmdir()
+        shutil.rmtree(SOCKET_DIR, ignore_errors=True)
+        if host.get("created_containerd_run_dir"):
+            shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True)  # shim sockets, runc state
         with contextlib.suppress(FileNotFoundError):
             (workdir / STATE_FILE).unlink()
 

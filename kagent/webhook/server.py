@@ -6,6 +6,7 @@ admission responses, looks up references for warnings, and counts requests.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -96,6 +97,47 @@ async def ensure_ca(client: AsyncClient, namespace: str, directory: Path, hosts:
     ca = load_ca(ca_cert, ca_key)
     serving = make_serving_cert(ca, directory, hosts=hosts, name="serving")
     return WebhookTLS(ca_file=ca_cert, cert_file=serving.cert_file, key_file=serving.key_file)
+
+
+CA_INJECTOR = "kagent-ca-injector"
+_INJECT_ATTEMPTS = 60
+_INJECT_PAUSE = 5.0
+
+
+async def inject_ca_bundle(
+    client: AsyncClient, ca_file: Path, name: str = CONFIGURATION_NAME
+) -> None:
+    """Write our CA into the ``caBundle`` of every webhook of the configurations ``name``, and
+    nothing else: the chart owns the rest (its failurePolicy and timeout hold) and `helm upgrade`'s
+    server-side apply never conflicts with us, as with cert-manager's CA injector. Waits (bounded)
+    for the configurations to exist."""
+    from lightkube.resources.admissionregistration_v1 import (
+        MutatingWebhookConfiguration,
+        ValidatingWebhookConfiguration,
+    )
+    from lightkube.types import PatchType
+
+    bundle = base64.b64encode(ca_file.read_bytes()).decode()
+    for resource in (ValidatingWebhookConfiguration, MutatingWebhookConfiguration):
+        for attempt in range(_INJECT_ATTEMPTS):
+            try:
+                current = await client.get(resource, name)
+            except ApiError as error:
+                if not is_not_found(error) or attempt == _INJECT_ATTEMPTS - 1:
+                    raise
+                log.info("waiting for %s %s to inject the CA", resource.__name__, name)
+                await asyncio.sleep(_INJECT_PAUSE)
+                continue
+            patch = {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": resource.__name__,
+                "metadata": {"name": name},
+                "webhooks": [{"name": hook.name, "clientConfig": {"caBundle": bundle}}
+                             for hook in current.webhooks or []],
+            }
+            await client.patch(resource, name, patch, patch_type=PatchType.APPLY,
+                               field_manager=CA_INJECTOR, force=True)
+            break
 
 
 def _kind_of(body: Any) -> str:

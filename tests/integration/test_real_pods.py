@@ -85,6 +85,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                          extra_apiserver_args=realnode.apiserver_args(workdir / "control-plane"))
     plane.start()
     redis = RedisServer()
+    cluster: Cluster | None = None
     try:
         began = time.monotonic()
         node = realnode.RealNode(plane, images=[archive]).start()
@@ -94,9 +95,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         plane.create_namespace(DATA_NS)
         redis.host = realnode.NODE_IP  # reachable from pods, through a Service without selector
         redis.start()
-        yield Cluster(plane, node, archive, oci.read_archive(archive).reference, redis, workdir)
+        cluster = Cluster(plane, node, archive, oci.read_archive(archive).reference, redis, workdir)
+        yield cluster
     finally:
-        redis.stop()
+        (cluster.redis if cluster is not None else redis).stop()  # the test may replace it
         plane.stop()  # stops the real node first (its stop hook), then the control plane
 
 
@@ -223,9 +225,11 @@ def _mock_llm_documents(image: str) -> list[dict[str, Any]]:
                      "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
                                    "limits": {"cpu": "500m", "memory": "512Mi"}},
                      "securityContext": {**RESTRICTED_CONTAINER, "capabilities": {"drop": ["ALL"]}},
-                     "volumeMounts": [{"name": "scripts", "mountPath": "/etc/mock-llm"}],
+                     "volumeMounts": [{"name": "scripts", "mountPath": "/etc/mock-llm"},
+                                      {"name": "tmp", "mountPath": "/tmp"}],
                  }],
-                 "volumes": [{"name": "scripts", "configMap": {"name": "mock-llm"}}],
+                 "volumes": [{"name": "scripts", "configMap": {"name": "mock-llm"}},
+                             {"name": "tmp", "emptyDir": {}}],
              }}}},
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": "mock-llm", "namespace": AGENTS_NS},
@@ -294,9 +298,10 @@ def service_url(cluster: Cluster, name: str, namespace: str = AGENTS_NS) -> str:
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
-def ask(url: str, text: str, timeout: float = 60) -> httpx.Response:
+def ask(url: str, agent: str, text: str, timeout: float = 60) -> httpx.Response:
+    """The agent's OpenAI-compatible API (the model name is the agent's)."""
     return httpx.post(f"{url}/v1/chat/completions", timeout=timeout, trust_env=False,
-                      json={"model": "agent", "messages": [{"role": "user", "content": text}]})
+                      json={"model": agent, "messages": [{"role": "user", "content": text}]})
 
 
 def test_the_seeds_agents_run_as_real_pods_behind_services(seeded: Cluster) -> None:
@@ -312,7 +317,7 @@ def test_the_seeds_agents_run_as_real_pods_behind_services(seeded: Cluster) -> N
             assert pod["status"]["podIP"] in ready_ips
     support = seeded.pods(AGENTS_NS, "kagent.dev/agent=customer-support-agent")
     assert len(support) == 2  # the seed's minReplicas
-    answer = ask(service_url(seeded, "researcher"), "AI agents on Kubernetes")
+    answer = ask(service_url(seeded, "researcher"), "researcher", "AI agents on Kubernetes")
     assert answer.status_code == 200, answer.text
     assert "Kubernetes operators manage applications" in answer.json()["choices"][0]["message"]["content"]
 
@@ -379,8 +384,9 @@ def _cores(quantity: str) -> float:
 
 
 def test_readiness_probes_take_pods_out_of_their_service(seeded: Cluster) -> None:
-    """The customer-support agent is ready only while its Redis answers: point the Redis
-    Service at a dead port and its pods leave the agent's Service; put it back and they return."""
+    """The customer-support agent is ready only while its Redis answers: stop Redis and its
+    pods leave the agent's Service (their liveness holds: no restart); start a Redis again behind
+    the same Service and they return."""
     def ready_addresses() -> set[str]:
         slices = seeded.json("get", "endpointslices", "-n", AGENTS_NS,
                              "-l", "kubernetes.io/service-name=customer-support-agent")["items"]
@@ -388,15 +394,20 @@ def test_readiness_probes_take_pods_out_of_their_service(seeded: Cluster) -> Non
                 for a in e["addresses"]}
 
     assert len(ready_addresses()) == 2
-    from kagent.local.services import free_port
-
-    seeded.kubectl("apply", "-f", "-", input=yaml.safe_dump(_redis_endpoints(free_port(realnode.NODE_IP))))
+    seeded.redis.stop()
     try:
         wait_for(lambda: not ready_addresses(), timeout=90, what="the agent's pods to turn not ready")
+        assert not agent_ready(seeded, "customer-support-agent")
     finally:
+        seeded.redis = RedisServer()
+        seeded.redis.host = realnode.NODE_IP
+        seeded.redis.start()
         seeded.kubectl("apply", "-f", "-", input=yaml.safe_dump(_redis_endpoints(seeded.redis.port)))
-    wait_for(lambda: len(ready_addresses()) == 2, timeout=90, what="the agent's pods to be ready again")
-    assert agent_ready(seeded, "customer-support-agent")
+    wait_for(lambda: len(ready_addresses()) == 2, timeout=120, what="the agent's pods to be ready again")
+    wait_for(lambda: agent_ready(seeded, "customer-support-agent"), timeout=60, what="the Agent Ready again")
+    restarts = [s["restartCount"] for p in seeded.pods(AGENTS_NS, "kagent.dev/agent=customer-support-agent")
+                for s in p["status"]["containerStatuses"]]
+    assert restarts == [0, 0]
 
 
 # --- high availability ---------------------------------------------------------------------------
@@ -479,7 +490,7 @@ def test_helm_upgrade_rolls_controller_and_agents_without_a_failed_request(seede
     writer = service_url(seeded, "writer")
 
     def call_agent() -> str:
-        response = ask(writer, "Write a report on AI agents on Kubernetes.", timeout=30)
+        response = ask(writer, "writer", "Write a report on AI agents on Kubernetes.", timeout=30)
         return "" if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
 
     admission = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",

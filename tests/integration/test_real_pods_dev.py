@@ -30,8 +30,9 @@ def host_snapshot(folder: Path) -> dict[str, object]:
     cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{realnode.CGROUP_ROOT}"))
     mounts = [point for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if str(folder) in (point := line.split()[4]) or realnode.CGROUP_ROOT in point]
+    run_dirs = [str(d) for d in (realnode.SOCKET_DIR, realnode.CONTAINERD_RUN_DIR) if d.exists()]
     return {"links": links, "chains": chains, "sysctls": sysctls, "cgroups": cgroups,
-            "mounts": sorted(mounts)}
+            "mounts": sorted(mounts), "run": run_dirs}
 
 
 def node_processes(workdir: Path) -> list[str]:

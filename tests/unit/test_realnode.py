@@ -32,9 +32,12 @@ def test_containerd_config_restricts_oom_scores_and_uses_runc_on_cgroupfs(tmp_pa
     assert cri["sandbox_image"] == realnode.PAUSE_IMAGE
     assert cri["netns_mounts_under_state_dir"] is True
     runc = cri["containerd"]["runtimes"]["runc"]
-    assert runc["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": False}
+    assert runc["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": False,
+                               "Root": str(tmp_path / "containerd" / "runc")}
     assert cri["cni"]["conf_dir"].startswith(str(tmp_path))
-    assert config["grpc"]["address"].startswith(str(tmp_path))
+    # sockets apart from the work folder: unix socket paths must stay short
+    assert config["grpc"]["address"] == str(realnode.SOCKET_DIR / "containerd.sock")
+    assert len(config["ttrpc"]["address"]) < 100
 
 
 def test_pod_network_is_one_bridge_with_host_local_addresses(tmp_path: Path) -> None:
