@@ -23,9 +23,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hack.image.build import archive_path, project_version  # noqa: E402
-from kagent.local import oci  # noqa: E402
-from kagent.local.binaries import helm  # noqa: E402
+from hack.image.build import archive_path, project_version
+from kagent.local import oci
+from kagent.local.binaries import helm
 
 DIST = REPO / "dist"
 CHART = REPO / "charts" / "kagent"

@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "hack" / "image"
 sys.path.insert(0, str(REPO))
 
-from kagent.local import oci  # noqa: E402 - the repository's own package, found through REPO
-from hack.image.sbom import spdx_document  # noqa: E402
+from hack.image.sbom import spdx_document
+from kagent.local import oci
 
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 # Documentation, manuals and translations are of no use in a container; copyright files stay.
@@ -57,7 +57,7 @@ def say(message: str) -> None:
 
 def run(*argv: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
     result = subprocess.run([str(a) for a in argv], env=env, cwd=cwd, check=False,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(str(a) for a in argv[:3])} … failed ({result.returncode}):\n"
                          f"{result.stderr[-6000:]}")
@@ -195,8 +195,8 @@ def build_rootfs(rootfs: Path, wheels: Path, apt_cache: Path, epoch: int,
         f"--customize-hook=sync-out /var/cache/apt/archives {apt_cache}",
         f"--customize-hook={install}",
         # Files the build host would otherwise leak in; the runtime mounts its own.
-        '--customize-hook=: > "$1/etc/resolv.conf"; echo kagent > "$1/etc/hostname"; '
-        'rm -f "$1/var/cache/ldconfig/aux-cache"',
+        ('--customize-hook=: > "$1/etc/resolv.conf"; echo kagent > "$1/etc/hostname"; '
+         'rm -f "$1/var/cache/ldconfig/aux-cache"'),
     ]
     if ca_bundle is not None:
         argv.append(f"--aptopt=Acquire::https::CaInfo \"{ca_bundle}\"")

@@ -112,6 +112,8 @@ def _print_processes(processes: Mapping[str, DevProcess]) -> None:
 def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None) -> None:
     from importlib.metadata import version
 
+    from rich.markup import escape
+
     from kagent.cli.install import install
     from kagent.local import oci, realnode
 
@@ -127,7 +129,7 @@ def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None)
                             "kube-proxy, CoreDNS)…"):
             plane, _ = realnode.start_detached(workdir, [archive.absolute()])
     except (RuntimeError, ValueError) as error:
-        console.print(f"[red]kagent dev up --real-nodes failed:[/] {error}")
+        console.print(f"[red]kagent dev up --real-nodes failed:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(plane.kubeconfig.read_bytes())

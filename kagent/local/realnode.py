@@ -21,8 +21,9 @@ about it (docs/development.md, "Real nodes", says the same for users):
   ``kernel.panic_on_oops``, ``kernel.keys.root_maxkeys``, ``kernel.keys.root_maxbytes``) — each
   put back to the value it had before the node started;
 - cgroups under ``/kagent-node`` in every cgroup v1 hierarchy — processes killed, folders removed;
-- mounts (pod volumes, container root file systems, network namespaces), all below the node's
-  work folder — unmounted;
+- ``/var/lib/kagent-node``, the kubelet's root (pod volumes, its sockets) — unmounted, removed;
+- mounts (pod volumes, container root file systems, network namespaces), all below that folder
+  or the node's work folder — unmounted;
 - ``/var/log/containers`` (the kubelet's fixed folder of log links) — our links removed, and the
   folder too when the node created it;
 - ``/run/kagent-node`` (containerd's sockets) — removed; ``/run/containerd`` (where containerd
@@ -87,6 +88,9 @@ FAKE_NODE_TAINT = {"key": "kagent.dev/fake-node", "value": "true", "effect": "No
 CONTAINER_LOGS_DIR = Path("/var/log/containers")
 SOCKET_DIR = Path("/run/kagent-node")
 """containerd's sockets: unix socket paths must stay short, work folders need not."""
+KUBELET_ROOT = Path("/var/lib/kagent-node")
+"""The kubelet's root folder (pod volumes, its plugin sockets): socket paths below it must stay
+short, so it cannot live in an arbitrary work folder."""
 CONTAINERD_RUN_DIR = Path("/run/containerd")
 """Where containerd 1.6's shims put their sockets, whatever the configuration says."""
 CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
@@ -161,6 +165,13 @@ def cni_config(ipam_dir: Path) -> dict[str, Any]:
     }
 
 
+DISABLED_CONTAINERD_PLUGINS = (
+    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
+)
+
+
 def containerd_config(
     workdir: Path, cni_bin_dir: Path, runc: Path, sockets: Path = SOCKET_DIR
 ) -> str:
@@ -174,9 +185,7 @@ def containerd_config(
         f'root = "{root / "root"}"',
         f'state = "{root / "state"}"',
         "oom_score = 0",
-        'disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",'
-        ' "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",'
-        ' "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]',
+        "disabled_plugins = [" + ", ".join(f'"{p}"' for p in DISABLED_CONTAINERD_PLUGINS) + "]",
         "[grpc]",
         f'  address = "{sockets / "containerd.sock"}"',
         "[ttrpc]",
@@ -185,7 +194,7 @@ def containerd_config(
         '  address = ""',
         "[metrics]",
         '  address = ""',
-        f'[plugins."io.containerd.internal.v1.opt"]',
+        '[plugins."io.containerd.internal.v1.opt"]',
         f'  path = "{root / "opt"}"',
         f"[{cri}]",
         f'  sandbox_image = "{PAUSE_IMAGE}"',
@@ -889,7 +898,7 @@ class RealNode:
             self.workdir, self.ports, self.plane.ca_file, self.containerd_socket)))
         process = self._spawn("kubelet", [
             kubelet, f"--config={config}", f"--kubeconfig={kubeconfig}",
-            f"--root-dir={directory / 'root'}", f"--hostname-override={NODE_NAME}",
+            f"--root-dir={KUBELET_ROOT}", f"--hostname-override={NODE_NAME}",
             f"--node-ip={NODE_IP}", f"--node-labels={REAL_NODE_LABEL}=true", "--v=1",
         ])
         self._wait(f"node {NODE_NAME} Ready", self._node_ready, process, deadline)
@@ -990,8 +999,9 @@ class RealNode:
             time.sleep(0.1)
         for folder in cgroups:
             _remove_cgroup_tree(folder)
-        for point in _mounts_below(workdir):
+        for point in [*_mounts_below(KUBELET_ROOT), *_mounts_below(workdir)]:
             _run("umount", "--lazy", point, check=False)
+        shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
         for link in host.get("links", [NODE_INTERFACE, BRIDGE]):
             if _link_exists(link):
                 _run("ip", "link", "delete", link, check=False)

@@ -29,8 +29,9 @@ def host_snapshot(folder: Path) -> dict[str, object]:
                for name in (*realnode.KERNEL_SETTINGS, *realnode.KUBELET_SYSCTLS)}
     cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{realnode.CGROUP_ROOT}"))
     mounts = [point for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if str(folder) in (point := line.split()[4]) or realnode.CGROUP_ROOT in point]
-    run_dirs = [str(d) for d in (realnode.SOCKET_DIR, realnode.CONTAINERD_RUN_DIR) if d.exists()]
+              if str(folder) in (point := line.split()[4]) or "kagent-node" in point]
+    run_dirs = [str(d) for d in (realnode.SOCKET_DIR, realnode.CONTAINERD_RUN_DIR, realnode.KUBELET_ROOT)
+                if d.exists()]
     return {"links": links, "chains": chains, "sysctls": sysctls, "cgroups": cgroups,
             "mounts": sorted(mounts), "run": run_dirs}
 

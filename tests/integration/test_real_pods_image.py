@@ -125,7 +125,8 @@ def test_an_agent_runs_from_the_image(podman: list[str], image_archive: Path, tm
             assert answer.status_code == 200, answer.text
             assert "Kubernetes operators manage applications" in answer.json()["choices"][0]["message"]["content"]
         finally:
-            subprocess.run([*podman, "stop", "--time", "5", name], capture_output=True, timeout=60)
+            subprocess.run([*podman, "stop", "--time", "5", name], capture_output=True, timeout=60,
+                           check=False)
             process.wait(timeout=60)
 
 
@@ -157,7 +158,8 @@ def test_the_controller_runs_from_the_image(podman: list[str], image_archive: Pa
         assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
         assert "kagent" in httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=10).text
     finally:
-        subprocess.run([*podman, "stop", "--time", "10", name], capture_output=True, timeout=60)
+        subprocess.run([*podman, "stop", "--time", "10", name], capture_output=True, timeout=60,
+                       check=False)
         process.wait(timeout=60)
         control_plane.delete_namespace(namespace)
 
