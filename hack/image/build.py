@@ -305,7 +305,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "image",
-                        help="work folder (downloads are cached here)")
+                        help="work folder: the root file system and the layers")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="where downloads are kept between builds (default: the work folder)")
     parser.add_argument("--tag", default="", help="image tag (default: the project version)")
     parser.add_argument("--repository", default="", help="image repository (default: image.json)")
     parser.add_argument("--ca-bundle", type=Path, default=None,
@@ -356,12 +358,13 @@ def build(args: argparse.Namespace, work: Path, out: Path, reference: str, versi
         steps[name] = round(time.monotonic() - started, 1)
         say(f"{name}: {steps[name]}s")
 
+    cache = (args.cache or work).resolve()
     t = time.monotonic()
-    gather_wheels(work / "wheels", ca_bundle, epoch)
+    gather_wheels(cache / "wheels", ca_bundle, epoch)
     step("wheels", t)
     t = time.monotonic()
     mirrors = args.mirror or host_sources(image_spec["debian"]["suite"])
-    build_rootfs(work / "rootfs", work / "wheels", work / "apt-cache", epoch, ca_bundle, mirrors)
+    build_rootfs(work / "rootfs", cache / "wheels", cache / "apt-cache", epoch, ca_bundle, mirrors)
     remove_build_leftovers(work / "rootfs")
     step("root file system", t)
     t = time.monotonic()

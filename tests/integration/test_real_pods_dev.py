@@ -37,15 +37,16 @@ def host_snapshot(folder: Path) -> dict[str, object]:
 
 
 def node_processes(workdir: Path) -> list[str]:
-    """Processes whose command line names the dev environment's folder (ours, and the shims and
-    containers of its containerd)."""
+    """Processes whose command line names the node's work folder or its containerd's socket
+    folder (the control plane, the node's components, containerd's shims)."""
+    marks = (str(workdir), str(realnode.SOCKET_DIR))
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(workdir) in text:
+        if any(mark in text for mark in marks):
             found.append(f"{cmdline.parent.name}: {text[:160]}")
     return found
 

@@ -208,16 +208,17 @@ def test_sbom_lists_every_package_with_its_version(image_archive: Path) -> None:
 
 
 def test_same_commit_same_layers_and_build_authorities_stay_out(image_archive: Path, tmp_path: Path) -> None:
-    """A second build from scratch, in another work folder and through a CA bundle holding an
-    extra authority, gives byte-identical layers: nothing of the build machine or of its
-    network's authorities enters the image."""
+    """A second build from scratch (new root file system, new layers; the downloaded packages
+    and wheels, checked against their hashes, are reused), in another work folder and through a
+    CA bundle holding an extra authority, gives byte-identical layers: nothing of the build
+    machine, of the time of the build or of its network's authorities enters the image."""
     authority = make_ca(tmp_path / "ca", common_name="build-network-proxy-ca")
     bundle = tmp_path / "bundle.pem"
     system = Path("/etc/ssl/certs/ca-certificates.crt")
     bundle.write_bytes((system.read_bytes() if system.exists() else b"") + authority.cert_file.read_bytes())
     second = image_build.ensure_built(
         "--force", "--no-podman", f"--out={tmp_path / 'out'}", f"--work={tmp_path / 'work'}",
-        f"--ca-bundle={bundle}", "--tag=reproduced")
+        f"--cache={REPO / 'build' / 'image'}", f"--ca-bundle={bundle}", "--tag=reproduced")
     first, again = oci.read_archive(image_archive), oci.read_archive(second)
     assert [l["digest"] for l in again.manifest["layers"]] == [l["digest"] for l in first.manifest["layers"]]
     marker = authority.cert_file.read_text().splitlines()[1]
