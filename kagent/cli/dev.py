@@ -115,7 +115,7 @@ def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None)
     from rich.markup import escape
 
     from kagent.cli.install import install
-    from kagent.local import oci, realnode
+    from kagent.local import nodeconfig, oci, realnode
 
     archive = image_archive or Path("dist") / f"kagent-{version('kagent')}.oci.tar"
     if not archive.is_file():
@@ -146,7 +146,7 @@ def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None)
         target.unlink(missing_ok=True)
         raise
     console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s: the controller and every "
-                  f"agent run as pods of {reference} on node {realnode.NODE_NAME}")
+                  f"agent run as pods of {reference} on node {nodeconfig.NODE_NAME}")
     typer.echo(f"export KUBECONFIG={target}")
     console.print("then:  kubectl get pods -A      stop:  kagent dev down")
 

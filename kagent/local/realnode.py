@@ -40,20 +40,15 @@ left is killed through its cgroup. One real node runs per machine: a claim file 
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
-import ipaddress
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -73,260 +68,48 @@ from kagent.local.controlplane import (
     _proc_stat,
     _tail,
 )
-
-NODE_NAME = "kagent-node-0"
-NODE_IP = "10.250.0.20"
-NODE_INTERFACE = "kagent0"
-POD_SUBNET = "10.245.0.0/24"
-BRIDGE = "kagent-cni0"
-CNI_NETWORK = "kagent-realnode"
-CGROUP_ROOT = "kagent-node"
-CLUSTER_DOMAIN = "cluster.local"
-PAUSE_IMAGE = f"localhost/kagent/pause:{_binaries.PAUSE_VERSION}"
-REAL_NODE_LABEL = "kagent.dev/real-node"
-FAKE_NODE_TAINT = {"key": "kagent.dev/fake-node", "value": "true", "effect": "NoSchedule"}
-CONTAINER_LOGS_DIR = Path("/var/log/containers")
-SOCKET_DIR = Path("/run/kagent-node")
-"""containerd's sockets: unix socket paths must stay short, work folders need not."""
-KUBELET_ROOT = Path("/var/lib/kagent-node")
-"""The kubelet's root folder (pod volumes, its plugin sockets): socket paths below it must stay
-short, so it cannot live in an arbitrary work folder."""
-CONTAINERD_RUN_DIR = Path("/run/containerd")
-"""Where containerd 1.6's shims put their sockets, whatever the configuration says."""
-CNI_PLUGIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
-CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
-STATE_FILE = "realnode.json"
-
-KERNEL_SETTINGS = {
-    # what the node itself needs: routing between the pods' bridge and the host, and iptables
-    # (kube-proxy's Service rules) applied to bridged traffic
-    "net.ipv4.ip_forward": "1",
-    "net.bridge.bridge-nf-call-iptables": "1",
-    "net.bridge.bridge-nf-call-ip6tables": "1",
-}
-KUBELET_SYSCTLS = (
-    # the kubelet sets these itself (protectKernelDefaults: false); recorded to be put back
-    "vm.overcommit_memory",
-    "vm.panic_on_oom",
-    "kernel.panic",
-    "kernel.panic_on_oops",
-    "kernel.keys.root_maxkeys",
-    "kernel.keys.root_maxbytes",
+from kagent.local.nodeconfig import (
+    BRIDGE,
+    FAKE_NODE_TAINT,
+    KUBELET_ROOT,
+    NODE_INTERFACE,
+    NODE_IP,
+    NODE_NAME,
+    PAUSE_IMAGE,
+    REAL_NODE_LABEL,
+    SOCKET_DIR,
+    NodePorts,
+    apiserver_args,
+    cni_config,
+    containerd_config,
+    corefile,
+    host_nameservers,
+    kube_proxy_config,
+    kubeconfig_document,
+    kubelet_config,
+)
+from kagent.local.nodehost import (
+    CONTAINER_LOGS_DIR,
+    CONTAINERD_RUN_DIR,
+    KERNEL_SETTINGS,
+    KUBELET_SYSCTLS,
+    STATE_FILE,
+    HostClaim,
+    NodeProcess,
+    RealNodeError,
+    create_cgroup_root,
+    kube_chains,
+    link_exists,
+    read_state,
+    read_sysctl,
+    require_host,
+    restore_host,
+    run,
+    write_sysctl,
 )
 
-_STOP_GRACE_SECONDS = 10.0
 _POD_TEARDOWN_SECONDS = 90.0
 _POLL_SECONDS = 0.2
-
-
-class RealNodeError(RuntimeError):
-    """The real node cannot start here, or failed to; the message says what and why."""
-
-
-# --- pure parts: configuration files ------------------------------------------------------------
-
-
-def apiserver_args(plane_workdir: Path) -> list[str]:
-    """API server flags a control plane needs before a real node can join: it must be reachable
-    from pods (the ``kubernetes`` Service leads to the node IP) and call kubelets (logs, exec)
-    with a client certificate. Pass them as ``ControlPlane(extra_apiserver_args=…)``."""
-    pki = plane_workdir / "pki"
-    return [
-        "--bind-address=0.0.0.0",
-        f"--advertise-address={NODE_IP}",
-        f"--kubelet-client-certificate={pki / 'admin.crt'}",
-        f"--kubelet-client-key={pki / 'admin.key'}",
-        "--kubelet-preferred-address-types=InternalIP",
-    ]
-
-
-def cni_config(ipam_dir: Path) -> dict[str, Any]:
-    """The pod network: one Linux bridge, addresses from a host-local range, the host as the
-    pods' gateway (so they reach the node IP, the API server and CoreDNS)."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": CNI_NETWORK,
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": BRIDGE,
-                "isGateway": True,
-                "ipMasq": True,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": str(ipam_dir),
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
-
-
-DISABLED_CONTAINERD_PLUGINS = (
-    "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
-    "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
-)
-
-
-def containerd_config(
-    workdir: Path, cni_bin_dir: Path, runc: Path, sockets: Path = SOCKET_DIR
-) -> str:
-    """containerd 1.6 configuration (version 2): files under ``workdir``, sockets in
-    ``sockets``; the CRI with runc on cgroupfs and OOM scores no lower than containerd's own (the
-    host refuses negative ones)."""
-    root = workdir / "containerd"
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return "\n".join([
-        "version = 2",
-        f'root = "{root / "root"}"',
-        f'state = "{root / "state"}"',
-        "oom_score = 0",
-        "disabled_plugins = [" + ", ".join(f'"{p}"' for p in DISABLED_CONTAINERD_PLUGINS) + "]",
-        "[grpc]",
-        f'  address = "{sockets / "containerd.sock"}"',
-        "[ttrpc]",
-        f'  address = "{sockets / "containerd.sock.ttrpc"}"',
-        "[debug]",
-        '  address = ""',
-        "[metrics]",
-        '  address = ""',
-        '[plugins."io.containerd.internal.v1.opt"]',
-        f'  path = "{root / "opt"}"',
-        f"[{cri}]",
-        f'  sandbox_image = "{PAUSE_IMAGE}"',
-        "  restrict_oom_score_adj = true",
-        "  disable_apparmor = true",
-        "  netns_mounts_under_state_dir = true",
-        "  enable_selinux = false",
-        f"[{cri}.containerd]",
-        '  snapshotter = "overlayfs"',
-        '  default_runtime_name = "runc"',
-        f"[{cri}.containerd.runtimes.runc]",
-        '  runtime_type = "io.containerd.runc.v2"',
-        f"[{cri}.containerd.runtimes.runc.options]",
-        f'  BinaryName = "{runc}"',
-        f'  Root = "{root / "runc"}"',
-        "  SystemdCgroup = false",
-        f"[{cri}.cni]",
-        f'  bin_dir = "{cni_bin_dir}"',
-        f'  conf_dir = "{workdir / "cni" / "net.d"}"',
-        "  max_conf_num = 1",
-        "",
-    ])
-
-
-@dataclass(frozen=True)
-class NodePorts:
-    kubelet: int
-    kubelet_healthz: int
-    proxy_healthz: int
-    proxy_metrics: int
-    dns_health: int
-    dns_ready: int
-
-
-def kubelet_config(workdir: Path, ports: NodePorts, ca_file: Path, runtime_socket: Path) -> dict[str, Any]:
-    """KubeletConfiguration for this host: cgroup v1 with cgroupfs, no negative OOM score, DNS at
-    the node IP, every file below ``workdir``; eviction and image GC thresholds out of the way
-    (this is a test node on a shared disk, not a production one)."""
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": NODE_IP,
-        "port": ports.kubelet,
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": ports.kubelet_healthz,
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": True},
-            "x509": {"clientCAFile": str(ca_file)},
-        },
-        "authorization": {"mode": "Webhook"},
-        "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{CGROUP_ROOT}",
-        "failCgroupV1": False,
-        "failSwapOn": False,
-        "oomScoreAdj": 0,
-        "protectKernelDefaults": False,
-        "containerRuntimeEndpoint": f"unix://{runtime_socket}",
-        "clusterDNS": [NODE_IP],
-        "clusterDomain": CLUSTER_DOMAIN,
-        "resolvConf": str(workdir / "kubelet" / "resolv.conf"),
-        "podLogsDir": str(workdir / "pod-logs"),
-        "staticPodPath": "",
-        "serializeImagePulls": False,
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
-        "mergeDefaultEvictionSettings": False,
-        "nodeStatusUpdateFrequency": "4s",
-        "syncFrequency": "10s",
-        "fileCheckFrequency": "10s",
-        "maxPods": 110,
-        "rotateCertificates": False,
-        "serverTLSBootstrap": False,
-    }
-
-
-def kube_proxy_config(kubeconfig: Path, ports: NodePorts) -> dict[str, Any]:
-    """KubeProxyConfiguration: iptables mode, no conntrack sysctls, NodePorts only on the node
-    IP (never on the host's own interfaces), no OOM score change."""
-    return {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
-        "kind": "KubeProxyConfiguration",
-        "mode": "iptables",
-        "clientConnection": {"kubeconfig": str(kubeconfig)},
-        "hostnameOverride": NODE_NAME,
-        "clusterCIDR": POD_SUBNET,
-        "bindAddress": NODE_IP,
-        "healthzBindAddress": f"127.0.0.1:{ports.proxy_healthz}",
-        "metricsBindAddress": f"127.0.0.1:{ports.proxy_metrics}",
-        "nodePortAddresses": [f"{NODE_IP}/32"],
-        "oomScoreAdj": 0,
-        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
-                      "tcpCloseWaitTimeout": "0s"},
-        "iptables": {"localhostNodePorts": False, "syncPeriod": "10s", "minSyncPeriod": "0s"},
-    }
-
-
-def corefile(kubeconfig: Path, ports: NodePorts, upstream: Sequence[str]) -> str:
-    """CoreDNS answering cluster.local from the API server, on the node IP only."""
-    forward = f"    forward . {' '.join(upstream)}\n" if upstream else ""
-    return (
-        ".:53 {\n"
-        f"    bind {NODE_IP}\n"
-        "    errors\n"
-        f"    health 127.0.0.1:{ports.dns_health}\n"
-        f"    ready 127.0.0.1:{ports.dns_ready}\n"
-        f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
-        f"        kubeconfig {kubeconfig} kagent\n"
-        "        pods insecure\n"
-        "        fallthrough in-addr.arpa ip6.arpa\n"
-        "        ttl 5\n"
-        "    }\n"
-        "    cache 5\n"
-        f"{forward}"
-        "}\n"
-    )
-
-
-def host_nameservers(resolv_conf: str) -> list[str]:
-    """Upstream servers for names outside the cluster: the host's, when CoreDNS (a host
-    process) can reach them."""
-    servers = []
-    for line in resolv_conf.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver":
-            with contextlib.suppress(ValueError):
-                ipaddress.ip_address(parts[1])
-                servers.append(parts[1])
-    return servers
 
 
 def pause_image(pause_binary: Path, out: Path, epoch: int = 0) -> Path:
@@ -342,259 +125,6 @@ def pause_image(pause_binary: Path, out: Path, epoch: int = 0) -> Path:
         image = oci.Image([layer], oci.ImageConfig(entrypoint=("/pause",), user="65535:65535"),
                           epoch=epoch)
         return image.write_archive(out, PAUSE_IMAGE)
-
-
-def kubeconfig_document(server: str, ca_file: Path, cert_file: Path, key_file: Path,
-                        user: str) -> dict[str, Any]:
-    def b64(path: Path) -> str:
-        return base64.b64encode(path.read_bytes()).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kagent", "cluster": {"server": server,
-                                                    "certificate-authority-data": b64(ca_file)}}],
-        "users": [{"name": user, "user": {"client-certificate-data": b64(cert_file),
-                                          "client-key-data": b64(key_file)}}],
-        "contexts": [{"name": "kagent", "context": {"cluster": "kagent", "user": user}}],
-        "current-context": "kagent",
-    }
-
-
-def kube_chains(iptables_save: str) -> dict[str, list[str]]:
-    """Per table, the chains named ``KUBE-*`` in ``iptables-save`` output."""
-    chains: dict[str, list[str]] = {}
-    table = ""
-    for line in iptables_save.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif line.startswith(":KUBE-"):
-            chains.setdefault(table, []).append(line[1:].split()[0])
-    return chains
-
-
-def cni_masquerade_rules(iptables_save: str) -> list[str]:
-    """``-A`` rules of the nat table that our CNI network's masquerading added."""
-    marker = f'name: \\"{CNI_NETWORK}\\"'
-    plain = f'name: "{CNI_NETWORK}"'
-    rules = []
-    table = ""
-    for line in iptables_save.splitlines():
-        if line.startswith("*"):
-            table = line[1:].strip()
-        elif table == "nat" and line.startswith("-A ") and (marker in line or plain in line):
-            rules.append(line)
-    return rules
-
-
-# --- host state: what we change, recorded so it can be put back --------------------------------
-
-
-def _run(*argv: str | Path, check: bool = True, timeout: float = 60.0,
-         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                            timeout=timeout, check=False, input=input_text)
-    if check and result.returncode != 0:
-        raise RealNodeError(f"{' '.join(str(a) for a in argv)} failed ({result.returncode}): "
-                            f"{(result.stderr or result.stdout).strip()[-2000:]}")
-    return result
-
-
-def _sysctl_path(name: str) -> Path:
-    return Path("/proc/sys") / name.replace(".", "/")
-
-
-def read_sysctl(name: str) -> str | None:
-    try:
-        return _sysctl_path(name).read_text().strip()
-    except OSError:
-        return None
-
-
-def write_sysctl(name: str, value: str) -> None:
-    try:
-        _sysctl_path(name).write_text(value + "\n")
-    except OSError as error:
-        raise RealNodeError(f"setting {name}={value} failed: {error}") from None
-
-
-def _link_exists(name: str) -> bool:
-    return Path(f"/sys/class/net/{name}").exists()
-
-
-def _mounts_below(folder: Path) -> list[str]:
-    """Mount points at or below ``folder``, deepest first (the order to unmount them in)."""
-    prefix = str(folder.resolve())
-    found = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            point = line.split()[4].replace("\\040", " ")
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
-
-
-def _cgroup_mounts() -> list[Path]:
-    """Mount points of every cgroup hierarchy (each v1 controller, and the unified one)."""
-    found = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            fields = line.split()
-            separator = fields.index("-")
-            if fields[separator + 1] in ("cgroup", "cgroup2"):
-                found.append(Path(fields[4]))
-    return found
-
-
-def _cgroup_dirs() -> list[Path]:
-    """Our cgroup folder in every hierarchy where it exists."""
-    return [mount / CGROUP_ROOT for mount in _cgroup_mounts() if (mount / CGROUP_ROOT).is_dir()]
-
-
-def _create_cgroup_root() -> None:
-    """The kubelet's cgroupRoot must exist in every hierarchy; a new cpuset needs the CPUs and
-    memory nodes of its parent before anything can join it."""
-    for mount in _cgroup_mounts():
-        folder = mount / CGROUP_ROOT
-        folder.mkdir(exist_ok=True)
-        for setting in ("cpuset.cpus", "cpuset.mems"):
-            if (mount / setting).exists() and not (folder / setting).read_text().strip():
-                (folder / setting).write_text((mount / setting).read_text())
-
-
-def _pids_in_cgroups(folders: Iterable[Path]) -> set[int]:
-    pids: set[int] = set()
-    for folder in folders:
-        for procs in folder.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.update(int(p) for p in procs.read_text().split())
-    return pids
-
-
-def _remove_cgroup_tree(folder: Path) -> None:
-    for child in sorted((p for p in folder.rglob("*") if p.is_dir()),
-                        key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            child.rmdir()
-    with contextlib.suppress(OSError):
-        folder.rmdir()
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Process:
-    name: str
-    pid: int
-    start_ticks: int | None
-    log_file: Path
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        with contextlib.suppress(ChildProcessError, OSError):
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False
-        stat = _proc_stat(self.pid)
-        if stat is None:
-            return False
-        state, ticks = stat
-        return state not in ("Z", "X") and (self.start_ticks is None or ticks == self.start_ticks)
-
-    def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            if not self.alive():
-                return
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            deadline = time.monotonic() + wait
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-# --- the node ------------------------------------------------------------------------------------
-
-
-def _require_host() -> tuple[Path, Path, Path, Path, Path]:
-    """(containerd, ctr, runc, CNI plugin folder, iptables) or a clear error naming what lacks."""
-    if os.name != "posix" or not Path("/proc/self/mountinfo").exists():
-        raise RealNodeError("a real node needs Linux")
-    if os.geteuid() != 0:
-        raise RealNodeError("a real node needs root (it creates network interfaces, cgroups and "
-                            "mounts)")
-    found: dict[str, Path] = {}
-    for tool, package in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
-                          ("iptables", "iptables"), ("iptables-save", "iptables"),
-                          ("ip", "iproute2")):
-        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-        if path is None:
-            raise RealNodeError(f"a real node needs {tool} (Debian package {package}; "
-                                "hack/system-deps.sh installs it)")
-        found[tool] = Path(path)
-    cni_dir = next((d for d in CNI_PLUGIN_DIRS if all((d / p).is_file() for p in CNI_PLUGINS)), None)
-    if cni_dir is None:
-        raise RealNodeError(f"a real node needs the CNI plugins {', '.join(CNI_PLUGINS)} in "
-                            f"{' or '.join(map(str, CNI_PLUGIN_DIRS))} (Debian package "
-                            "containernetworking-plugins)")
-    if read_sysctl("net.bridge.bridge-nf-call-iptables") is None:
-        _run("modprobe", "br_netfilter", check=False)
-        if read_sysctl("net.bridge.bridge-nf-call-iptables") is None:
-            raise RealNodeError("a real node needs the br_netfilter kernel module "
-                                "(Services between pods on one bridge go through iptables)")
-    return found["containerd"], found["ctr"], found["runc"], cni_dir, found["iptables"]
-
-
-def host_problem() -> str | None:
-    """Why a real node cannot run on this machine (not root, a tool or kernel feature missing),
-    or None: what a test tier skips on, naming the reason."""
-    try:
-        _require_host()
-    except RealNodeError as error:
-        return str(error)
-    return None
-
-
-class _HostClaim:
-    """One real node per machine: a claim file naming the node's work folder while it runs."""
-
-    def __init__(self) -> None:
-        self.path = _binaries.cache_root() / "realnode.claim"
-
-    def _locked(self) -> Any:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = (self.path.parent / "realnode.lock").open("w")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        return handle
-
-    def take(self, workdir: Path) -> Path | None:
-        """Claim the machine for ``workdir``; returns the work folder of a previous node whose
-        owner died without cleaning up (to clean it first), raises if one is running."""
-        with self._locked():
-            previous = None
-            with contextlib.suppress(OSError, ValueError):
-                previous = Path(json.loads(self.path.read_text())["workdir"])
-            if previous is not None and previous != workdir:
-                state = _read_state(previous)
-                if state and any(_Process(p["name"], p["pid"], p.get("start_ticks"), Path()).alive()
-                                 for p in state.get("processes", [])):
-                    raise RealNodeError(f"a real node already runs on this machine (work folder "
-                                        f"{previous}); stop it first")
-            self.path.write_text(json.dumps({"workdir": str(workdir), "pid": os.getpid()}))
-            return previous if previous != workdir else None
-
-    def release(self, workdir: Path) -> None:
-        with self._locked(), contextlib.suppress(OSError, ValueError):
-            if Path(json.loads(self.path.read_text())["workdir"]) == workdir:
-                self.path.unlink()
-
-
-def _read_state(workdir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((workdir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class RealNode:
@@ -624,10 +154,10 @@ class RealNode:
         self.detached = detached
         self.startup_timeout = startup_timeout
         self._binaries = binaries
-        self._processes: list[_Process] = []
+        self._processes: list[NodeProcess] = []
         self._host: dict[str, Any] = {}
         self._ctr: Path | None = None
-        self._claim = _HostClaim()
+        self._claim = HostClaim()
         self.ports: NodePorts | None = None
         self.startup_seconds: float | None = None
 
@@ -656,15 +186,15 @@ class RealNode:
     def start(self) -> Self:
         """Prepare the host, start containerd, CoreDNS, kube-proxy and the kubelet, and wait
         until the node is Ready. Whatever was done is undone if this fails half-way."""
-        containerd, ctr, runc, cni_dir, _ = _require_host()
+        containerd, ctr, runc, cni_dir, _ = require_host()
         node_binaries = self._binaries or _binaries.node_binaries()
         began = time.monotonic()
         deadline = began + self.startup_timeout
         leftover = self._claim.take(self.workdir)
         if leftover is not None:
-            RealNode._cleanup_workdir(leftover)
+            restore_host(leftover)
         if (self.workdir / STATE_FILE).exists():
-            RealNode._cleanup_workdir(self.workdir)
+            restore_host(self.workdir)
         self._preflight()
         self._ctr = ctr
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -707,7 +237,7 @@ class RealNode:
         for process in self._named("containerd"):
             process.stop()
         self._processes = []
-        RealNode._cleanup_workdir(self.workdir, self._host)
+        restore_host(self.workdir, self._host)
         self._host = {}
         self._claim.release(self.workdir)
         with contextlib.suppress(Exception):
@@ -718,11 +248,11 @@ class RealNode:
         """A handle on the real node recorded in ``workdir`` (default: beside ``plane``'s
         files), e.g. a detached one started by another process; None if none is recorded."""
         node = cls(plane, workdir=workdir, detached=True)
-        state = _read_state(node.workdir)
+        state = read_state(node.workdir)
         if state is None:
             return None
         node._host = state.get("host") or {}
-        node._processes = [_Process(p["name"], p["pid"], p.get("start_ticks"), Path(p["log_file"]))
+        node._processes = [NodeProcess(p["name"], p["pid"], p.get("start_ticks"), Path(p["log_file"]))
                            for p in state.get("processes", [])]
         node._ctr = Path(shutil.which("ctr") or "ctr")
         return node
@@ -739,26 +269,26 @@ class RealNode:
         return reference
 
     def images_present(self) -> list[str]:
-        result = self._ctr_run("images", "list", "--quiet")
+        result = self._ctrrun("images", "list", "--quiet")
         return sorted(line for line in result.stdout.splitlines() if line and "@sha256:" not in line)
 
     def _import(self, archive: Path) -> None:
-        self._ctr_run("images", "import", "--no-unpack=false", archive, timeout=600)
+        self._ctrrun("images", "import", "--no-unpack=false", archive, timeout=600)
 
-    def _ctr_run(self, *args: str | Path, timeout: float = 60.0,
+    def _ctrrun(self, *args: str | Path, timeout: float = 60.0,
                  check: bool = True) -> subprocess.CompletedProcess[str]:
         ctr = self._ctr or Path(shutil.which("ctr") or "ctr")
-        return _run(ctr, "--address", self.containerd_socket, "--namespace", "k8s.io", *args,
+        return run(ctr, "--address", self.containerd_socket, "--namespace", "k8s.io", *args,
                     timeout=timeout, check=check)
 
     # --- starting ---------------------------------------------------------------------------------
 
     def _preflight(self) -> None:
         for link in (NODE_INTERFACE, BRIDGE):
-            if _link_exists(link):
+            if link_exists(link):
                 raise RealNodeError(f"network interface {link} already exists (another real node, "
                                     f"or one that was not cleaned up: `ip link delete {link}`)")
-        save = _run("iptables-save", check=False).stdout
+        save = run("iptables-save", check=False).stdout
         if kube_chains(save):
             raise RealNodeError("this machine already has KUBE-* iptables chains (a Kubernetes node "
                                 "runs here); a real node would fight over them")
@@ -779,12 +309,12 @@ class RealNode:
                 write_sysctl(name, value)
         # A port-less bridge holds the node IP: it needs no kernel module beyond the bridge the
         # pod network uses anyway (some kernels have no "dummy" interfaces).
-        _run("ip", "link", "add", NODE_INTERFACE, "type", "bridge")
-        _run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_INTERFACE)
-        _run("ip", "link", "set", NODE_INTERFACE, "up")
+        run("ip", "link", "add", NODE_INTERFACE, "type", "bridge")
+        run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_INTERFACE)
+        run("ip", "link", "set", NODE_INTERFACE, "up")
         # Service IPs are routed through the node's own interface, so the host (the API server
         # calling a webhook) reaches them without depending on the machine's default route.
-        _run("ip", "route", "add", SERVICE_CLUSTER_IP_RANGE, "dev", NODE_INTERFACE, "src", NODE_IP)
+        run("ip", "route", "add", SERVICE_CLUSTER_IP_RANGE, "dev", NODE_INTERFACE, "src", NODE_IP)
 
     def _credentials(self) -> dict[str, Path]:
         """Client certificates signed by the control plane's CA for the kubelet
@@ -819,7 +349,7 @@ class RealNode:
             raise RealNodeError(f"binding system:node for the kubelet failed ({status}): {response}")
         return kubeconfigs
 
-    def _spawn(self, name: str, argv: list[str | Path]) -> _Process:
+    def _spawn(self, name: str, argv: list[str | Path]) -> NodeProcess:
         directory = self.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
         log_file = self.log_file(name)
@@ -831,15 +361,15 @@ class RealNode:
                 preexec_fn=preexec,  # noqa: PLW1509 - only calls prctl, resolved before fork
             )
         stat = _proc_stat(popen.pid)
-        process = _Process(name, popen.pid, stat[1] if stat else None, log_file, popen)
+        process = NodeProcess(name, popen.pid, stat[1] if stat else None, log_file, popen)
         self._processes.append(process)
         self._write_state()
         return process
 
-    def _named(self, name: str) -> list[_Process]:
+    def _named(self, name: str) -> list[NodeProcess]:
         return [p for p in self._processes if p.name == name]
 
-    def _wait(self, what: str, check: Callable[[], bool], process: _Process, deadline: float) -> None:
+    def _wait(self, what: str, check: Callable[[], bool], process: NodeProcess, deadline: float) -> None:
         while True:
             with contextlib.suppress(Exception):
                 if check():
@@ -862,7 +392,7 @@ class RealNode:
         SOCKET_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         config.write_text(containerd_config(self.workdir, cni_dir, runc))
         process = self._spawn("containerd", [containerd, "--config", config, "--log-level", "warn"])
-        self._wait("containerd's socket", lambda: self._ctr_run("version", timeout=5,
+        self._wait("containerd's socket", lambda: self._ctrrun("version", timeout=5,
                                                               check=False).returncode == 0,
                    process, deadline)
 
@@ -889,7 +419,7 @@ class RealNode:
 
     def _start_kubelet(self, kubelet: Path, kubeconfig: Path, deadline: float) -> None:
         assert self.ports is not None
-        _create_cgroup_root()
+        create_cgroup_root()
         directory = self.workdir / "kubelet"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "resolv.conf").write_text("")
@@ -958,7 +488,7 @@ class RealNode:
                                    {"gracePeriodSeconds": 0})
         deadline = time.monotonic() + _POD_TEARDOWN_SECONDS
         while time.monotonic() < deadline:
-            tasks = self._ctr_run("tasks", "list", "--quiet", check=False, timeout=10).stdout.split()
+            tasks = self._ctrrun("tasks", "list", "--quiet", check=False, timeout=10).stdout.split()
             if not tasks:
                 return
             time.sleep(0.5)
@@ -967,62 +497,14 @@ class RealNode:
         """Kill and delete whatever containers containerd still has (the kubelet is gone)."""
         if not any(p.alive() for p in self._named("containerd")):
             return
-        for task in self._ctr_run("tasks", "list", "--quiet", check=False, timeout=10).stdout.split():
-            self._ctr_run("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=10)
+        for task in self._ctrrun("tasks", "list", "--quiet", check=False, timeout=10).stdout.split():
+            self._ctrrun("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=10)
         time.sleep(0.5)
-        for task in self._ctr_run("tasks", "list", "--quiet", check=False, timeout=10).stdout.split():
-            self._ctr_run("tasks", "delete", "--force", task, check=False, timeout=20)
-        for container in self._ctr_run("containers", "list", "--quiet", check=False,
+        for task in self._ctrrun("tasks", "list", "--quiet", check=False, timeout=10).stdout.split():
+            self._ctrrun("tasks", "delete", "--force", task, check=False, timeout=20)
+        for container in self._ctrrun("containers", "list", "--quiet", check=False,
                                        timeout=10).stdout.split():
-            self._ctr_run("containers", "delete", container, check=False, timeout=20)
-
-    @staticmethod
-    def _cleanup_workdir(workdir: Path, host: dict[str, Any] | None = None) -> None:
-        """Undo on the host what a node with this work folder did (idempotent)."""
-        host = host if host is not None else (_read_state(workdir) or {}).get("host") or {}
-        socket = str(SOCKET_DIR / "containerd.sock")
-        # Shims of our containerd (found by its address on their command line), then anything
-        # left in the node's cgroups: no process of the node survives.
-        for proc in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError, ValueError):
-                argv = proc.read_bytes().split(b"\0")
-                if socket.encode() in argv and b"containerd-shim" in argv[0]:
-                    os.kill(int(proc.parent.name), signal.SIGKILL)
-        cgroups = _cgroup_dirs()
-        for _ in range(50):
-            pids = _pids_in_cgroups(cgroups)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        for folder in cgroups:
-            _remove_cgroup_tree(folder)
-        for point in [*_mounts_below(KUBELET_ROOT), *_mounts_below(workdir)]:
-            _run("umount", "--lazy", point, check=False)
-        shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
-        for link in host.get("links", [NODE_INTERFACE, BRIDGE]):
-            if _link_exists(link):
-                _run("ip", "link", "delete", link, check=False)
-        _remove_iptables_leftovers()
-        for name, value in (host.get("sysctls") or {}).items():
-            with contextlib.suppress(RealNodeError):
-                if read_sysctl(name) != value:
-                    write_sysctl(name, value)
-        if CONTAINER_LOGS_DIR.is_dir():
-            for entry in CONTAINER_LOGS_DIR.iterdir():
-                with contextlib.suppress(OSError):
-                    if entry.is_symlink() and os.readlink(entry).startswith(str(workdir)):
-                        entry.unlink()
-            if host.get("created_container_logs_dir"):
-                with contextlib.suppress(OSError):
-                    CONTAINER_LOGS_DIR.rmdir()
-        shutil.rmtree(SOCKET_DIR, ignore_errors=True)
-        if host.get("created_containerd_run_dir"):
-            shutil.rmtree(CONTAINERD_RUN_DIR, ignore_errors=True)  # shim sockets, runc state
-        with contextlib.suppress(FileNotFoundError):
-            (workdir / STATE_FILE).unlink()
+            self._ctrrun("containers", "delete", container, check=False, timeout=20)
 
 
 def _start_reaper(workdir: Path, owner: int) -> None:
@@ -1042,14 +524,14 @@ def reap(workdir: Path, owner: int, poll: float = 1.0) -> bool:
     """Wait while ``owner`` lives and the node in ``workdir`` runs; clean up after an owner that
     died first. True when it cleaned up."""
     stat = _proc_stat(owner)
-    owner_process = _Process("owner", owner, stat[1] if stat else None, Path())
+    owner_process = NodeProcess("owner", owner, stat[1] if stat else None, Path())
     while (workdir / STATE_FILE).exists():
         if not owner_process.alive():
-            state = _read_state(workdir) or {}
+            state = read_state(workdir) or {}
             for entry in state.get("processes", []):
-                _Process(entry["name"], entry["pid"], entry.get("start_ticks"), Path()).stop(grace=2)
-            RealNode._cleanup_workdir(workdir, state.get("host"))
-            _HostClaim().release(workdir)
+                NodeProcess(entry["name"], entry["pid"], entry.get("start_ticks"), Path()).stop(grace=2)
+            restore_host(workdir, state.get("host"))
+            HostClaim().release(workdir)
             return True
         time.sleep(poll)
     return False
@@ -1058,9 +540,7 @@ def reap(workdir: Path, owner: int, poll: float = 1.0) -> bool:
 def start_detached(workdir: Path, images: Sequence[Path] = ()) -> tuple[ControlPlane, RealNode]:
     """A control plane with a real node, both outliving this process (``kagent dev up
     --real-nodes``); :func:`stop_detached` stops them."""
-    problem = host_problem()
-    if problem is not None:
-        raise RealNodeError(problem)
+    require_host()
     plane = ControlPlane(workdir=workdir, detached=True, extra_apiserver_args=apiserver_args(workdir))
     plane.start()
     try:
@@ -1085,53 +565,6 @@ def stop_detached(workdir: Path) -> bool:
         return False
     node.stop()
     return True
-
-
-def _remove_iptables_leftovers() -> None:
-    """Every ``KUBE-*`` chain (kube-proxy's and the kubelet's; refused at start if the host had
-    any) and our CNI network's masquerade rules, for IPv4 and IPv6."""
-    for family in ("iptables", "ip6tables"):
-        save = _run(f"{family}-save", check=False).stdout
-        if not save:
-            continue
-        chains = kube_chains(save)
-        rules_to_drop: list[tuple[str, str]] = []
-        table = ""
-        for line in save.splitlines():
-            if line.startswith("*"):
-                table = line[1:].strip()
-            elif line.startswith("-A ") and re.search(r"-j KUBE-|-A KUBE-", line):
-                rules_to_drop.append((table, line))
-        for rule in cni_masquerade_rules(save):
-            rules_to_drop.append(("nat", rule))
-        for table_name, rule in rules_to_drop:
-            if rule.split()[1].startswith("KUBE-"):
-                continue  # flushed with its chain below
-            _run(family, "-t", table_name, "-D", *_split_rule(rule[3:]), check=False)
-        for table_name, names in chains.items():
-            for chain in names:
-                _run(family, "-t", table_name, "-F", chain, check=False)
-            for chain in names:
-                _run(family, "-t", table_name, "-X", chain, check=False)
-        # The bridge plugin's per-pod chains (CNI-…) that our masquerade rules jumped to.
-        for line in _run(f"{family}-save", "-t", "nat", check=False).stdout.splitlines():
-            if line.startswith(":CNI-"):
-                chain = line[1:].split()[0]
-                probe = _run(family, "-t", "nat", "-S", chain, check=False).stdout
-                if CNI_NETWORK in probe and not _chain_referenced(family, chain):
-                    _run(family, "-t", "nat", "-F", chain, check=False)
-                    _run(family, "-t", "nat", "-X", chain, check=False)
-
-
-def _chain_referenced(family: str, chain: str) -> bool:
-    save = _run(f"{family}-save", "-t", "nat", check=False).stdout
-    return any(f"-j {chain}" in line for line in save.splitlines() if line.startswith("-A "))
-
-
-def _split_rule(rule: str) -> list[str]:
-    import shlex
-
-    return shlex.split(rule)
 
 
 def _http_ok(url: str) -> bool:

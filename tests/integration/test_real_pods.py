@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from hack.image import build as image_build
-from kagent.local import oci, realnode
+from kagent.local import nodeconfig, nodehost, oci, realnode
 from kagent.local.binaries import KUBERNETES_VERSION, helm
 from kagent.local.controlplane import ControlPlane
 from kagent.local.services import RedisServer
@@ -73,7 +73,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    problem = realnode.host_problem()
+    problem = nodehost.host_problem()
     if problem is not None:
         pytest.skip(f"no real node on this machine: {problem}")
     problem = image_build.why_not_buildable()
@@ -82,7 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     archive = image_build.ensure_built()
     workdir = tmp_path_factory.mktemp("real-pods")
     plane = ControlPlane(workdir=workdir / "control-plane",
-                         extra_apiserver_args=realnode.apiserver_args(workdir / "control-plane"))
+                         extra_apiserver_args=nodeconfig.apiserver_args(workdir / "control-plane"))
     plane.start()
     redis = RedisServer()
     cluster: Cluster | None = None
@@ -93,7 +93,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for namespace in (RELEASE_NS, AGENTS_NS):
             plane.create_namespace(namespace, labels=RESTRICTED)
         plane.create_namespace(DATA_NS)
-        redis.host = realnode.NODE_IP  # reachable from pods, through a Service without selector
+        redis.host = nodeconfig.NODE_IP  # reachable from pods, through a Service without selector
         redis.start()
         cluster = Cluster(plane, node, archive, oci.read_archive(archive).reference, redis, workdir)
         yield cluster
@@ -106,18 +106,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def test_the_node_is_real(cluster: Cluster) -> None:
-    node = cluster.json("get", "node", realnode.NODE_NAME)
+    node = cluster.json("get", "node", nodeconfig.NODE_NAME)
     info = node["status"]["nodeInfo"]
     assert info["kubeletVersion"] == f"v{KUBERNETES_VERSION}"
     assert info["kubeProxyVersion"] in ("", f"v{KUBERNETES_VERSION}")
     assert info["containerRuntimeVersion"].startswith("containerd://")
-    assert {"type": "InternalIP", "address": realnode.NODE_IP} in node["status"]["addresses"]
-    assert realnode.PAUSE_IMAGE in cluster.node.images_present()
+    assert {"type": "InternalIP", "address": nodeconfig.NODE_IP} in node["status"]["addresses"]
+    assert nodeconfig.PAUSE_IMAGE in cluster.node.images_present()
     assert cluster.image in cluster.node.images_present()
     proxy_mode = httpx.get(f"http://127.0.0.1:{cluster.node.ports.proxy_metrics}/proxyMode", timeout=5)
     assert proxy_mode.text == "iptables"
-    fake = next(n for n in cluster.json("get", "nodes")["items"] if n["metadata"]["name"] != realnode.NODE_NAME)
-    assert realnode.FAKE_NODE_TAINT in fake["spec"]["taints"]  # new pods land on the real node
+    fake = next(n for n in cluster.json("get", "nodes")["items"] if n["metadata"]["name"] != nodeconfig.NODE_NAME)
+    assert nodeconfig.FAKE_NODE_TAINT in fake["spec"]["taints"]  # new pods land on the real node
 
 
 # --- the chart ---------------------------------------------------------------------------------
@@ -131,6 +131,14 @@ def installed(cluster: Cluster) -> Cluster:
                           "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                           "--set", "image.pullPolicy=Never", "--wait", "--timeout", "300s")
     assert result.returncode == 0, result.stderr + _diagnose(cluster, RELEASE_NS)
+    # helm waits for Ready pods; the webhook answers through its Service once kube-proxy has
+    # the new endpoints (usually within a second)
+    probe = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",
+             "metadata": {"name": "webhook-probe", "namespace": AGENTS_NS},
+             "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"}, "systemPrompt": "x"}}
+    wait_for(lambda: cluster.plane.kubectl("apply", "--dry-run=server", "-f", "-",
+                                           input=json.dumps(probe), check=False).returncode == 0,
+             timeout=60, what="the webhook to answer through its Service")
     cluster.notes["install_seconds"] = round(time.monotonic() - began)
     return cluster
 
@@ -159,7 +167,7 @@ def test_the_controller_runs_as_two_real_pods_with_in_cluster_credentials(instal
     pods = controller_pods(installed)
     assert len(pods) == 2
     for pod in pods:
-        assert pod["spec"]["nodeName"] == realnode.NODE_NAME
+        assert pod["spec"]["nodeName"] == nodeconfig.NODE_NAME
         assert pod["status"]["phase"] == "Running"
         assert _in_pod_subnet(pod["status"]["podIP"])
         container = pod["spec"]["containers"][0]
@@ -174,7 +182,7 @@ def test_the_controller_runs_as_two_real_pods_with_in_cluster_credentials(instal
 def _in_pod_subnet(ip: str) -> bool:
     import ipaddress
 
-    return ipaddress.ip_address(ip) in ipaddress.ip_network(realnode.POD_SUBNET)
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(nodeconfig.POD_SUBNET)
 
 
 def test_the_api_server_calls_the_webhook_through_its_service(installed: Cluster) -> None:
@@ -252,7 +260,7 @@ def _redis_endpoints(port: int) -> dict[str, Any]:
             "metadata": {"name": "redis-master-host", "namespace": DATA_NS,
                          "labels": {"kubernetes.io/service-name": "redis-master"}},
             "addressType": "IPv4",
-            "endpoints": [{"addresses": [realnode.NODE_IP], "conditions": {"ready": True}}],
+            "endpoints": [{"addresses": [nodeconfig.NODE_IP], "conditions": {"ready": True}}],
             "ports": [{"name": "redis", "port": port, "protocol": "TCP"}]}
 
 
@@ -312,7 +320,7 @@ def test_the_seeds_agents_run_as_real_pods_behind_services(seeded: Cluster) -> N
         ready_ips = {a for s in slices["items"] for e in s.get("endpoints") or []
                      if e["conditions"].get("ready") for a in e["addresses"]}
         for pod in pods:
-            assert pod["spec"]["nodeName"] == realnode.NODE_NAME
+            assert pod["spec"]["nodeName"] == nodeconfig.NODE_NAME
             assert pod["spec"]["containers"][0]["image"] == seeded.image
             assert pod["status"]["podIP"] in ready_ips
     support = seeded.pods(AGENTS_NS, "kagent.dev/agent=customer-support-agent")
@@ -399,7 +407,7 @@ def test_readiness_probes_take_pods_out_of_their_service(seeded: Cluster) -> Non
         wait_for(lambda: not ready_addresses(), timeout=90, what="the agent's pods to turn not ready")
     finally:
         seeded.redis = RedisServer()
-        seeded.redis.host = realnode.NODE_IP
+        seeded.redis.host = nodeconfig.NODE_IP
         seeded.redis.start()
         seeded.kubectl("apply", "-f", "-", input=yaml.safe_dump(_redis_endpoints(seeded.redis.port)))
     wait_for(lambda: len(ready_addresses()) == 2, timeout=120, what="the agent's pods to be ready again")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hack.image import build as image_build
-from kagent.local import realnode
+from kagent.local import nodeconfig, nodehost
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,14 @@ def host_snapshot(folder: Path) -> dict[str, object]:
     makes, so other work on the machine does not disturb the comparison)."""
     links = sorted(p.name for p in Path("/sys/class/net").iterdir()
                    if p.name.startswith(("kagent", "veth")))
-    chains = realnode.kube_chains(subprocess.run(["iptables-save"], capture_output=True, text=True,
+    chains = nodehost.kube_chains(subprocess.run(["iptables-save"], capture_output=True, text=True,
                                                  check=False).stdout)
-    sysctls = {name: realnode.read_sysctl(name)
-               for name in (*realnode.KERNEL_SETTINGS, *realnode.KUBELET_SYSCTLS)}
-    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{realnode.CGROUP_ROOT}"))
+    sysctls = {name: nodehost.read_sysctl(name)
+               for name in (*nodehost.KERNEL_SETTINGS, *nodehost.KUBELET_SYSCTLS)}
+    cgroups = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{nodeconfig.CGROUP_ROOT}"))
     mounts = [point for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if str(folder) in (point := line.split()[4]) or "kagent-node" in point]
-    run_dirs = [str(d) for d in (realnode.SOCKET_DIR, realnode.CONTAINERD_RUN_DIR, realnode.KUBELET_ROOT)
+    run_dirs = [str(d) for d in (nodeconfig.SOCKET_DIR, nodehost.CONTAINERD_RUN_DIR, nodeconfig.KUBELET_ROOT)
                 if d.exists()]
     return {"links": links, "chains": chains, "sysctls": sysctls, "cgroups": cgroups,
             "mounts": sorted(mounts), "run": run_dirs}
@@ -39,7 +39,7 @@ def host_snapshot(folder: Path) -> dict[str, object]:
 def node_processes(workdir: Path) -> list[str]:
     """Processes whose command line names the node's work folder or its containerd's socket
     folder (the control plane, the node's components, containerd's shims)."""
-    marks = (str(workdir), str(realnode.SOCKET_DIR))
+    marks = (str(workdir), str(nodeconfig.SOCKET_DIR))
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -52,7 +52,7 @@ def node_processes(workdir: Path) -> list[str]:
 
 
 def test_dev_up_with_real_nodes_and_down_leaves_the_host_as_it_was(tmp_path: Path) -> None:
-    problem = realnode.host_problem() or image_build.why_not_buildable()
+    problem = nodehost.host_problem() or image_build.why_not_buildable()
     if problem is not None:
         pytest.skip(f"no real node here: {problem}")
     archive = image_build.ensure_built()
@@ -68,7 +68,7 @@ def test_dev_up_with_real_nodes_and_down_leaves_the_host_as_it_was(tmp_path: Pat
         pods = json.loads(subprocess.run([*kubectl, "get", "pods", "-n", "kagent-system", "-o", "json"],
                                          capture_output=True, text=True, check=True).stdout)["items"]
         assert len(pods) == 2
-        assert all(p["spec"]["nodeName"] == realnode.NODE_NAME and p["status"]["phase"] == "Running"
+        assert all(p["spec"]["nodeName"] == nodeconfig.NODE_NAME and p["status"]["phase"] == "Running"
                    for p in pods)
         # detached: the command has exited, the node's processes run on
         assert any("kubelet" in line for line in node_processes(workdir))
@@ -85,11 +85,11 @@ OWNER = """
 import sys, time
 from pathlib import Path
 from kagent.local.controlplane import ControlPlane
-from kagent.local import realnode
+from kagent.local import nodeconfig, realnode
 work = Path(sys.argv[1])
-plane = ControlPlane(workdir=work, extra_apiserver_args=realnode.apiserver_args(work)).start()
+plane = ControlPlane(workdir=work, extra_apiserver_args=nodeconfig.apiserver_args(work)).start()
 realnode.RealNode(plane).start()
-plane.kubectl("run", "sleeper", "--image", realnode.PAUSE_IMAGE, "--image-pull-policy=Never")
+plane.kubectl("run", "sleeper", "--image", nodeconfig.PAUSE_IMAGE, "--image-pull-policy=Never")
 plane.kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=180s")
 print("READY", flush=True)
 time.sleep(3600)
@@ -100,7 +100,7 @@ def test_a_killed_owner_leaves_no_process_and_the_host_as_it_was(tmp_path: Path)
     """SIGKILL the process that started a node with a running pod: the kernel kills its direct
     children, and the node's reaper stops the rest (containerd's shims, the containers) and puts
     the host back."""
-    problem = realnode.host_problem()
+    problem = nodehost.host_problem()
     if problem is not None:
         pytest.skip(f"no real node here: {problem}")
     before = host_snapshot(tmp_path)

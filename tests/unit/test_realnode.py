@@ -6,17 +6,17 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from kagent.local import oci, realnode
+from kagent.local import nodeconfig, nodehost, oci, realnode
 from kagent.local.binaries import COREDNS_PLUGINS, coredns_main
 
-PORTS = realnode.NodePorts(10250, 10248, 10256, 10249, 8080, 8181)
+PORTS = nodeconfig.NodePorts(10250, 10248, 10256, 10249, 8080, 8181)
 
 
 def test_kubelet_config_fits_a_cgroup_v1_host_without_negative_oom_scores(tmp_path: Path) -> None:
-    config = realnode.kubelet_config(tmp_path, PORTS, tmp_path / "ca.crt", tmp_path / "c.sock")
+    config = nodeconfig.kubelet_config(tmp_path, PORTS, tmp_path / "ca.crt", tmp_path / "c.sock")
     assert config["failCgroupV1"] is False and config["cgroupDriver"] == "cgroupfs"
     assert config["oomScoreAdj"] == 0
-    assert config["clusterDNS"] == [realnode.NODE_IP] and config["clusterDomain"] == "cluster.local"
+    assert config["clusterDNS"] == [nodeconfig.NODE_IP] and config["clusterDomain"] == "cluster.local"
     assert config["authentication"]["anonymous"]["enabled"] is False
     assert config["authorization"]["mode"] == "Webhook"
     assert config["containerRuntimeEndpoint"] == f"unix://{tmp_path / 'c.sock'}"
@@ -24,45 +24,45 @@ def test_kubelet_config_fits_a_cgroup_v1_host_without_negative_oom_scores(tmp_pa
 
 
 def test_containerd_config_restricts_oom_scores_and_uses_runc_on_cgroupfs(tmp_path: Path) -> None:
-    text = realnode.containerd_config(tmp_path, Path("/usr/lib/cni"), Path("/usr/sbin/runc"))
+    text = nodeconfig.containerd_config(tmp_path, Path("/usr/lib/cni"), Path("/usr/sbin/runc"))
     config = tomllib.loads(text)
     assert config["version"] == 2 and config["root"].startswith(str(tmp_path))
     cri = config["plugins"]["io.containerd.grpc.v1.cri"]
     assert cri["restrict_oom_score_adj"] is True
-    assert cri["sandbox_image"] == realnode.PAUSE_IMAGE
+    assert cri["sandbox_image"] == nodeconfig.PAUSE_IMAGE
     assert cri["netns_mounts_under_state_dir"] is True
     runc = cri["containerd"]["runtimes"]["runc"]
     assert runc["options"] == {"BinaryName": "/usr/sbin/runc", "SystemdCgroup": False,
                                "Root": str(tmp_path / "containerd" / "runc")}
     assert cri["cni"]["conf_dir"].startswith(str(tmp_path))
     # sockets apart from the work folder: unix socket paths must stay short
-    assert config["grpc"]["address"] == str(realnode.SOCKET_DIR / "containerd.sock")
+    assert config["grpc"]["address"] == str(nodeconfig.SOCKET_DIR / "containerd.sock")
     assert len(config["ttrpc"]["address"]) < 100
 
 
 def test_pod_network_is_one_bridge_with_host_local_addresses(tmp_path: Path) -> None:
-    config = realnode.cni_config(tmp_path / "ipam")
+    config = nodeconfig.cni_config(tmp_path / "ipam")
     bridge = config["plugins"][0]
-    assert (bridge["type"], bridge["bridge"], bridge["isGateway"]) == ("bridge", realnode.BRIDGE, True)
+    assert (bridge["type"], bridge["bridge"], bridge["isGateway"]) == ("bridge", nodeconfig.BRIDGE, True)
     assert bridge["ipam"]["type"] == "host-local"
-    assert bridge["ipam"]["ranges"] == [[{"subnet": realnode.POD_SUBNET}]]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": nodeconfig.POD_SUBNET}]]
     assert bridge["ipam"]["dataDir"] == str(tmp_path / "ipam")
 
 
 def test_kube_proxy_uses_iptables_and_leaves_conntrack_sysctls_alone(tmp_path: Path) -> None:
-    config = realnode.kube_proxy_config(tmp_path / "kubeconfig", PORTS)
+    config = nodeconfig.kube_proxy_config(tmp_path / "kubeconfig", PORTS)
     assert config["mode"] == "iptables" and config["oomScoreAdj"] == 0
     assert config["conntrack"]["maxPerCore"] == 0
-    assert config["nodePortAddresses"] == [f"{realnode.NODE_IP}/32"]
+    assert config["nodePortAddresses"] == [f"{nodeconfig.NODE_IP}/32"]
     assert config["iptables"]["localhostNodePorts"] is False
 
 
 def test_coredns_serves_the_cluster_domain_on_the_node_ip_only(tmp_path: Path) -> None:
-    text = realnode.corefile(tmp_path / "kubeconfig", PORTS, ["192.0.2.53"])
-    assert f"bind {realnode.NODE_IP}" in text
+    text = nodeconfig.corefile(tmp_path / "kubeconfig", PORTS, ["192.0.2.53"])
+    assert f"bind {nodeconfig.NODE_IP}" in text
     assert f"kubeconfig {tmp_path / 'kubeconfig'} kagent" in text
     assert "forward . 192.0.2.53" in text
-    assert "forward" not in realnode.corefile(tmp_path / "kubeconfig", PORTS, [])
+    assert "forward" not in nodeconfig.corefile(tmp_path / "kubeconfig", PORTS, [])
     main = coredns_main()
     assert all(f"plugin/{plugin}" in main for plugin in COREDNS_PLUGINS)
     for directive in ("bind", "health", "ready", "errors", "kubernetes", "cache"):
@@ -71,13 +71,13 @@ def test_coredns_serves_the_cluster_domain_on_the_node_ip_only(tmp_path: Path) -
 
 def test_host_nameservers_keeps_addresses_only() -> None:
     text = "search example\nnameserver 10.0.0.2\nnameserver not-an-ip\n# nameserver 1.1.1.1\nnameserver ::1\n"
-    assert realnode.host_nameservers(text) == ["10.0.0.2", "::1"]
+    assert nodeconfig.host_nameservers(text) == ["10.0.0.2", "::1"]
 
 
 def test_apiserver_is_reachable_from_pods_and_calls_kubelets_with_a_certificate(tmp_path: Path) -> None:
-    args = realnode.apiserver_args(tmp_path)
+    args = nodeconfig.apiserver_args(tmp_path)
     assert "--bind-address=0.0.0.0" in args
-    assert f"--advertise-address={realnode.NODE_IP}" in args
+    assert f"--advertise-address={nodeconfig.NODE_IP}" in args
     assert f"--kubelet-client-certificate={tmp_path / 'pki' / 'admin.crt'}" in args
 
 
@@ -100,9 +100,9 @@ COMMIT
 
 
 def test_iptables_leftovers_are_found_by_name_and_network() -> None:
-    assert realnode.kube_chains(SAVE) == {"nat": ["KUBE-SERVICES", "KUBE-POSTROUTING"],
+    assert nodehost.kube_chains(SAVE) == {"nat": ["KUBE-SERVICES", "KUBE-POSTROUTING"],
                                           "filter": ["KUBE-KUBELET-CANARY"]}
-    rules = realnode.cni_masquerade_rules(SAVE)
+    rules = nodehost.cni_masquerade_rules(SAVE)
     assert len(rules) == 1 and "10.245.0.7" in rules[0]  # podman's network is not ours
 
 
@@ -113,6 +113,6 @@ def test_pause_image_is_reproducible(tmp_path: Path) -> None:
     second = realnode.pause_image(binary, tmp_path / "two.oci.tar")
     assert first.read_bytes() == second.read_bytes()
     contents = oci.read_archive(first)
-    assert contents.reference == realnode.PAUSE_IMAGE
+    assert contents.reference == nodeconfig.PAUSE_IMAGE
     assert contents.config["config"]["Entrypoint"] == ["/pause"]
     assert contents.config["config"]["User"] == "65535:65535"
