@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps \
-	container-deps image test-image image-lock node-binaries release
+	dashboard container-deps image test-image image-lock node-binaries release
 
 help:
 	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
@@ -21,6 +21,7 @@ help:
 	@echo "make image     build the Kagent image without Docker (dist/kagent-<version>.oci.tar;"
 	@echo "               CA_BUNDLE=file adds certificate authorities for the downloads only)"
 	@echo "make release   the chart package and the image archive, checksums and an SBOM in dist/"
+	@echo "make dashboard rebuild the dashboard's front-end into kagent/dashboard/static (npm)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,11 @@ docs: $(STAMP)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks
+
+# The dashboard's front-end is checked in built (pip install ships it); this rebuilds it from
+# web/dashboard with the versions package-lock.json pins.
+dashboard:
+	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
 
 # --- the image, real nodes and releases (hack/image, kagent/local/realnode.py) -----------------
 # Debian packages that build the image and run a real node (mmdebstrap, podman, containerd, …).

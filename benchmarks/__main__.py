@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["runtime_overhead", "workflow_overhead", "controller_scale"]
+BENCHMARKS = ["runtime_overhead", "workflow_overhead", "controller_scale", "sandbox_overhead", "dashboard"]
 
 
 def run(names: list[str]) -> None:

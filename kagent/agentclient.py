@@ -5,11 +5,24 @@ The agent's card is read from ``<url>/.well-known/agent-card.json`` (so the tran
 advertises are honoured), the message is sent as a user message, and the call waits for the
 final answer: a direct reply, or the task's artifacts (or its last status message) once the task
 completes. The W3C trace context goes along as request headers.
+
+An :class:`AgentClient` keeps one pooled HTTP client (a bounded number of connections, kept
+alive between calls) and remembers each agent's card for a short while, so a call costs one
+request, not a new connection, a TLS context and a card fetch. A card is dropped as soon as a
+call through it cannot reach the agent, so an agent that moved is found again at once.
+Everything read from an agent is bounded: the card and every answer body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -19,10 +32,31 @@ DEFAULT_TIMEOUT = 300.0
 USAGE_METADATA = "kagent.dev/usage"
 """Key of a Kagent runtime's answer metadata holding the turn's model usage, so a caller (the
 workflow engine) accounts for tokens without guessing."""
+CARD_PATH = "/.well-known/agent-card.json"
+CARD_TTL_SECONDS = 30.0
+"""How long a fetched card is trusted before it is read again."""
+MAX_CARDS = 1024
+MAX_CARD_BYTES = 1 << 20
+MAX_ANSWER_BYTES = 32 << 20
+MAX_CONNECTIONS = 256
+"""Connections open at once across all agents; further calls wait for a free one (the wait
+counts against their timeout)."""
+MAX_IDLE_CONNECTIONS = 64
+IDLE_SECONDS = 2.0
+"""How long an idle connection is kept: below the usual server keep-alive (uvicorn's is 5 s),
+so a connection is not reused just as the agent closes it."""
 
 
 class AgentCallError(Exception):
     """The agent could not be reached, failed the task, or sent no answer."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An agent's final text and the model usage it reported (camelCase keys, may be empty)."""
+
+    text: str
+    usage: dict[str, int] = field(default_factory=dict)
 
 
 def _text_of(parts: Any) -> str:
@@ -54,52 +88,6 @@ def answer_text(agent_name: str, response: Any) -> str:
     raise AgentCallError(f"agent {agent_name} {name} the task{detail}")
 
 
-async def ask_agent_at(url: str, agent_name: str, message: str, *,
-                       timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> str:
-    """Send ``message`` to the agent served at ``url`` and return its final text."""
-    text, _ = await ask_agent_with_usage(url, agent_name, message, timeout=timeout,
-                                         message_id=message_id)
-    return text
-
-
-async def ask_agent_with_usage(url: str, agent_name: str, message: str, *,
-                               timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None
-                               ) -> tuple[str, dict[str, int]]:
-    """Send ``message`` to the agent served at ``url``; its final text and the model usage it
-    reported (empty when the agent reports none).
-
-    ``message_id`` is the A2A message id; a caller that may resend the same request (the
-    workflow engine after a restart) passes a stable one as the idempotency key."""
-    from a2a.client import ClientCallContext, ClientConfig, ClientFactory
-    from a2a.client.errors import A2AClientError
-    from a2a.types import Message, Part, Role, SendMessageRequest
-
-    trace_headers: dict[str, str] = {}
-    propagate.inject(trace_headers)
-    async with httpx.AsyncClient(timeout=timeout, headers=trace_headers) as http:
-        factory = ClientFactory(ClientConfig(streaming=False, httpx_client=http))
-        try:
-            client = await factory.create_from_url(url)
-        except (A2AClientError, httpx.HTTPError, ValueError) as exc:
-            raise AgentCallError(f"cannot reach agent {agent_name} at {url}: {exc}") from None
-        request = SendMessageRequest(
-            message=Message(role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()),
-                            parts=[Part(text=message)]),
-        )
-        call_context = ClientCallContext(timeout=timeout, service_parameters=dict(trace_headers))
-        final = None
-        try:
-            async for response in client.send_message(request, context=call_context):
-                final = response
-        except (A2AClientError, httpx.HTTPError) as exc:
-            raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
-        finally:
-            await client.close()
-    if final is None:
-        raise AgentCallError(f"agent {agent_name} sent no answer")
-    return answer_text(agent_name, final), reported_usage(final)
-
-
 def reported_usage(response: Any) -> dict[str, int]:
     """The usage a Kagent runtime puts in its answer's metadata (``kagent.dev/usage``)."""
     from google.protobuf.json_format import MessageToDict
@@ -112,3 +100,194 @@ def reported_usage(response: Any) -> dict[str, int]:
         return {}
     usage = MessageToDict(metadata).get(USAGE_METADATA) or {}
     return {key: int(value) for key, value in usage.items() if isinstance(value, int | float)}
+
+
+class BodyTooLarge(httpx.HTTPError):
+    """A response body larger than the client accepts."""
+
+
+class _BoundedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, limit: int, url: str) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.url = url
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.stream:
+            seen += len(chunk)
+            if seen > self.limit:
+                raise BodyTooLarge(f"the answer from {self.url} is larger than {self.limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class _BoundedTransport(httpx.AsyncHTTPTransport):
+    """Refuses response bodies over ``limit`` bytes while they are read, so a hostile or broken
+    agent cannot make the caller buffer without end."""
+
+    def __init__(self, limit: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _BoundedStream(response.stream, self.limit, str(request.url))
+        return response
+
+
+@dataclass
+class _Card:
+    expires: float
+    client: Any
+    """An a2a-sdk client built from the card, on the shared HTTP client."""
+
+
+class AgentClient:
+    """One pooled, bounded HTTP client and a short-lived cache of agent cards (and the a2a
+    clients built from them). Use one per event loop; :func:`default_agent_client` gives it."""
+
+    def __init__(self, *, card_ttl: float = CARD_TTL_SECONDS, max_cards: int = MAX_CARDS,
+                 max_connections: int = MAX_CONNECTIONS,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+        from a2a.client import ClientConfig, ClientFactory
+
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=min(MAX_IDLE_CONNECTIONS, max_connections),
+                              keepalive_expiry=IDLE_SECONDS)
+        self.http = httpx.AsyncClient(
+            transport=_BoundedTransport(max_answer_bytes, limits=limits),
+            timeout=DEFAULT_TIMEOUT)
+        self.factory = ClientFactory(ClientConfig(streaming=False, httpx_client=self.http))
+        self.card_ttl = card_ttl
+        self.max_cards = max_cards
+        self._cards: OrderedDict[str, _Card] = OrderedDict()
+        self._fetching: dict[str, asyncio.Future[_Card]] = {}
+
+    async def aclose(self) -> None:
+        self._cards.clear()
+        await self.http.aclose()
+
+    def forget(self, url: str) -> None:
+        """Drop the card of the agent at ``url`` (it moved, or could not be reached)."""
+        self._cards.pop(url.rstrip("/"), None)
+
+    async def _card(self, url: str, timeout: float, headers: dict[str, str]) -> _Card:
+        now = time.monotonic()
+        card = self._cards.get(url)
+        if card is not None and card.expires > now:
+            return card
+        pending = self._fetching.get(url)
+        if pending is None:  # one fetch per agent, however many calls wait for it
+            pending = asyncio.ensure_future(self._fetch_card(url, timeout, headers))
+            self._fetching[url] = pending
+            pending.add_done_callback(lambda _: self._fetching.pop(url, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch_card(self, url: str, timeout: float, headers: dict[str, str]) -> _Card:
+        """Read the card, as part of the call that needed it (its trace headers go along)."""
+        from a2a.client.card_resolver import parse_agent_card
+        from google.protobuf.json_format import ParseError
+
+        body = bytearray()
+        async with self.http.stream("GET", url + CARD_PATH, headers=headers,
+                                    timeout=min(timeout, 30.0)) as response:
+            response.raise_for_status()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_CARD_BYTES:
+                    raise BodyTooLarge(f"the agent card at {url} is larger than {MAX_CARD_BYTES} bytes")
+        try:
+            client = self.factory.create(parse_agent_card(json.loads(body)))
+        except ParseError as error:
+            raise ValueError(f"invalid agent card: {error}") from None
+        card = _Card(time.monotonic() + self.card_ttl, client)
+        self._cards[url] = card
+        self._cards.move_to_end(url)
+        while len(self._cards) > self.max_cards:
+            self._cards.popitem(last=False)
+        return card
+
+    async def ask(self, url: str, agent_name: str, message: str, *,
+                  timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> Answer:
+        """Send ``message`` to the agent served at ``url``; its final text and the model usage
+        it reported.
+
+        ``message_id`` is the A2A message id; a caller that may resend the same request (the
+        workflow engine after a restart) passes a stable one as the idempotency key."""
+        from a2a.client import ClientCallContext
+        from a2a.client.errors import A2AClientError
+        from a2a.types import Message, Part, Role, SendMessageRequest
+
+        url = url.rstrip("/")
+        trace_headers: dict[str, str] = {}
+        propagate.inject(trace_headers)
+        try:
+            card = await self._card(url, timeout, trace_headers)
+        except (A2AClientError, httpx.HTTPError, ValueError) as exc:
+            raise AgentCallError(f"cannot reach agent {agent_name} at {url}: {exc}") from None
+        request = SendMessageRequest(
+            message=Message(role=Role.ROLE_USER, message_id=message_id or str(uuid.uuid4()),
+                            parts=[Part(text=message)]),
+        )
+        context = ClientCallContext(timeout=timeout, service_parameters=trace_headers)
+        final = None
+        for attempt in (1, 2):
+            try:
+                async for response in card.client.send_message(request, context=context):
+                    final = response
+                break
+            except (A2AClientError, httpx.HTTPError) as exc:
+                if attempt == 1 and _not_delivered(exc):
+                    continue  # the same message (and id) again, on a fresh connection
+                self.forget(url)
+                raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
+        if final is None:
+            raise AgentCallError(f"agent {agent_name} sent no answer")
+        return Answer(answer_text(agent_name, final), reported_usage(final))
+
+
+def _not_delivered(error: BaseException) -> bool:
+    """Whether the request surely never reached the agent: no connection, or a kept-alive
+    connection the agent had closed (it hung up without a byte of answer). Such a call is sent
+    once more; the message id stays, so an agent that deduplicates answers it once anyway."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.ConnectError | httpx.RemoteProtocolError):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+_DEFAULT_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AgentClient] = (
+    weakref.WeakKeyDictionary())
+
+
+def default_agent_client() -> AgentClient:
+    """The running event loop's shared client (an HTTP client belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    client = _DEFAULT_CLIENTS.get(loop)
+    if client is None:
+        client = _DEFAULT_CLIENTS[loop] = AgentClient()
+    return client
+
+
+async def ask_agent_at(url: str, agent_name: str, message: str, *,
+                       timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None) -> str:
+    """Send ``message`` to the agent served at ``url`` and return its final text."""
+    answer = await default_agent_client().ask(url, agent_name, message, timeout=timeout,
+                                              message_id=message_id)
+    return answer.text
+
+
+async def ask_agent_with_usage(url: str, agent_name: str, message: str, *,
+                               timeout: float = DEFAULT_TIMEOUT, message_id: str | None = None
+                               ) -> tuple[str, dict[str, int]]:
+    """Send ``message`` to the agent served at ``url``; its final text and the model usage it
+    reported (empty when the agent reports none)."""
+    answer = await default_agent_client().ask(url, agent_name, message, timeout=timeout,
+                                              message_id=message_id)
+    return answer.text, answer.usage

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from kagent.api.base import (
     AGE_COLUMN,
@@ -25,6 +25,7 @@ from kagent.api.base import (
 )
 from kagent.api.memory import MemorySpec
 from kagent.api.model import ModelSpec
+from kagent.api.podsecurity import reserved_label_problems, security_context_problems
 
 
 class ToolReference(KagentModel):
@@ -246,7 +247,8 @@ class PodOverrides(KagentModel):
     ] | None = None
     """Extra environment variables."""
     labels: dict[str, str] | None = None
-    """Extra pod labels."""
+    """Extra pod labels. Labels Kagent selects pods by (``kagent.dev/*``,
+    ``app.kubernetes.io/name``, ``instance`` and ``managed-by``) are refused."""
     annotations: dict[str, str] | None = None
     """Extra pod annotations."""
     node_selector: dict[str, str] | None = None
@@ -256,9 +258,27 @@ class PodOverrides(KagentModel):
     affinity: FreeForm | None = None
     """Pod affinity, as in a Pod spec."""
     security_context: FreeForm | None = None
-    """Container security context fields that replace Kagent's restricted defaults."""
+    """Container security context fields that replace Kagent's restricted defaults. They may
+    only tighten them: no privileged, no privilege escalation, no added capabilities (drop must
+    keep ALL), no root, a writable root file system or an unconfined seccomp/AppArmor profile."""
     priority_class_name: Annotated[str, Field(max_length=253)] | None = None
     """Priority class of the pods."""
+
+    @field_validator("labels")
+    @classmethod
+    def _no_selector_labels(cls, labels: dict[str, str] | None) -> dict[str, str] | None:
+        problems = reserved_label_problems(labels or {})
+        if problems:
+            raise ValueError("; ".join(problems))
+        return labels
+
+    @field_validator("security_context")
+    @classmethod
+    def _only_tightens(cls, context: dict[str, object] | None) -> dict[str, object] | None:
+        problems = security_context_problems(context or {})
+        if problems:
+            raise ValueError("may only tighten the restricted defaults: " + "; ".join(problems))
+        return context
 
 
 class AgentSpec(KagentModel):

@@ -16,6 +16,7 @@ import yaml
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION, Resource
+from kagent.api.labels import MANAGER, NAME_LABEL, PART_OF_LABEL
 
 CATEGORY = "kagent"
 GENERATED_HEADER = "# Generated from kagent/api by `kagent crds`. Do not edit.\n"
@@ -133,7 +134,7 @@ def crd_for(kind: type[Resource]) -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{kind.plural}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "kagent", "app.kubernetes.io/part-of": "kagent"},
+            "labels": {NAME_LABEL: MANAGER, PART_OF_LABEL: MANAGER},
         },
         "spec": {
             "group": GROUP,

@@ -32,7 +32,8 @@ def _describe(error: ValidationError, where: str) -> str:
     lines = []
     for item in error.errors():
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        lines.append(f"  {field_path(loc) or '(object)'}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")  # our validators' words, as written
+        lines.append(f"  {field_path(loc) or '(object)'}: {message}")
     return f"{where} is invalid:\n" + "\n".join(lines)
 
 

@@ -37,22 +37,30 @@ def secret_env_name(ref: SecretKeySelector) -> str:
 
 def iter_secret_refs(model: BaseModel) -> Iterator[SecretKeySelector]:
     """Every SecretKeySelector anywhere inside a model, depth first, in field order."""
+    for _, ref in secret_refs_with_fields(model):
+        yield ref
+
+
+def secret_refs_with_fields(model: BaseModel, path: str = "") -> Iterator[tuple[str, SecretKeySelector]]:
+    """Every SecretKeySelector inside a model with the field it sits in, as users write it
+    (``spec.model.apiKeySecretRef``, ``spec.pod.env[2].valueFrom.secretKeyRef``)."""
     if isinstance(model, SecretKeySelector):
-        yield model
+        yield path, model
         return
-    for name in type(model).model_fields:
-        yield from _iter_value(getattr(model, name))
+    for name, info in type(model).model_fields.items():
+        field = f"{path}.{info.alias or name}" if path else (info.alias or name)
+        yield from _with_fields(getattr(model, name), field)
 
 
-def _iter_value(value: object) -> Iterator[SecretKeySelector]:
+def _with_fields(value: object, path: str) -> Iterator[tuple[str, SecretKeySelector]]:
     if isinstance(value, BaseModel):
-        yield from iter_secret_refs(value)
+        yield from secret_refs_with_fields(value, path)
     elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _iter_value(item)
+        for i, item in enumerate(value):
+            yield from _with_fields(item, f"{path}[{i}]")
     elif isinstance(value, dict):
-        for item in value.values():
-            yield from _iter_value(item)
+        for key, item in value.items():
+            yield from _with_fields(item, f"{path}.{key}")
 
 
 def unique_refs(refs: list[SecretKeySelector]) -> list[SecretKeySelector]:

@@ -85,8 +85,10 @@ class RetrievalTool(KagentModel):
 
 
 class CodeTool(KagentModel):
-    """Run model-written code in a sandbox: its own process, CPU, memory and wall-clock limits,
-    no network, no files outside a scratch directory."""
+    """Run model-written code in a sandbox: its own user, PID, mount and network namespaces,
+    Landlock and seccomp, CPU, memory and wall-clock limits, no network, no files outside a
+    size-capped scratch directory. Where the agent pod cannot provide every layer the tool
+    refuses to run, unless isolation is best-effort."""
 
     language: Literal["python"] = "python"
     """Language of the code."""
@@ -96,6 +98,13 @@ class CodeTool(KagentModel):
     """Memory limit for one run, e.g. 256Mi."""
     cpu_time: Duration = "10s"
     """CPU-time limit for one run."""
+    scratch_size: Annotated[str, Field(pattern=r"^[0-9]+(Ki|Mi|Gi)$")] = "64Mi"
+    """Size of the run's scratch file system (in memory: it counts against the pod's memory)."""
+    max_concurrent_runs: Annotated[int, Field(ge=1, le=64)] = 4
+    """Runs of this tool at once in one agent pod; more wait (up to timeout), then fail."""
+    isolation: Literal["strict", "best-effort"] = "strict"
+    """strict: run only inside every isolation layer, refuse otherwise. best-effort: run with
+    whichever layers the pod allows (weaker; the webhook warns)."""
 
 
 class HumanTool(KagentModel):
@@ -209,7 +218,8 @@ class ToolStatus(KagentModel):
     observed_generation: int | None = None
     """The .metadata.generation this status describes."""
     conditions: list[Condition] | None = None
-    """Accepted: the Tool's references resolve (and, for mcp, the server answered)."""
+    """Accepted: the Tool's references resolve (and, for mcp, the server answered). For code,
+    Isolated: True when programs run only inside every isolation layer (isolation strict)."""
     discovered_tools: list[DiscoveredTool] | None = None
     """For mcp: the tools the server offers that this Tool passes on."""
     last_discovery_time: str | None = None

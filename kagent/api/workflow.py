@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from kagent.api.base import (
     ACCEPTED_COLUMN,
@@ -26,6 +26,10 @@ from kagent.api.parameters import PARAMETER_LIST, Parameter
 
 CelExpression = Annotated[str, Field(min_length=1, max_length=4096)]
 Template = Annotated[str, Field(max_length=65_536)]
+
+STATUS_CONFIG = ConfigDict(validate_assignment=True)
+"""Status models are built and changed by the controller: every assignment is checked, so a
+misspelt field name or phase fails where it is written, not silently on the API server."""
 
 
 class RouteCase(KagentModel):
@@ -191,6 +195,8 @@ class WorkflowSpec(KagentModel):
 class WorkflowStatus(KagentModel):
     """Observed state of a Workflow."""
 
+    model_config = STATUS_CONFIG
+
     observed_generation: int | None = None
     """The .metadata.generation this status describes."""
     conditions: list[Condition] | None = None
@@ -230,6 +236,8 @@ StepPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"]
 class Usage(KagentModel):
     """Model usage."""
 
+    model_config = STATUS_CONFIG
+
     input_tokens: int = 0
     """Tokens sent to models."""
     output_tokens: int = 0
@@ -241,6 +249,8 @@ class Usage(KagentModel):
 class OutputReference(KagentModel):
     """Where the full text of an output too large for the status is kept."""
 
+    model_config = STATUS_CONFIG
+
     config_map: ObjectName
     """ConfigMap in the run's namespace."""
     key: str
@@ -249,6 +259,8 @@ class OutputReference(KagentModel):
 
 class StepStatus(KagentModel):
     """Observed state of one step."""
+
+    model_config = STATUS_CONFIG
 
     name: str
     """Step name."""
@@ -296,6 +308,8 @@ class WorkflowRunSpec(KagentModel):
 class WorkflowRunStatus(KagentModel):
     """Observed state of a run."""
 
+    model_config = STATUS_CONFIG
+
     phase: RunPhase | None = None
     """Pending (waiting: queued, or for agents to be ready), Running, Succeeded or Failed."""
     reason: str | None = None
@@ -328,7 +342,7 @@ class WorkflowRun(Resource):
 
     kind_name: ClassVar[str] = "WorkflowRun"
     plural: ClassVar[str] = "workflowruns"
-    short_names: ClassVar[tuple[str, ...]] = ("wfr", "run")
+    short_names: ClassVar[tuple[str, ...]] = ("wfr", "run", "runs")
     printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
         PrinterColumn(name="Workflow", json_path=".spec.workflowRef.name"),
         PrinterColumn(name="Phase", json_path=".status.phase"),

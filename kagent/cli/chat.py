@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -207,23 +206,27 @@ def chat(
 
 
 def chat_loop(target: AgentTarget, conversation: str, timeout: float) -> None:
+    """Read messages from stdin, stream each answer to stdout. The banner, the prompts and the
+    speaker labels go to stderr, so ``kagent chat AGENT < questions > answers`` keeps only the
+    answers, one per line."""
     from rich.console import Console
 
     out = Console(highlight=False)
-    out.print(f"[bold]Chatting with {target.agent}[/] (conversation {conversation}). "
-              "Type /exit to leave.")
+    chrome = Console(stderr=True, highlight=False)
+    chrome.print(f"[bold]Chatting with {target.agent}[/] (conversation {conversation}). "
+                 "Type /exit to leave.")
     with target.client(timeout) as http:
         while True:
             try:
-                text = out.input("[bold cyan]you>[/] ").strip()
+                text = chrome.input("[bold cyan]you>[/] ").strip()
             except (EOFError, KeyboardInterrupt):
-                out.print()
+                chrome.print()
                 return
             if not text:
                 continue
             if text in EXIT_COMMANDS:
                 return
-            out.print(f"[bold green]{target.agent}>[/] ", end="")
+            chrome.print(f"[bold green]{target.agent}>[/] ", end="")
             try:
                 for piece in stream(http, target, text, conversation):
                     out.print(piece, end="", markup=False, soft_wrap=True)
@@ -232,7 +235,8 @@ def chat_loop(target: AgentTarget, conversation: str, timeout: float) -> None:
                 err_console.print(f"[red]error:[/] cannot reach {target.agent}: {error}")
                 continue
             except KeyboardInterrupt:
-                out.print("\n[dim](interrupted)[/]")
+                out.print()
+                chrome.print("[dim](interrupted)[/]")
                 continue
             out.print()
 
@@ -255,35 +259,24 @@ def run(
     if serve:
         os.execv(sys.executable, command)
     err_console.print(f"starting the agent runtime on 127.0.0.1:{port}…")
-    log = tempfile.NamedTemporaryFile(  # noqa: SIM115 — lives as long as the child process
-        prefix="kagent-run-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    from kagent.local.process import Process, ProcessExited, ReadinessTimeout
+
+    log = Path(tempfile.mkdtemp(prefix="kagent-run-")) / "runtime.log"
+    process = Process.start(command, name="the runtime", log_file=log, die_with_parent=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = process.poll()
-            if code is not None:
-                detail = Path(log.name).read_text(errors="replace")
-                fail(f"the runtime exited with status {code}: {detail.strip()[-2000:]}",
-                     "fix the manifests (see the message above) and run again",
-                     EXIT_USAGE if code == 2 else EXIT_ERROR)
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                fail(f"the runtime did not become ready in {timeout:.0f}s",
-                     f"see its log: {log.name}")
-            time.sleep(0.1)
+        try:
+            process.wait_ready(f"{base}/readyz", timeout=timeout, what="/readyz")
+        except ProcessExited as exited:
+            code = exited.returncode
+            detail = log.read_text(errors="replace").strip()[-2000:]
+            fail(f"the runtime exited with status {code}: {detail}",
+                 "fix the manifests (see the message above) and run again",
+                 EXIT_USAGE if code == 2 else EXIT_ERROR)
+        except ReadinessTimeout:
+            fail(f"the runtime did not become ready in {timeout:.0f}s; the end of its log:\n"
+                 f"{process.log_tail(20)}")
         chat_loop(direct_target(None, base), str(uuid.uuid4()), 300)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        Path(log.name).unlink(missing_ok=True)
+        process.stop(grace=15)
+        shutil.rmtree(log.parent, ignore_errors=True)

@@ -2,12 +2,17 @@
 
 Exit codes are part of the interface, so scripts can branch on them:
 0 ok, 1 error (cluster unreachable, request failed), 2 usage (bad arguments), 3 not found.
+
+So are the streams: a command's report — what it was asked for (a table, a description, an
+answer, a status, what it created or changed) — goes to stdout; progress, hints, warnings and
+errors go to stderr, so `kagent … | grep` and `x=$(kagent …)` see only the report.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -22,8 +27,18 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 
-console = Console()
+def _report_width() -> int | None:
+    """The report's width: a terminal's own (or $COLUMNS); unlimited into a pipe or a file, so a
+    table row or a long line reaches ``grep`` whole, as kubectl's do (rich would use 80)."""
+    if os.environ.get("COLUMNS") or sys.stdout.isatty():
+        return None
+    return 1_000_000
+
+
+console = Console(width=_report_width())
+"""stdout: the report."""
 err_console = Console(stderr=True)
+"""stderr: progress, hints, warnings, errors."""
 
 
 class Output(str, Enum):
@@ -85,7 +100,10 @@ def client(kubeconfig: Path | None) -> Any:
     server is reached directly, as kubectl does by default for local clusters)."""
     from lightkube import Client
 
-    return Client(config=load_config(kubeconfig), field_manager="kagent-cli", trust_env=False)
+    from kagent.api.labels import CLI_FIELD_MANAGER
+
+    return Client(config=load_config(kubeconfig), field_manager=CLI_FIELD_MANAGER,
+                  trust_env=False)
 
 
 def kagent_resource(kind: str) -> Any:

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import typer
 
+from kagent.api.labels import CONTROLLER_NAMESPACE
 from kagent.controller.render import DEFAULT_IMAGE
 
 
 def controller_command(
     kubeconfig: Path = typer.Option(None, "--kubeconfig", help="Kubeconfig (default: in-cluster or $KUBECONFIG)."),
     namespace: str = typer.Option(
-        os.environ.get("KAGENT_NAMESPACE", "kagent-system"), "--namespace",
+        os.environ.get("KAGENT_NAMESPACE", CONTROLLER_NAMESPACE), "--namespace",
         help="Namespace of the controller: its leader Lease and webhook CA live here.",
     ),
     identity: str = typer.Option(None, "--identity", help="Leader-election identity (default: pod name)."),
@@ -48,7 +49,7 @@ def controller_command(
     from kagent.controller.operator import ControllerSettings, WebhookSettings, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "httpx2"):
+    for noisy in ("httpx", "httpx2", "aiohttp.access"):  # aiohttp.access: a line per admission review
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("kopf").setLevel(max(logging.WARNING, logging.getLevelName(log_level.upper())))
     settings = ControllerSettings(

@@ -21,11 +21,12 @@ import httpx
 import typer
 from rich.console import Console
 
+from kagent.api.labels import CONTROLLER_NAMESPACE
+from kagent.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, console, err_console, fail
 from kagent.local.controlplane import ControlPlane
 from kagent.local.dev import (
     DEMO_NAMESPACE,
     DevProcess,
-    alive,
     attached,
     bring_up,
     demo_documents,
@@ -36,7 +37,7 @@ from kagent.local.dev import (
 )
 
 app = typer.Typer(help="Run Kagent locally on a real control plane.", no_args_is_help=True)
-console = Console(stderr=True)
+# Reports (the export line, status, "stopped") go to stdout; progress and hints to stderr.
 
 KubeconfigOption = typer.Option(
     None, "--kubeconfig",
@@ -72,41 +73,39 @@ def up(
     target, workdir = dev_paths(kubeconfig)
     existing = attached(workdir)
     if existing is not None and existing.is_running():
-        console.print(f"[yellow]already running[/] (kubeconfig: {target})")
+        err_console.print(f"[yellow]already running[/] (kubeconfig: {target})")
+        typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
         raise typer.Exit(0)
     if real_nodes:
         if crds_only or mock_llm:
-            console.print("[red]--real-nodes runs the chart's controller as pods: it takes neither "
-                          "--crds-only nor --mock-llm[/] (run `kagent mock-llm` as a pod instead)")
-            raise typer.Exit(2)
+            fail("--real-nodes runs the chart's controller as pods: it takes neither --crds-only "
+                 "nor --mock-llm", "run `kagent mock-llm` as a pod instead", EXIT_USAGE)
         _up_with_real_nodes(target, workdir, image_archive)
         return
     for script in mock_llm or []:
         if not script.is_file():
-            console.print(f"[red]--mock-llm {script}: no such file[/]")
-            raise typer.Exit(2)
+            fail(f"--mock-llm {script}: no such file", code=EXIT_USAGE)
     began = time.monotonic()
-    with console.status("starting…") as status:
+    with err_console.status("starting…") as status:
         try:
             env = bring_up(kubeconfig, crds_only=crds_only, mock_llm=mock_llm,
                            progress=status.update)
         except RuntimeError as error:
-            console.print(f"[red]kagent dev up failed:[/] {error}")
-            raise typer.Exit(1) from None
-    console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s")
+            fail(f"kagent dev up failed: {error}")
+    err_console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s")
     typer.echo(f"export KUBECONFIG={env.kubeconfig}")
-    _print_processes(env.processes)
-    console.print("then:  kubectl get kagent -A      stop:  kagent dev down"
-                  + (f" --kubeconfig {target}" if kubeconfig else ""))
+    _print_processes(env.processes, err_console)
+    err_console.print("then:  kubectl get kagent -A      stop:  kagent dev down"
+                      + (f" --kubeconfig {target}" if kubeconfig else ""))
 
 
-def _print_processes(processes: Mapping[str, DevProcess]) -> None:
+def _print_processes(processes: Mapping[str, DevProcess], where: Console) -> None:
     labels = {"mock-llm": "scripted model", "pods": "agents (local Services)",
               "controller": "controller metrics"}
     for name, process in processes.items():
         suffix = "/<namespace>/<agent>/" if name == "pods" else ""
-        console.print(f"  {labels.get(name, name):<24} {process.url}{suffix}   log {process.log}",
-                      highlight=False)
+        where.print(f"  {labels.get(name, name):<24} {process.url}{suffix}   log {process.log}",
+                    highlight=False, soft_wrap=True)
 
 
 def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None) -> None:
@@ -119,24 +118,22 @@ def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None)
 
     archive = image_archive or Path("dist") / f"kagent-{version('kagent')}.oci.tar"
     if not archive.is_file():
-        console.print(f"[red]no image archive at {archive}[/]: build it with `make image`, or give "
-                      "--image-archive")
-        raise typer.Exit(2)
+        fail(f"no image archive at {escape(str(archive))}",
+             "build it with `make image`, or give --image-archive", EXIT_USAGE)
     began = time.monotonic()
     try:
         reference = oci.read_archive(archive).reference
-        with console.status("starting the control plane and a real node (kubelet, containerd, "
-                            "kube-proxy, CoreDNS)…"):
+        with err_console.status("starting the control plane and a real node (kubelet, "
+                                "containerd, kube-proxy, CoreDNS)…"):
             plane, _ = realnode.start_detached(workdir, [archive.absolute()])
     except (RuntimeError, ValueError) as error:
-        console.print(f"[red]kagent dev up --real-nodes failed:[/] {escape(str(error))}")
-        raise typer.Exit(1) from None
+        fail(f"kagent dev up --real-nodes failed: {escape(str(error))}")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(plane.kubeconfig.read_bytes())
     target.chmod(0o600)
     repository, tag = reference.rsplit(":", 1)
     try:
-        install(kubeconfig=target, namespace="kagent-system", cert_manager=False, chart=None,
+        install(kubeconfig=target, namespace=CONTROLLER_NAMESPACE, cert_manager=False, chart=None,
                 wait=True, check_only=False,
                 values=[f"image.repository={repository}", f"image.tag={tag}",
                         "image.pullPolicy=Never"])
@@ -145,10 +142,10 @@ def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None)
         plane.stop()
         target.unlink(missing_ok=True)
         raise
-    console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s: the controller and every "
-                  f"agent run as pods of {reference} on node {nodeconfig.NODE_NAME}")
+    err_console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s: the controller and "
+                      f"every agent run as pods of {reference} on node {nodeconfig.NODE_NAME}")
     typer.echo(f"export KUBECONFIG={target}")
-    console.print("then:  kubectl get pods -A      stop:  kagent dev down")
+    err_console.print("then:  kubectl get pods -A      stop:  kagent dev down")
 
 
 @app.command("down")
@@ -160,7 +157,7 @@ def down(kubeconfig: Path = KubeconfigOption) -> None:
     stop_real_node(workdir)  # first: it drains its pods through the API server
     stopped = stop_processes(workdir)
     if not ControlPlane.stop_detached(workdir) and not stopped:
-        console.print(f"nothing is running for {target}")
+        console.print(f"nothing is running for {target}", highlight=False, soft_wrap=True)
         raise typer.Exit(0)
     target.unlink(missing_ok=True)
     console.print("[green]stopped[/]")
@@ -168,24 +165,26 @@ def down(kubeconfig: Path = KubeconfigOption) -> None:
 
 @app.command("status")
 def status(kubeconfig: Path = KubeconfigOption) -> None:
-    """Say whether the local environment is running. Exit code 0 if it is, 3 if not."""
+    """Say whether the local environment is running (on stdout). Exit code 0 if it is, 3 if
+    not."""
     target, workdir = dev_paths(kubeconfig)
     plane = attached(workdir)
     if plane is None or not plane.is_running():
         console.print("not running")
-        raise typer.Exit(3)
-    console.print(f"running — kubeconfig {target}")
+        raise typer.Exit(EXIT_NOT_FOUND)
+    console.print(f"running — kubeconfig {target}", highlight=False, soft_wrap=True)
     processes = read_state(workdir)
-    _print_processes(processes)
+    _print_processes(processes, console)
     pods = processes.get("pods")
-    if pods is not None and alive(pods.pid):
+    if pods is not None and pods.alive():
         try:
             listed = httpx.get(f"{pods.url}/_pods", timeout=5, trust_env=False).json()["pods"]
         except (httpx.HTTPError, ValueError, KeyError):
             listed = []
         for pod in listed:
             state = "ready" if pod["ready"] else (pod.get("problem") or "starting")
-            console.print(f"  pod {pod['namespace']}/{pod['pod']:<40} {state}", highlight=False)
+            console.print(f"  pod {pod['namespace']}/{pod['pod']:<40} {state}", highlight=False,
+                          soft_wrap=True)
 
 
 @app.command("pods", hidden=True)
@@ -204,8 +203,7 @@ def pods(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     malformed = [item for item in env or [] if "=" not in item]
     if malformed:
-        console.print(f"[red]--env {malformed[0]!r}: write it as KEY=VALUE[/]")
-        raise typer.Exit(2)
+        fail(f"--env {malformed[0]!r}: write it as KEY=VALUE", code=EXIT_USAGE)
     overrides = dict(item.split("=", 1) for item in env or [])
     try:
         asyncio.run(serve_local_pods(kubeconfig, workdir, port, overrides))
@@ -235,29 +233,25 @@ def demo(
     try:
         documents = demo_documents(examples, provider)
     except FileNotFoundError as error:
-        console.print(f"[red]{error}[/]")
-        raise typer.Exit(2) from None
+        fail(str(error), code=EXIT_USAGE)
     target, workdir = dev_paths(kubeconfig)
-    console.rule("[bold]Kagent demo")
-    console.print("model: " + (f"{provider[0]} (your key)" if provider else
+    err_console.rule("[bold]Kagent demo")
+    err_console.print("model: " + (f"{provider[0]} (your key)" if provider else
                                "the scripted model (offline; set OPENAI_API_KEY for a real one)"))
     began = time.monotonic()
-    with console.status("starting…") as status:
+    with err_console.status("starting…") as status:
         try:
             env = bring_up(kubeconfig, mock_llm=scripts, progress=status.update)
         except RuntimeError as error:
-            console.print(f"[red]the local cluster did not start:[/] {error}")
-            raise typer.Exit(1) from None
+            fail(f"the local cluster did not start: {error}")
         if "pods" not in env.processes:
-            console.print("[red]a dev environment without live agents is already running[/]; "
-                          "stop it with `make demo-down` and try again")
-            raise typer.Exit(1)
+            fail("a dev environment without live agents is already running",
+                 "stop it with `make demo-down` and try again")
         if not provider and "mock-llm" not in env.processes:
-            console.print("[red]the running dev environment has no scripted model and no provider "
-                          "key is set[/]; stop it with `make demo-down` and try again")
-            raise typer.Exit(1)
-        console.print(f"[green]✓[/] local cluster with Kagent's controller and webhook "
-                      f"({time.monotonic() - began:.0f}s)")
+            fail("the running dev environment has no scripted model and no provider key is set",
+                 "stop it with `make demo-down` and try again")
+        err_console.print(f"[green]✓[/] local cluster with Kagent's controller and webhook "
+                          f"({time.monotonic() - began:.0f}s)")
         plane = ControlPlane.attach(workdir)
         status.update("applying the examples…")
         secret_name = provider[2] if provider else "openai-api-key"
@@ -271,9 +265,9 @@ def demo(
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(setup))
         plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
         agents = [str(d["metadata"]["name"]) for d in documents if d["kind"] == "Agent"]
-        console.print(f"[green]✓[/] applied {len(documents)} resources from {examples}/ "
-                      f"({len(agents)} agents, {sum(d['kind'] == 'Workflow' for d in documents)} "
-                      "workflows)")
+        err_console.print(f"[green]✓[/] applied {len(documents)} resources from {examples}/ "
+                          f"({len(agents)} agents, "
+                          f"{sum(d['kind'] == 'Workflow' for d in documents)} workflows)")
         kube = client(target)
         deadline = time.monotonic() + 300
         waiting = agents
@@ -281,15 +275,15 @@ def demo(
             status.update(f"waiting for {len(waiting)} agents to be Ready: {', '.join(waiting)}")
             waiting = [a for a in agents if not _agent_ready(kube, a)]
             if time.monotonic() > deadline:
-                console.print(f"[red]agents not Ready after 5 minutes:[/] {', '.join(waiting)}; "
-                              f"see `kagent describe agent {waiting[0]} -n {DEMO_NAMESPACE}` and "
-                              f"{workdir}/pods.log")
-                raise typer.Exit(1)
+                fail(f"agents not Ready after 5 minutes: {', '.join(waiting)}",
+                     f"see `kagent describe agent {waiting[0]} -n {DEMO_NAMESPACE}` and "
+                     f"{workdir}/pods.log")
             if waiting:
                 time.sleep(1)
-    console.print(f"[green]✓[/] {len(agents)} agents Ready, each a local `kagent runtime` process")
-    console.print("\n[bold]Running the research-report workflow[/] "
-                  "(researcher → two analysts in parallel → writer)\n")
+    err_console.print(f"[green]✓[/] {len(agents)} agents Ready, each a local `kagent runtime` "
+                      "process")
+    err_console.print("\n[bold]Running the research-report workflow[/] "
+                      "(researcher → two analysts in parallel → writer)\n")
     exit_code = 0
     try:
         workflow_cli.run(workflow_name="research-report", inputs=[f"topic={topic}"], name=None,
@@ -297,7 +291,7 @@ def demo(
     except typer.Exit as done:
         exit_code = done.exit_code
     export = f"export KUBECONFIG={target}"
-    console.print(f"""
+    err_console.print(f"""
 [bold]Explore[/]
   {export}
   kubectl get kagent -n {DEMO_NAMESPACE}                  every Kagent object
@@ -307,6 +301,8 @@ def demo(
   kagent workflow run review-revise -n {DEMO_NAMESPACE} --input brief="Kagent 1.0" --watch
   kagent dev status                                    what runs where
   make demo-down                                       stop everything""", highlight=False)
+    from kagent.dashboard.server import dashboard_for_dev
+    console.print(f"  dashboard  {dashboard_for_dev(target, workdir)}", highlight=False)
     raise typer.Exit(exit_code)
 
 

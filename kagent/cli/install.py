@@ -10,10 +10,11 @@ from typing import Any
 
 import typer
 
-from kagent.cli.common import EXIT_ERROR, EXIT_USAGE, KubeconfigOption, console, fail
+from kagent.api.labels import CONTROLLER_NAMESPACE
+from kagent.cli.common import EXIT_ERROR, EXIT_USAGE, KubeconfigOption, console, err_console, fail
 
 RELEASE = "kagent"
-DEFAULT_NAMESPACE = "kagent-system"
+DEFAULT_NAMESPACE = CONTROLLER_NAMESPACE
 MIN_MINOR = 28
 
 
@@ -125,7 +126,7 @@ def install(
         return
     # Helm installs crds/ on first install only; applying them here makes an upgrade bring
     # the new schema too (server-side apply: fields of other managers are left alone).
-    with console.status("applying Kagent's CRDs…"):
+    with err_console.status("applying Kagent's CRDs…"):
         applied = apply_crds(kubeconfig, chart / "crds")
     console.print(f"[green]✓[/] {applied} CRDs applied", highlight=False)
     args = ["upgrade", "--install", RELEASE, str(chart), "-n", namespace, "--create-namespace"]
@@ -135,13 +136,13 @@ def install(
         args += ["--set", value]
     if wait:
         args += ["--wait", "--timeout", "300s"]
-    with console.status(f"helm install {RELEASE} into {namespace}…"):
+    with err_console.status(f"helm install {RELEASE} into {namespace}…"):
         result = _helm(kubeconfig, *args)
     if result.returncode != 0:
         fail(f"helm failed: {result.stderr.strip()}", "fix the values or cluster and run again",
              EXIT_ERROR)
-    console.print(f"[green]Kagent installed[/] in namespace {namespace}. "
-                  "Next: `kagent get agents -A`.", highlight=False)
+    console.print(f"[green]Kagent installed[/] in namespace {namespace}.", highlight=False)
+    err_console.print("next: `kagent get agents -A`", style="dim", highlight=False)
 
 
 def apply_crds(kubeconfig: Path | None, folder: Path) -> int:

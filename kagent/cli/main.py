@@ -9,6 +9,7 @@ import typer
 from kagent.api.crd import default_crd_dir, write_crds
 from kagent.cli import chat, dev, install, resources, workflow
 from kagent.cli.controller import controller_command
+from kagent.cli.dashboard import dashboard
 
 app = typer.Typer(
     name="kagent",
@@ -27,14 +28,7 @@ app.command("chat")(chat.chat)
 app.command("run")(chat.run)
 app.command("install")(install.install)
 app.command("uninstall")(install.uninstall)
-
-
-@app.command("version")
-def version() -> None:
-    """Print Kagent's version (the image's, when run in a pod)."""
-    from importlib.metadata import version as distribution_version
-
-    typer.echo(distribution_version("kagent"))
+app.command("dashboard")(dashboard)
 
 
 @app.command("crds")
@@ -59,6 +53,14 @@ def docs(
     from kagent.api.docs import default_docs_dir, write_api_reference
 
     typer.echo(f"wrote {write_api_reference(output or default_docs_dir())}")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version of Kagent."""
+    from importlib.metadata import version as package_version
+
+    typer.echo(f"kagent {package_version('kagent')}")
 
 
 @app.command("runtime")

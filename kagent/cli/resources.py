@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from kagent.api import KINDS, Resource
+from kagent.api.labels import AGENT_LABEL
 from kagent.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -21,31 +24,35 @@ from kagent.cli.common import (
     console,
     duration,
     elapsed_seconds,
+    err_console,
     fail,
     kagent_resource,
     print_documents,
     resolve_namespace,
 )
 
-AGENT_LABEL = "kagent.dev/agent"
 
-# Every name a user may type for a kind: plural, singular, short names, kind.
-_ALIASES = {
-    "Agent": ("agents", "agent", "ag"),
-    "Tool": ("tools", "tool", "tl"),
-    "Memory": ("memories", "memory", "mem"),
-    "Workflow": ("workflows", "workflow", "wf"),
-    "WorkflowRun": ("runs", "run", "workflowruns", "workflowrun", "wfr"),
-}
-KIND_BY_ALIAS = {alias: kind for kind, names in _ALIASES.items() for alias in names}
-KIND_BY_ALIAS.update({kind.lower(): kind for kind in _ALIASES})
+def kind_aliases(kinds: Iterable[type[Resource]] = KINDS) -> dict[str, str]:
+    """Every name a user may type for a kind, taken from the API types: the names kubectl
+    accepts (plural, singular, short names) and the kind itself, in lower case (pure)."""
+    aliases: dict[str, str] = {}
+    for kind in kinds:
+        for alias in (kind.plural, kind.singular(), *kind.short_names, kind.kind_name.lower()):
+            if aliases.setdefault(alias, kind.kind_name) != kind.kind_name:
+                raise ValueError(f"{alias!r} names both {aliases[alias]} and {kind.kind_name}")
+    return aliases
+
+
+KIND_BY_ALIAS = kind_aliases()
+KIND_NAMES = " | ".join(kind.plural for kind in KINDS)
+KIND_SINGULARS = " | ".join(kind.singular() for kind in KINDS)
 
 
 def kind_of(text: str) -> str:
     kind = KIND_BY_ALIAS.get(text.lower())
     if kind is None:
-        fail(f"unknown kind {text!r}",
-             "use one of: agents, tools, memories, workflows, runs", EXIT_USAGE)
+        fail(f"unknown kind {text!r}", f"use one of: {KIND_NAMES.replace(' |', ',')} (or a "
+             "singular or short name, as kubectl takes them)", EXIT_USAGE)
     return kind
 
 
@@ -111,7 +118,7 @@ HEADERS = {
 
 
 def get(
-    kind: str = typer.Argument(..., help="agents | tools | memories | workflows | runs"),
+    kind: str = typer.Argument(..., help=f"{KIND_NAMES} (or a singular or short name)"),
     name: str = typer.Argument(None, help="One object's name (default: all of them)."),
     namespace: str = NamespaceOption,
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A",
@@ -141,7 +148,7 @@ def get(
         return
     if not docs:
         where = "any namespace" if ns is None else f"namespace {ns!r}"
-        console.print(f"No {kind} found in {where}.", highlight=False)
+        err_console.print(f"No {kind} found in {where}.", highlight=False)  # as kubectl: stderr
         return
     table = Table(box=None, header_style="bold", pad_edge=False)
     if ns is None:
@@ -216,7 +223,7 @@ def _child_state(kind: str, doc: dict[str, Any]) -> str:
 
 
 def describe(
-    kind: str = typer.Argument(..., help="agent | tool | memory | workflow | run"),
+    kind: str = typer.Argument(..., help=f"{KIND_SINGULARS} (or a plural or short name)"),
     name: str = typer.Argument(..., help="The object's name."),
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,

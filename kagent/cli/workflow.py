@@ -14,6 +14,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from kagent.api.base import API_VERSION
+from kagent.api.labels import WORKFLOW_LABEL
 from kagent.cli.common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -24,6 +26,7 @@ from kagent.cli.common import (
     console,
     duration,
     elapsed_seconds,
+    err_console,
     fail,
     kagent_resource,
     resolve_namespace,
@@ -136,7 +139,8 @@ def watch_run(kube: Any, workflow: dict[str, Any], name: str, namespace: str,
     """Redraw the steps until the run finishes (or ``timeout`` seconds pass); returns the run."""
     deadline = None if timeout is None else time.monotonic() + timeout
     run = _get(kube, "WorkflowRun", name, namespace)
-    with Live(steps_view(workflow, run), console=console, refresh_per_second=4,
+    # The live screen is progress: stderr, so stdout carries only the run's name and output.
+    with Live(steps_view(workflow, run), console=err_console, refresh_per_second=4,
               transient=False) as live:
         while (run.get("status") or {}).get("phase") not in FINISHED:
             if deadline is not None and time.monotonic() > deadline:
@@ -166,12 +170,12 @@ def run(
     except ValueError as error:
         fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name}`",
              EXIT_USAGE)
-    metadata: dict[str, Any] = {"namespace": ns, "labels": {"kagent.dev/workflow": workflow_name}}
+    metadata: dict[str, Any] = {"namespace": ns, "labels": {WORKFLOW_LABEL: workflow_name}}
     if name:
         metadata["name"] = name
     else:
         metadata["generateName"] = f"{workflow_name}-"
-    body = {"apiVersion": "kagent.dev/v1alpha1", "kind": "WorkflowRun", "metadata": metadata,
+    body = {"apiVersion": API_VERSION, "kind": "WorkflowRun", "metadata": metadata,
             "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
     try:
         created = kube.create(kagent_resource("WorkflowRun")(body)).to_dict()
@@ -184,14 +188,14 @@ def run(
     run_name = created["metadata"]["name"]
     console.print(f"workflowrun/{run_name} created", highlight=False)
     if not watch:
-        console.print(f"  follow it: kagent workflow run … --watch, or "
-                      f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
-                      highlight=False)
+        err_console.print(f"  follow it: kagent workflow run … --watch, or "
+                          f"kubectl get workflowrun {run_name} -n {ns} -w", style="dim",
+                          highlight=False)
         return
     try:
         final = watch_run(kube, workflow, run_name, ns, timeout)
     except KeyboardInterrupt:
-        console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
+        err_console.print(f"stopped watching; the run goes on (kagent describe run {run_name})")
         raise typer.Exit(130) from None
     status = final.get("status") or {}
     phase = status.get("phase")

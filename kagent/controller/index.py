@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-ObjectKey = tuple[str, str, str]
-"""(kind, namespace, name)."""
+from kagent.kube.reconcile import ObjectKey
+
+__all__ = ["DependencyIndex", "ObjectKey"]
 
 
 class DependencyIndex:

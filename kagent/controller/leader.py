@@ -1,16 +1,26 @@
-"""Leader election on a coordination.k8s.io Lease, as client-go does it.
+"""Leader election on a coordination.k8s.io Lease, with client-go's semantics.
 
-Every controller replica serves the webhook; only the holder of the Lease reconciles. A leader
-that cannot renew within the lease duration stops reconciling before anyone else can take over,
-so two replicas never work at once; a killed leader is replaced once its lease expires.
+Every controller replica serves the webhook; only the holder of the Lease reconciles. What keeps
+two replicas from working at once, whatever their clocks say (as client-go's leaderelection):
+
+- a follower never compares the holder's ``renewTime`` with its own clock: it notes *when it
+  observed* the Lease record change, and takes over only after ``lease_seconds`` of its own
+  monotonic time have passed with no change;
+- the leader renews every ``retry_seconds``, each attempt bounded, and stops leading once
+  ``renew_deadline`` (shorter than the lease) has passed since its last successful renewal —
+  before any follower can consider the lease expired;
+- the moment leadership is lost, all the leader's work is cancelled;
+- every write of the Lease is a compare-and-swap on its resourceVersion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -22,9 +32,29 @@ from kagent.kube.incluster import owner_references
 
 log = logging.getLogger("kagent.controller.leader")
 
+STOP_TIMEOUT = 30.0
+"""How long the cancelled work may take to unwind once leadership is lost."""
 
-def _now() -> datetime:
+
+def _wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """What the Lease says; a change of any part means its holder is alive."""
+
+    holder: str | None
+    renew_time: datetime | None
+    acquire_time: datetime | None
+    transitions: int
+    duration: int
+
+    @classmethod
+    def of(cls, lease: Lease) -> LeaseRecord:
+        spec = lease.spec or LeaseSpec()
+        return cls(spec.holderIdentity or None, spec.renewTime, spec.acquireTime,
+                   spec.leaseTransitions or 0, spec.leaseDurationSeconds or 0)
 
 
 class LeaderElector:
@@ -35,105 +65,135 @@ class LeaderElector:
         name: str,
         identity: str,
         lease_seconds: int = 15,
-        renew_seconds: float = 5.0,
-        retry_seconds: float = 2.0,
+        renew_deadline: float | None = None,
+        retry_seconds: float | None = None,
+        clock: Callable[[], datetime] = _wall_clock,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds
-        self.retry_seconds = retry_seconds
+        # client-go's defaults are 15 s / 10 s / 2 s: keep their proportions.
+        self.renew_deadline = renew_deadline if renew_deadline is not None else lease_seconds * 2 / 3
+        self.retry_seconds = retry_seconds if retry_seconds is not None else min(2.0, lease_seconds / 5)
+        if not 0 < self.retry_seconds < self.renew_deadline < lease_seconds:
+            raise ValueError("leader election needs retry < renew deadline < lease duration, got "
+                             f"{self.retry_seconds} / {self.renew_deadline} / {lease_seconds}")
+        self.clock = clock
+        self.monotonic = monotonic
         self.is_leader = False
+        self._has_led = False
+        self._observed: LeaseRecord | None = None
+        self._observed_at = 0.0
 
-    async def _try_acquire_or_renew(self) -> bool:
-        now = _now()
+    def _observe(self, record: LeaseRecord) -> None:
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = self.monotonic()
+
+    async def try_acquire_or_renew(self) -> bool:
+        """One attempt, as client-go's tryAcquireOrRenew: True if we hold the lease after it."""
+        now = self.clock()
         try:
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)
         except ApiError as error:
             if error.status.code != 404:
                 raise
-            lease = Lease(
-                metadata=ObjectMeta(name=self.name, namespace=self.namespace,
-                                    ownerReferences=owner_references(self.namespace)),
-                spec=LeaseSpec(
-                    holderIdentity=self.identity,
-                    leaseDurationSeconds=self.lease_seconds,
-                    acquireTime=now,
-                    renewTime=now,
-                    leaseTransitions=0,
-                ),
-            )
-            try:
-                await self.client.create(lease)
-                return True
-            except ApiError as create_error:
-                if create_error.status.code == 409:
-                    return False
-                raise
-        spec = lease.spec or LeaseSpec()
-        holder = spec.holderIdentity
-        renewed = spec.renewTime
-        duration = spec.leaseDurationSeconds or self.lease_seconds
-        expired = renewed is None or renewed + timedelta(seconds=duration) < now
-        if holder not in (self.identity, None, "") and not expired:
+            return await self._create(now)
+        record = LeaseRecord.of(lease)
+        self._observe(record)
+        held_by_other = record.holder not in (None, self.identity)
+        duration = record.duration or self.lease_seconds
+        if held_by_other and self._observed_at + duration > self.monotonic():
             return False
-        if holder != self.identity:
+        spec = lease.spec or LeaseSpec()
+        if record.holder != self.identity:
             spec.acquireTime = now
-            spec.leaseTransitions = (spec.leaseTransitions or 0) + 1
+            spec.leaseTransitions = record.transitions + 1
         spec.holderIdentity = self.identity
         spec.leaseDurationSeconds = self.lease_seconds
         spec.renewTime = now
         lease.spec = spec
         try:
-            await self.client.replace(lease)  # resourceVersion makes this a compare-and-swap
+            updated = await self.client.replace(lease)  # resourceVersion: a compare-and-swap
         except ApiError as error:
             if error.status.code == 409:
                 return False
             raise
+        self._observe(LeaseRecord.of(updated))
         return True
 
+    async def _create(self, now: datetime) -> bool:
+        lease = Lease(
+            metadata=ObjectMeta(name=self.name, namespace=self.namespace,
+                                ownerReferences=owner_references(self.namespace)),
+            spec=LeaseSpec(holderIdentity=self.identity, leaseDurationSeconds=self.lease_seconds,
+                           acquireTime=now, renewTime=now, leaseTransitions=0),
+        )
+        try:
+            created = await self.client.create(lease)
+        except ApiError as error:
+            if error.status.code == 409:
+                return False
+            raise
+        self._observe(LeaseRecord.of(created))
+        return True
+
+    async def _attempt(self, timeout: float) -> bool | None:
+        """One bounded attempt: True/False as above, None if it failed or took too long."""
+        try:
+            return await asyncio.wait_for(self.try_acquire_or_renew(), max(timeout, 0.01))
+        except TimeoutError:
+            log.warning("leader election: the Lease did not answer within %.1fs", timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the apiserver may be briefly unreachable
+            log.warning("leader election: could not reach the Lease: %s", error)
+        return None
+
     async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
-        """Wait for the lease, then run ``lead()`` while renewing it; stop it if renewal fails."""
+        """Wait for the lease, then run ``lead()`` while renewing it; cancel it the moment the
+        lease is lost. Repeats until cancelled."""
         while True:
-            try:
-                acquired = await self._try_acquire_or_renew()
-            except Exception:  # noqa: BLE001 - the apiserver may be briefly unreachable
-                log.exception("leader election: could not reach the Lease")
-                acquired = False
-            if not acquired:
+            if not await self._attempt(self.retry_seconds):
                 await asyncio.sleep(self.retry_seconds)
                 continue
+            acquired_at = self.monotonic()
             log.info("became the leader (%s)", self.identity)
-            self.is_leader = True
-            task = asyncio.create_task(lead())
+            self.is_leader = self._has_led = True
+            task = asyncio.create_task(lead(), name="leader-work")
             try:
-                await self._renew_until_lost(task)
+                await self._renew_until_lost(task, acquired_at)
             finally:
                 self.is_leader = False
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                try:
+                    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), STOP_TIMEOUT)
+                except TimeoutError:
+                    log.error("the leader's work did not stop within %.0fs", STOP_TIMEOUT)
             log.warning("lost leadership (%s)", self.identity)
 
-    async def _renew_until_lost(self, task: asyncio.Task[None]) -> None:
-        last_renewal = _now()
+    async def _renew_until_lost(self, task: asyncio.Task[None], last_renewal: float) -> None:
         while not task.done():
-            await asyncio.sleep(self.renew_seconds)
-            try:
-                if await self._try_acquire_or_renew():
-                    last_renewal = _now()
-                    continue
-                return  # someone else holds it
-            except Exception:  # noqa: BLE001
-                log.exception("leader election: renewal failed")
-            # Give up before the lease can expire for the others.
-            if _now() - last_renewal > timedelta(seconds=self.lease_seconds * 2 / 3):
+            await asyncio.wait({task}, timeout=self.retry_seconds)
+            if task.done():
+                return
+            left = last_renewal + self.renew_deadline - self.monotonic()
+            outcome = await self._attempt(left)
+            if outcome:
+                last_renewal = self.monotonic()
+            elif outcome is False:
+                log.warning("another replica holds the lease")
+                return
+            elif self.monotonic() - last_renewal >= self.renew_deadline:
+                log.warning("could not renew the lease within %.1fs", self.renew_deadline)
                 return
 
     async def release(self) -> None:
         """Hand the lease back on a clean shutdown so a successor starts at once."""
-        if not self.is_leader:
+        if not self._has_led:
             return
         try:
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)

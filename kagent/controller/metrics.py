@@ -16,3 +16,10 @@ RECONCILE_DURATION = Histogram(
 )
 QUEUE_DEPTH = Gauge("kagent_controller_queue_depth", "Keys waiting in the work queue.")
 IS_LEADER = Gauge("kagent_controller_leader", "1 if this replica holds the leader lease.")
+APPLIES = Counter(
+    "kagent_controller_applies_total",
+    "Children server-side applied (result=applied) or found as wanted and left alone "
+    "(result=unchanged), by kind.",
+    ["kind", "result"],
+)
+CACHED_OBJECTS = Gauge("kagent_controller_cached_objects", "Objects in the watch-fed cache, by kind.", ["kind"])

@@ -17,18 +17,16 @@ import yaml
 
 from kagent.api import Agent, Memory, Tool
 from kagent.api.agent import ScalingSpec
-from kagent.api.base import API_VERSION
+from kagent.api.base import API_VERSION, SecretKeySelector
+from kagent.api.labels import AGENT_LABEL, CONFIG_HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER
 from kagent.api.memory import MemorySpec
 from kagent.api.secrets import TRACING_SECRET_KEYS, iter_secret_refs, secret_env_name, unique_refs
-from kagent.api.base import SecretKeySelector
 
 HTTP_PORT = 8080
 SERVICE_PORT = 80
 CONFIG_DIR = "/etc/kagent"
 CONFIG_KEY = "agent.yaml"
-CONFIG_HASH_ANNOTATION = "kagent.dev/config-hash"
-AGENT_LABEL = "kagent.dev/agent"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kagent"}
+MANAGED_BY = {MANAGED_BY_LABEL: MANAGER}
 DEFAULT_IMAGE = "ghcr.io/kagent-operator/kagent:0.1.0"
 AGENT_URL_TEMPLATE = "http://{name}.{namespace}.svc.cluster.local"
 

@@ -1,27 +1,25 @@
-"""Gather what an Agent refers to — Tools, Memory, other Agents, Secret keys — from the cluster.
+"""Gather what an Agent, Tool or Memory refers to — Tools, Memory, other Agents, Secret keys —
+from the cache. No I/O: the watch-fed cache already holds all of it.
 
-The result says what is missing (for the Accepted condition) and which objects the Agent depends
-on (for the reverse index that re-reconciles exactly the Agents a change affects).
+The result says what is missing (for the Accepted condition) and which objects the reconciled
+object depends on (for the reverse index that re-reconciles exactly what a change affects).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Secret
 
 from kagent.api import Agent, Memory, Tool
 from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.controller.render import AgentInputs, agent_secret_refs
-from kagent.kube import KAGENT_RESOURCES, is_not_found
+from kagent.kube.reconcile import ObjectKey, ObjectReader
 
-Dependency = tuple[str, str, str]
-"""(kind, namespace, name) of an object an Agent depends on."""
+Dependency = ObjectKey
+"""(kind, namespace, name) of an object another one depends on."""
 
 
 @dataclass
@@ -33,48 +31,33 @@ class Resolution:
     dependencies: set[Dependency] = field(default_factory=set)
 
 
-async def _get_kagent(client: AsyncClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        obj = await client.get(KAGENT_RESOURCES[kind], name, namespace=namespace)
-    except ApiError as error:
-        if is_not_found(error):
-            return None
-        raise
-    return obj.to_dict()
+def parse_cached(raw: dict[str, Any]) -> Agent | Tool | Memory:
+    """The typed spec of a cached Kagent object (status is read separately, tolerantly)."""
+    resource = parse_resource({k: v for k, v in raw.items() if k != "status"})
+    assert isinstance(resource, (Agent, Tool, Memory))
+    return resource
 
 
-async def secret_digest(
-    client: AsyncClient, namespace: str, refs: list[SecretKeySelector]
-) -> tuple[str, list[str]]:
-    """A digest of the referenced keys' values, and the refs that do not resolve."""
+def secret_digest(cache: ObjectReader, namespace: str, refs: Iterable[SecretKeySelector]) -> tuple[str, list[str]]:
+    """A digest of the referenced Secrets' versions, and the refs that do not resolve.
+
+    The digest covers each referenced key and the resourceVersion of its Secret — never a value —
+    so rotating a referenced Secret rolls the pods while an unrelated Secret does not."""
     digest = hashlib.sha256()
     missing: list[str] = []
-    secrets: dict[str, dict[str, str] | None] = {}
     for ref in refs:
-        if ref.name not in secrets:
-            try:
-                secret = await client.get(Secret, ref.name, namespace=namespace)
-                secrets[ref.name] = dict(secret.data or {})
-                secrets[ref.name].update(
-                    {k: v for k, v in (secret.stringData or {}).items()}  # never set by the server
-                )
-            except ApiError as error:
-                if not is_not_found(error):
-                    raise
-                secrets[ref.name] = None
-        data = secrets[ref.name]
-        if data is None:
+        secret = cache.get("Secret", namespace, ref.name)
+        if secret is None:
             missing.append(f'Secret "{ref.name}"')
-        elif ref.key not in data:
+        elif ref.key not in secret.get("keys", ()):
             missing.append(f'key "{ref.key}" in Secret "{ref.name}"')
         else:
-            digest.update(f"{ref.name}\0{ref.key}\0{data[ref.key]}\0".encode())
+            version = secret["metadata"].get("resourceVersion", "")
+            digest.update(f"{ref.name}\0{ref.key}\0{version}\0".encode())
     return digest.hexdigest()[:16], missing
 
 
-async def resolve_agent(
-    client: AsyncClient, agent: Agent, keda_available: bool, image: str
-) -> Resolution:
+def resolve_agent(cache: ObjectReader, agent: Agent, keda_available: bool, image: str) -> Resolution:
     namespace = str(agent.metadata.namespace)
     missing: list[str] = []
     reasons: list[str] = []
@@ -82,7 +65,7 @@ async def resolve_agent(
     tools: list[Tool] = []
     for ref in agent.spec.tools or []:
         dependencies.add((ref.kind, namespace, ref.name))
-        found = await _get_kagent(client, ref.kind, namespace, ref.name)
+        found = cache.get(ref.kind, namespace, ref.name)
         if found is None:
             missing.append(f'{ref.kind} "{ref.name}"')
             reasons.append(f"{ref.kind}NotFound")
@@ -96,7 +79,7 @@ async def resolve_agent(
     if agent.spec.memory_ref is not None:
         name = agent.spec.memory_ref.name
         dependencies.add(("Memory", namespace, name))
-        found = await _get_kagent(client, "Memory", namespace, name)
+        found = cache.get("Memory", namespace, name)
         if found is None:
             missing.append(f'Memory "{name}"')
             reasons.append("MemoryNotFound")
@@ -107,7 +90,7 @@ async def resolve_agent(
     inputs = AgentInputs(agent=agent, tools=tools, memory=memory, keda_available=keda_available, image=image)
     refs = agent_secret_refs(inputs)
     dependencies.update(("Secret", namespace, ref.name) for ref in refs)
-    digest, missing_secrets = await secret_digest(client, namespace, refs)
+    digest, missing_secrets = secret_digest(cache, namespace, refs)
     if missing_secrets:
         missing.extend(missing_secrets)
         reasons.append("SecretNotFound")
@@ -123,7 +106,7 @@ async def resolve_agent(
 def _typed(document: dict[str, Any], kind: type[Tool] | type[Memory], problems: list[str]) -> Any:
     """The typed object, or None (with the problem recorded) if it does not parse."""
     try:
-        resource = parse_resource(document)
+        resource = parse_cached(document)
     except ManifestError as error:
         problems.append(str(error).replace("\n", " "))
         return None

@@ -1,12 +1,54 @@
-"""Pure status computation: is a Deployment rolled out, and what do an Agent's conditions say."""
+"""Pure status computation: is a Deployment rolled out, and what the statuses of Agents, Tools and
+Memories say. Everything here builds the typed models of :mod:`kagent.api`, so a misspelt field
+is an error in a unit test, not a field the API server silently drops."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from kagent.kube.conditions import set_condition
+from pydantic import ValidationError
+
+from kagent.api import AgentStatus
+from kagent.api.base import KagentModel
+from kagent.api.memory import MemoryStatus
+from kagent.api.tool import CodeTool, DiscoveredTool, ToolStatus
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
+from kagent.kube.conditions import remove_condition, set_condition
+from kagent.kube.reconcile import Verdict
+
+log = logging.getLogger("kagent.controller.status")
+
+StatusModel = TypeVar("StatusModel", bound=KagentModel)
+
+
+def read_status(model: type[StatusModel], raw: dict[str, Any] | None) -> StatusModel:
+    """The status as stored, tolerating fields this version does not know (written by another
+    version) — they are ignored, not an error. A status that does not parse counts as empty."""
+    try:
+        return model.model_validate(raw or {}, extra="ignore")
+    except ValidationError as error:
+        log.warning("ignoring an unreadable %s: %s", model.__name__, error.errors()[:1])
+        return model()
+
+
+def status_changed(previous: KagentModel, new: KagentModel) -> bool:
+    """Whether writing ``new`` changes anything but condition timestamps."""
+
+    def comparable(status: KagentModel) -> dict[str, Any]:
+        wire = status.to_wire()
+        wire["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in wire.get("conditions") or []
+        ]
+        return wire
+
+    return comparable(previous) != comparable(new)
+
+
+READY_PROGRESS_REASONS = frozenset({"DeploymentMissing", "RolloutPending", "RolloutInProgress",
+                                    "PodsNotReady"})
+"""Ready=False reasons that mean "on its way" rather than "broken"."""
 
 
 @dataclass(frozen=True)
@@ -54,38 +96,75 @@ def deployment_rollout(deployment: dict[str, Any] | None, config_hash: str | Non
 
 
 def agent_status(
-    previous: dict[str, Any] | None,
+    previous: AgentStatus,
     generation: int,
-    accepted: tuple[bool, str, str],
+    accepted: Verdict,
     rollout: Rollout,
-    autoscaling: tuple[bool, str, str] | None,
+    autoscaling: Verdict | None,
     endpoint: str | None,
     config_hash: str | None,
     selector: str,
     now: str,
-) -> dict[str, Any]:
+) -> AgentStatus:
     """The Agent's new status from what reconcile observed."""
-    previous = previous or {}
-    conditions = previous.get("conditions")
-    ok, reason, message = accepted
-    conditions = set_condition(conditions, "Accepted", ok, reason, message, generation, now)
+    conditions = set_condition(previous.conditions, "Accepted", accepted.ok, accepted.reason,
+                               accepted.message, generation, now)
     conditions = set_condition(
-        conditions, "Ready", ok and rollout.ready, rollout.reason if ok else "NotAccepted",
-        rollout.message if ok else "the Agent is not accepted: " + message, generation, now,
+        conditions, "Ready", accepted.ok and rollout.ready,
+        rollout.reason if accepted.ok else "NotAccepted",
+        rollout.message if accepted.ok else "the Agent is not accepted: " + accepted.message,
+        generation, now,
     )
     if autoscaling is not None:
-        conditions = set_condition(conditions, "Autoscaling", *autoscaling, generation, now)
+        conditions = set_condition(conditions, "Autoscaling", autoscaling.ok, autoscaling.reason,
+                                   autoscaling.message, generation, now)
     else:
-        conditions = [c for c in conditions if c.get("type") != "Autoscaling"]
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": conditions,
-        "replicas": rollout.replicas,
-        "readyReplicas": rollout.ready_replicas,
-        "selector": selector,
-    }
-    if endpoint:
-        status["endpoint"] = endpoint
-    if config_hash or previous.get("configHash"):
-        status["configHash"] = config_hash or previous.get("configHash")
-    return status
+        conditions = remove_condition(conditions, "Autoscaling")
+    return AgentStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        replicas=rollout.replicas,
+        ready_replicas=rollout.ready_replicas,
+        selector=selector,
+        endpoint=endpoint or previous.endpoint,
+        config_hash=config_hash or previous.config_hash,
+    )
+
+
+def code_isolation(code: CodeTool) -> Verdict:
+    """The Isolated condition of a code Tool: whether its programs run only fully isolated."""
+    if code.isolation == "strict":
+        return Verdict(True, "Strict", "programs run only inside every isolation layer; an agent "
+                       "pod that cannot provide them refuses to run them (the model and the "
+                       "agent's log say why)")
+    return Verdict(False, "WeakerIsolationAccepted", "isolation is best-effort: programs run even "
+                   "where the agent pod lacks some isolation layers")
+
+
+def tool_status(
+    previous: ToolStatus,
+    generation: int,
+    accepted: Verdict,
+    now: str,
+    discovered: list[DiscoveredTool] | None = None,
+    isolated: Verdict | None = None,
+) -> ToolStatus:
+    """A Tool's new status; ``discovered`` (MCP tools) replaces the previous list when given;
+    ``isolated`` is the Isolated condition of a code Tool."""
+    conditions = set_condition(previous.conditions, "Accepted", accepted.ok, accepted.reason,
+                               accepted.message, generation, now)
+    if isolated is not None:
+        conditions = set_condition(conditions, "Isolated", isolated.ok, isolated.reason,
+                                   isolated.message, generation, now)
+    return ToolStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        discovered_tools=discovered if discovered is not None else previous.discovered_tools,
+        last_discovery_time=now if discovered is not None else previous.last_discovery_time,
+    )
+
+
+def memory_status(previous: MemoryStatus, generation: int, accepted: Verdict, now: str) -> MemoryStatus:
+    conditions = set_condition(previous.conditions, "Accepted", accepted.ok, accepted.reason,
+                               accepted.message, generation, now)
+    return MemoryStatus(observed_generation=generation, conditions=conditions)

@@ -1,9 +1,9 @@
 """Workflow and WorkflowRun keys from the work queue, handed to the workflow engine.
 
-The engine (``kagent.workflow.engine``) owns the run tasks; this module connects it to the
-controller: the dependency index (a run waiting for an Agent is looked at again when the Agent
-changes) and the queue (a finished run frees a slot, so its Workflow and pending runs are looked
-at again).
+A thin adapter: the engine (``kagent.workflow.engine``) decides and owns the run tasks; this
+module connects it to the controller: the dependency index (a run waiting for an Agent is looked
+at again when the Agent changes), the queue (a finished run frees a slot, so its Workflow and
+pending runs are looked at again) and per-key timers (a run's deadline or TTL).
 """
 
 from __future__ import annotations
@@ -15,22 +15,31 @@ from collections.abc import Callable
 from lightkube import AsyncClient
 
 from kagent.controller.index import DependencyIndex, ObjectKey
-from kagent.workflow.engine import AgentCaller, RunGone, WorkflowEngine, a2a_caller
+from kagent.workflow.engine import WorkflowEngine
+from kagent.workflow.executor import AgentCaller
 from kagent.workflow.resolver import AgentResolver, ClusterAgentResolver
+from kagent.workflow.store import RunGone
+
+
+WORKFLOW_STATUS_DELAY = 0.5
+"""A Workflow's run counts follow its runs' changes this much later, so a burst of changes
+(many runs starting or ending at once) is counted once."""
 
 
 class WorkflowReconciler:
     def __init__(self, client: AsyncClient, index: DependencyIndex,
                  enqueue: Callable[[ObjectKey], None], resolver: AgentResolver | None = None,
-                 caller: AgentCaller = a2a_caller) -> None:
+                 caller: AgentCaller | None = None) -> None:
         self.index = index
         self.enqueue = enqueue
         self._timers: dict[ObjectKey, tuple[float, asyncio.TimerHandle]] = {}
         self.engine = WorkflowEngine(
             client, resolver or ClusterAgentResolver.from_environment(client), caller,
-            on_change=lambda namespace, workflow: enqueue(("Workflow", namespace, workflow)),
+            on_change=lambda namespace, workflow: self.look_again(
+                ("Workflow", namespace, workflow), WORKFLOW_STATUS_DELAY),
             record_dependencies=lambda key, deps: index.record(("WorkflowRun", *key), deps),
             requeue_run=lambda namespace, name: enqueue(("WorkflowRun", namespace, name)),
+            run_settled=lambda namespace, name: self.drop_timer(("WorkflowRun", namespace, name)),
         )
 
     async def handle(self, kind: str, namespace: str, name: str) -> float | None:
@@ -39,7 +48,7 @@ class WorkflowReconciler:
                 self.enqueue(("WorkflowRun", namespace, run))
             return None
         try:
-            after = await self.engine.reconcile(namespace, name)
+            after = await self.engine.reconcile_run(namespace, name)
         except RunGone:
             self.deleted(namespace, name)
             return None
@@ -64,10 +73,13 @@ class WorkflowReconciler:
 
         self._timers[key] = (due, asyncio.get_running_loop().call_later(after, fire))
 
-    def deleted(self, namespace: str, name: str) -> None:
-        timer = self._timers.pop(("WorkflowRun", namespace, name), None)
+    def drop_timer(self, key: ObjectKey) -> None:
+        timer = self._timers.pop(key, None)
         if timer is not None:
             timer[1].cancel()
+
+    def deleted(self, namespace: str, name: str) -> None:
+        self.drop_timer(("WorkflowRun", namespace, name))
         self.engine.forget(namespace, name)
         self.index.forget(("WorkflowRun", namespace, name))
 

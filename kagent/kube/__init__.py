@@ -6,10 +6,14 @@ from kagent.kube.client import (
     KAGENT_RESOURCES,
     ScaledObject,
     apply,
+    apply_raw,
     async_client,
     is_not_found,
+    kube_config,
+    raw_resource,
     resource_type,
     sync_client,
+    watch_http_client,
 )
 
 __all__ = [
@@ -17,8 +21,12 @@ __all__ = [
     "KAGENT_RESOURCES",
     "ScaledObject",
     "apply",
+    "apply_raw",
     "async_client",
     "is_not_found",
+    "kube_config",
+    "raw_resource",
     "resource_type",
     "sync_client",
+    "watch_http_client",
 ]

@@ -168,6 +168,8 @@ def _issue(
 ) -> CertificateFiles:
     key = _new_key()
     not_before, not_after = _validity(valid_for)
+    # A certificate cannot be trusted past its issuer's expiry: never claim longer.
+    not_after = min(not_after, ca.certificate.not_valid_after_utc)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -16,8 +16,7 @@ from lightkube import Client
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from kagent.api.crd import all_crds
-
-CRD_FIELD_MANAGER = "kagent-install"
+from kagent.api.labels import CRD_FIELD_MANAGER
 
 
 class CrdError(RuntimeError):

@@ -4,20 +4,17 @@ a cluster: its own process, its own leader Lease, the webhook served over TLS on
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from kagent.api.labels import CONTROLLER_NAMESPACE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.local.controlplane import ControlPlane
+from kagent.local.process import Process, tail
 from kagent.local.services import free_port
 
 __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
-
-CONTROLLER_NAMESPACE = "kagent-system"
 
 
 class ControllerProcess:
@@ -31,7 +28,10 @@ class ControllerProcess:
         log_dir: Path | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        detached: bool = False,
     ) -> None:
+        """``detached``: the process outlives this one (``kagent dev``); otherwise the kernel
+        stops it if this process dies without stopping it."""
         self.plane = plane
         self.identity = identity
         self.lease_seconds = lease_seconds
@@ -41,7 +41,8 @@ class ControllerProcess:
         self.log_file = (log_dir or plane.workdir) / f"controller-{identity}.log"
         self.extra_args = extra_args or []
         self.env = env or {}
-        self.process: subprocess.Popen[bytes] | None = None
+        self.detached = detached
+        self.process: Process | None = None
 
     def command(self) -> list[str]:
         args = [
@@ -62,35 +63,36 @@ class ControllerProcess:
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> ControllerProcess:
         self.plane.create_namespace(CONTROLLER_NAMESPACE)
-        log = self.log_file.open("ab")
-        self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **self.env},
-        )
-        log.close()
+        self.process = Process.start(
+            self.command(), name=f"the controller {self.identity}", log_file=self.log_file,
+            append_log=True, env={**os.environ, **self.env}, die_with_parent=not self.detached)
         if wait:
             self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until /metrics answers and, with the webhook, the webhook port accepts TLS."""
-        deadline = time.monotonic() + timeout
+        """Until /metrics answers and, with the webhook, the webhook port accepts TLS and the
+        webhook configuration points at it. Raises :class:`~kagent.local.process.ProcessExited`
+        (a RuntimeError) if the controller exits, a TimeoutError if it is not ready in time."""
+        if self.process is None:
+            raise RuntimeError("the controller has not been started")
         ports = [self.metrics_port] + ([self.webhook_port] if self.webhook else [])
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the controller exited ({self.process.returncode}):\n{self.log_tail()}")
-            if all(_accepts(port) for port in ports) and (not self.webhook or self._webhook_registered()):
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"the controller did not become ready:\n{self.log_tail()}")
+
+        def ready() -> bool:
+            return all(_accepts(port) for port in ports) and (
+                not self.webhook or self._webhook_registered())
+
+        what = "/metrics" + (" and the webhook" if self.webhook else "")
+        self.process.wait_ready(ready, timeout=timeout, what=what)
 
     def _webhook_registered(self) -> bool:
-        result = self.plane.kubectl("get", "validatingwebhookconfiguration", "kagent.dev", "-o",
+        result = self.plane.kubectl("get", "validatingwebhookconfiguration",
+                                    WEBHOOK_CONFIGURATION_NAME, "-o",
                                     "jsonpath={.webhooks[0].clientConfig.url}", check=False)
         return f":{self.webhook_port}/" in result.stdout
 
     def is_leader(self) -> bool:
-        result = self.plane.kubectl("get", "lease", "kagent-controller", "-n", CONTROLLER_NAMESPACE,
+        result = self.plane.kubectl("get", "lease", LEASE_NAME, "-n", CONTROLLER_NAMESPACE,
                                     "-o", "jsonpath={.spec.holderIdentity}", check=False)
         return result.stdout.strip() == self.identity
 
@@ -101,25 +103,17 @@ class ControllerProcess:
             return rsp.read().decode()
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+        return tail(self.log_file, lines) if self.log_file.exists() else ""
 
     def kill(self) -> None:
         """SIGKILL: the controller gets no chance to clean up (a crash)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.process is not None:
+            self.process.kill(kill_wait=10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        """SIGTERM, 15 s to shut down cleanly, then SIGKILL."""
+        if self.process is not None:
+            self.process.stop(grace=15)
 
     def __enter__(self) -> ControllerProcess:
         return self.start()
@@ -136,5 +130,6 @@ def _accepts(port: int) -> bool:
 
 def remove_webhook_configurations(plane: ControlPlane) -> None:
     """A stopped controller's webhook would refuse every Kagent object; remove its registration."""
-    plane.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration", "kagent.dev",
+    plane.kubectl("delete", "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+                  WEBHOOK_CONFIGURATION_NAME,
                   "--ignore-not-found", check=False)

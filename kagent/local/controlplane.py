@@ -21,13 +21,11 @@ import atexit
 import base64
 import contextlib
 import copy
-import ctypes
 import http.client
 import importlib.resources
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -36,14 +34,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import yaml
 
-from kagent.local import binaries as _binaries
+from kagent.api.labels import AGENT_LABEL, LOCAL_READY_ANNOTATION
 from kagent.kube.certs import (
     CertificateFiles,
     SigningKeyPair,
@@ -53,6 +51,8 @@ from kagent.kube.certs import (
     make_serving_cert,
     make_signing_key_pair,
 )
+from kagent.local import binaries as _binaries
+from kagent.local.process import Process, ProcessError, stop_all, wait_until_ready
 
 NODE_NAME = "kwok-node-0"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -74,8 +74,6 @@ _APISERVER_HOSTS = (
 )
 _STOP_GRACE_SECONDS = 10.0
 _KILL_WAIT_SECONDS = 5.0
-_POLL_SECONDS = 0.1
-_LOG_TAIL_LINES = 40
 
 
 class ControlPlaneError(RuntimeError):
@@ -102,82 +100,6 @@ class Ports:
     scheduler: int
 
 
-@dataclass
-class _Component:
-    """One running process; ``popen`` is absent when the process was started by another process."""
-
-    name: str
-    pid: int
-    log_file: Path
-    start_ticks: int | None = None
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
-
-    def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        with contextlib.suppress(ChildProcessError, OSError):
-            # Reap it if it happens to be our child (detached, then stopped by the same process).
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False
-        stat = _proc_stat(self.pid)
-        if stat is None:
-            return _pid_exists(self.pid) if not Path("/proc/self").exists() else False
-        state, ticks = stat
-        if self.start_ticks is not None and ticks != self.start_ticks:
-            return False  # the pid now belongs to another process
-        return state not in ("Z", "X")
-
-    def send(self, sig: signal.Signals) -> None:
-        if not self.alive():
-            return
-        try:
-            os.killpg(self.pid, sig)  # each component leads its own process group
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-
-    def exit_description(self) -> str:
-        if self.popen is not None and self.popen.returncode is not None:
-            return f"exited with code {self.popen.returncode}"
-        return "exited"
-
-    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
-        return _tail(self.log_file, lines)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time in clock ticks) of a process from /proc, or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0], int(fields[19])
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, handle.tell() - 64 * 1024))
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return f"(no log at {path})"
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _free_ports(count: int) -> list[int]:
     """Distinct free loopback ports: all sockets stay open until every port is chosen."""
     sockets = []
@@ -199,30 +121,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-# --- dying with the parent -------------------------------------------------------------------
-# prctl(PR_SET_PDEATHSIG) makes the kernel kill a child when the thread that forked it dies, so a
-# control plane never outlives a test run that was SIGKILLed. It is resolved before forking so the
-# child does no dynamic loading between fork and exec.
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl: Callable[..., int] | None = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):
-    _prctl = None
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    if _prctl is None or threading.current_thread() is not threading.main_thread():
-        return None  # the signal follows the forking *thread*; only the main thread is safe
-    prctl = _prctl
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 # --- stopping everything at exit -------------------------------------------------------------
@@ -291,10 +189,6 @@ def _http_json(port: int, path: str, timeout: float = 2.0) -> Any:
         connection.close()
 
 
-AGENT_POD_LABEL = "kagent.dev/agent"
-LOCAL_READY_ANNOTATION = "kagent.dev/ready-locally"
-
-
 def kwok_stages(*, local_agent_pods: bool = False) -> str:
     """kwok's stages; with ``local_agent_pods`` an agent pod's ready stage waits until the local
     process that realises it (``kagent.local.localpods``) has set its ready annotation."""
@@ -305,7 +199,7 @@ def kwok_stages(*, local_agent_pods: bool = False) -> str:
     ready = next(d for d in documents if d["metadata"]["name"] == "pod-ready")
     local = copy.deepcopy(ready)
     local["metadata"]["name"] = "pod-ready-local-agent"
-    label = f'.metadata.labels["{AGENT_POD_LABEL}"]'
+    label = f'.metadata.labels["{AGENT_LABEL}"]'
     ready["spec"]["selector"]["matchExpressions"].append(
         {"key": label, "operator": "DoesNotExist"})
     local["spec"]["selector"]["matchExpressions"] += [
@@ -376,7 +270,7 @@ class ControlPlane:
         self.local_agent_pods = local_agent_pods
         """Agent pods become Ready only when their local process is (``kagent dev``)."""
         self._binaries = binaries
-        self._components: list[_Component] = []
+        self._components: list[Process] = []
         self._ports: Ports | None = None
         self._api: _Api | None = None
         self._started = False
@@ -532,9 +426,9 @@ class ControlPlane:
         plane = cls(workdir=workdir, detached=True)
         plane._ports = Ports(**state["ports"])
         plane._components = [
-            _Component(
+            Process.attach(
+                c["pid"],
                 name=c["name"],
-                pid=c["pid"],
                 log_file=Path(c["log_file"]),
                 start_ticks=c.get("start_ticks"),
             )
@@ -698,24 +592,17 @@ class ControlPlane:
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
         self.kubeconfig.chmod(0o600)
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> _Component:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Process:
         directory = self.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
-        log_file = directory / f"{name}.log"
-        preexec = None if self.detached else _die_with_parent(os.getpid())
-        with log_file.open("wb") as log:
-            popen = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-                env={**os.environ, **(env or {})},
-                start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - only calls prctl, resolved before fork
-            )
-        stat = _proc_stat(popen.pid)
-        component = _Component(name, popen.pid, log_file, stat[1] if stat else None, popen)
+        component = Process.start(
+            args,
+            name=name,
+            log_file=directory / f"{name}.log",
+            cwd=directory,
+            env={**os.environ, **(env or {})},
+            die_with_parent=not self.detached,
+        )
         self._components.append(component)
         self._write_state()
         return component
@@ -911,43 +798,16 @@ class ControlPlane:
     def _wait_for(
         self,
         checks: dict[str, Callable[[], bool]],
-        owners: dict[str, _Component],
+        owners: dict[str, Process],
         deadline: float,
-        also_watch: Iterable[_Component] = (),
+        also_watch: Iterable[Process] = (),
     ) -> None:
         """Poll ``checks`` until all pass; fail fast if a process dies, with its log tail."""
-        pending = dict(checks)
-        watched: list[_Component] = []
-        for component in [*owners.values(), *also_watch]:
-            if all(component is not seen for seen in watched):
-                watched.append(component)
-        while True:
-            for name, check in list(pending.items()):
-                try:
-                    passed = check()
-                except (OSError, http.client.HTTPException, ValueError):
-                    passed = False
-                if passed:
-                    del pending[name]
-            if not pending:
-                return
-            for component in watched:
-                if not component.alive():
-                    raise ControlPlaneError(
-                        f"{component.name} {component.exit_description()} while waiting for "
-                        f"{', '.join(pending)}; last lines of {component.log_file}:\n"
-                        f"{component.log_tail()}"
-                    )
-            if time.monotonic() > deadline:
-                details = "\n".join(
-                    f"--- last lines of {owners[name].log_file}:\n{owners[name].log_tail()}"
-                    for name in pending
-                )
-                raise ControlPlaneError(
-                    f"timed out after {self.startup_timeout:.0f}s waiting for "
-                    f"{', '.join(pending)}\n{details}"
-                )
-            time.sleep(_POLL_SECONDS)
+        try:
+            wait_until_ready(checks, watch=[*owners.values(), *also_watch], owners=owners,
+                             timeout=self.startup_timeout, deadline=deadline)
+        except ProcessError as error:
+            raise ControlPlaneError(str(error)) from None
 
 
 def _etcd_healthy(port: int) -> bool:
@@ -959,12 +819,12 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _terminate(components: Sequence[_Component]) -> None:
+def _terminate(components: Sequence[Process]) -> None:
     """Stop the API server's clients, then the API server, then etcd.
 
-    Each tier gets SIGTERM and a grace period, then SIGKILL. The order matters for speed: an API
-    server whose etcd is gone retries for a long time before exiting, and etcd waits for its
-    clients to disconnect.
+    Each tier gets SIGTERM to its process groups and a grace period, then SIGKILL. The order
+    matters for speed: an API server whose etcd is gone retries for a long time before exiting,
+    and etcd waits for its clients to disconnect.
     """
     storage = ("kube-apiserver", "etcd")
     tiers = [
@@ -973,24 +833,9 @@ def _terminate(components: Sequence[_Component]) -> None:
         [c for c in components if c.name == "etcd"],
     ]
     for tier in tiers:
-        for component in tier:
-            component.send(signal.SIGTERM)
-        if _wait_dead(tier, _STOP_GRACE_SECONDS):
-            continue
-        for component in tier:
-            component.send(signal.SIGKILL)
-        if not _wait_dead(tier, _KILL_WAIT_SECONDS):
-            survivors = ", ".join(f"{c.name} (pid {c.pid})" for c in tier if c.alive())
-            print(f"[kagent.testing] could not stop: {survivors}", file=sys.stderr)
-
-
-def _wait_dead(components: Sequence[_Component], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while any(c.alive() for c in components):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+        if not stop_all(tier, grace=_STOP_GRACE_SECONDS, kill_wait=_KILL_WAIT_SECONDS):
+            survivors = ", ".join(f"{c.name} (pid {c.pid})" for c in tier if c.group_alive())
+            print(f"[kagent.local] could not stop: {survivors}", file=sys.stderr)
 
 
 def install_crds(plane: ControlPlane) -> None:

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from kagent.local.controller import ControllerProcess
 from kagent.local.controlplane import ControlPlane, ControlPlaneError, install_crds
+from kagent.local.process import Process, ProcessError
 from kagent.local.services import free_port
 
 STATE_FILE = "dev.json"
@@ -45,13 +42,26 @@ def dev_paths(kubeconfig: Path | None) -> tuple[Path, Path]:
 # --- the processes beside the control plane ------------------------------------------------------
 
 
+STOP_GRACE_SECONDS = 15.0
+
+
 @dataclass(frozen=True)
 class DevProcess:
-    """A detached process of the dev environment (its own process group)."""
+    """A detached process of the dev environment (its own process group), as recorded in the
+    state file; ``start_ticks`` tells it apart from a later process that reuses its pid."""
 
     pid: int
     log: str
     url: str = ""
+    start_ticks: int | None = None
+
+    def supervised(self) -> Process:
+        return Process.attach(self.pid, name=Path(self.log).stem, log_file=Path(self.log),
+                              start_ticks=self.start_ticks)
+
+    def alive(self) -> bool:
+        """Whether it still runs (a zombie does not)."""
+        return self.supervised().alive()
 
 
 def read_state(workdir: Path) -> dict[str, DevProcess]:
@@ -75,7 +85,7 @@ def _live_realiser(kubeconfig: Path | None) -> tuple[Path, DevProcess] | None:
         return None
     _, workdir = dev_paths(path)
     pods = read_state(workdir).get("pods")
-    return (workdir, pods) if pods is not None and alive(pods.pid) else None
+    return (workdir, pods) if pods is not None and pods.alive() else None
 
 
 def local_agents_url(kubeconfig: Path | None) -> str | None:
@@ -96,38 +106,34 @@ def local_pod_log(kubeconfig: Path | None, namespace: str, pod: str) -> Path | N
 
 
 def _start_detached(workdir: Path, name: str, what: str, argv: list[str], port: int,
-                    health_path: str) -> DevProcess:
+                    health_path: str, env: Mapping[str, str] | None = None) -> DevProcess:
     """Start ``argv`` in its own session (it outlives this command), logging to
-    ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``."""
+    ``<workdir>/<name>.log``, and wait until ``health_path`` answers on ``port``; stopped again
+    if it does not."""
     log = workdir / f"{name}.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    process = Process.start(argv, name=what, log_file=log, append_log=True,
+                            env={**os.environ, **env} if env else None)
     url = f"http://127.0.0.1:{port}"
-    _wait_http(url + health_path, process, what, log)
-    return DevProcess(pid=process.pid, log=str(log), url=url)
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, log: Path,
-               timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited ({process.returncode}):\n{_tail(log)}")
-        try:
-            if httpx.get(url, timeout=1, trust_env=False).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer at {url} within {timeout:.0f}s:\n{_tail(log)}")
-
-
-def _tail(log: Path, lines: int = 30) -> str:
     try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return ""
+        process.wait_ready(url + health_path, timeout=60.0, what=f"{url}{health_path}")
+    except ProcessError:
+        process.stop()
+        raise
+    return DevProcess(pid=process.pid, log=str(log), url=url, start_ticks=process.start_ticks)
+
+
+def start_process(workdir: Path, name: str, what: str, argv: list[str], port: int,
+                  health_path: str, *, env: Mapping[str, str] | None = None,
+                  shown_url: str | None = None) -> DevProcess:
+    """Start one more detached process beside the environment (the dashboard) and record it, so
+    `kagent dev status` lists it and `kagent dev down` stops it."""
+    process = _start_detached(workdir, name, what, argv, port, health_path, env)
+    if shown_url:
+        process = DevProcess(pid=process.pid, log=process.log, url=shown_url)
+    processes = read_state(workdir)
+    processes[name] = process
+    _write_state(workdir, processes)
+    return process
 
 
 def scripted_model_env(url: str) -> dict[str, str]:
@@ -161,59 +167,27 @@ def start_local_pods(workdir: Path, kubeconfig: Path, overrides: Mapping[str, st
 
 def start_controller(plane: ControlPlane, workdir: Path, agents_url: str) -> DevProcess:
     controller = ControllerProcess(
-        plane, identity="kagent-dev", log_dir=workdir, lease_seconds=15,
+        plane, identity="kagent-dev", log_dir=workdir, lease_seconds=15, detached=True,
         env={"KAGENT_WORKFLOW_AGENT_URL_TEMPLATE": agents_url + "/{namespace}/{name}"},
-    ).start()
+    )
+    try:
+        controller.start()
+    except (ProcessError, TimeoutError):
+        controller.stop()
+        raise
     assert controller.process is not None
     return DevProcess(pid=controller.process.pid, log=str(controller.log_file),
-                      url=f"http://127.0.0.1:{controller.metrics_port}/metrics")
+                      url=f"http://127.0.0.1:{controller.metrics_port}/metrics",
+                      start_ticks=controller.process.start_ticks)
 
 
 def stop_processes(workdir: Path) -> list[str]:
     """Stop every dev process (newest first), then forget them; returns their names."""
     processes = read_state(workdir)
     for name in reversed(list(processes)):
-        _stop_group(processes[name].pid)
+        processes[name].supervised().stop(grace=STOP_GRACE_SECONDS)
     (workdir / STATE_FILE).unlink(missing_ok=True)
     return list(processes)
-
-
-def _stop_group(pid: int) -> None:
-    """SIGTERM the process group, SIGKILL what is left after a grace period."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _groupalive(pid):
-            time.sleep(0.1)
-        if not _groupalive(pid):
-            return
-
-
-def _groupalive(pgid: int) -> bool:
-    """Whether any live (not zombie) process is left in the group."""
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def attached(workdir: Path) -> ControlPlane | None:

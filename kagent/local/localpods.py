@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -33,13 +32,13 @@ from typing import Any
 
 import httpx
 
+from kagent.api.labels import AGENT_LABEL
+from kagent.api.labels import LOCAL_READY_ANNOTATION as READY_ANNOTATION
 from kagent.kube import is_not_found
+from kagent.local.process import Process
 
 logger = logging.getLogger("kagent.dev.pods")
 
-AGENT_LABEL = "kagent.dev/agent"
-READY_ANNOTATION = "kagent.dev/ready-locally"
-"""Set on a pod once its local process is ready; kwok's dev stage then marks the pod Ready."""
 PREFIX_HEADER = "X-Forwarded-Prefix"
 """Tells a runtime behind the proxy the path prefix clients use, for its agent card URLs."""
 RESYNC_SECONDS = 1.0
@@ -219,12 +218,14 @@ class LocalPod:
     uid: str
     directory: Path
     plan: LaunchPlan | None = None
-    process: asyncio.subprocess.Process | None = None
+    process: Process | None = None
     ready: bool = False
     marked_ready: bool = False
     restarts: int = 0
     next_start: float = 0.0
     problem: str | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    """Local port of each named container port (the dashboard scrapes ``metrics``)."""
 
     @property
     def url(self) -> str:
@@ -232,7 +233,7 @@ class LocalPod:
         return f"http://127.0.0.1:{self.plan.http_port}"
 
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self.process is not None and self.process.alive()
 
 
 @dataclass
@@ -304,8 +305,9 @@ class LocalPods:
         loop = asyncio.get_running_loop()
         if pod.process is not None:  # it ran and exited: restart with backoff, like a kubelet
             pod.restarts += 1
-            logger.warning("pod %s/%s exited (%s); restarting", pod.namespace, pod.name,
-                           pod.process.returncode)
+            logger.warning("pod %s/%s %s; restarting", pod.namespace, pod.name,
+                           pod.process.exit_description())
+            await pod.process.stop_async(grace=0)  # whatever it left in its process group
         pod.ready = False
         try:
             lookup = await self._lookup(doc)
@@ -313,6 +315,8 @@ class LocalPods:
                      for p in agent_container(doc).get("ports") or []}
             pod.plan = plan_launch(doc, lookup, pod_dir=pod.directory, ports=ports,
                                    base_env=os.environ, overrides=self._overrides())
+            pod.ports = {p["name"]: ports[p["containerPort"]]
+                         for p in agent_container(doc).get("ports") or [] if p.get("name")}
         except LaunchError as error:
             if pod.problem != str(error):
                 logger.warning("pod %s/%s cannot start: %s", pod.namespace, pod.name, error)
@@ -328,11 +332,11 @@ class LocalPods:
             target.write_bytes(content)
         for relative in pod.plan.dirs:
             (pod.directory / relative).mkdir(parents=True, exist_ok=True)
-        log = (pod.directory / "agent.log").open("ab")
-        pod.process = await asyncio.create_subprocess_exec(
-            *pod.plan.argv, env=pod.plan.env, stdout=log, stderr=asyncio.subprocess.STDOUT,
-            cwd=pod.directory)
-        log.close()
+        # Its own process group, stopped as a whole; killed by the kernel if the realiser dies.
+        pod.process = Process.start(
+            pod.plan.argv, name=f"pod {pod.namespace}/{pod.name}",
+            log_file=pod.directory / "agent.log", append_log=True, env=pod.plan.env,
+            cwd=pod.directory, die_with_parent=True)
         backoff = RESTART_BACKOFF[min(pod.restarts, len(RESTART_BACKOFF) - 1)]
         pod.next_start = loop.time() + backoff
         logger.info("started pod %s/%s (agent %s) on port %d", pod.namespace, pod.name, pod.agent,
@@ -406,18 +410,11 @@ class LocalPods:
 
     async def _stop(self, pod: LocalPod) -> None:
         pod.ready = False
-        process = pod.process
-        if process is None or process.returncode is not None:
+        if pod.process is None:
             return
-        logger.info("stopping pod %s/%s", pod.namespace, pod.name)
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), MAX_GRACE_SECONDS)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+        if pod.running():
+            logger.info("stopping pod %s/%s", pod.namespace, pod.name)
+        await pod.process.stop_async(grace=MAX_GRACE_SECONDS)
 
     # --- the Service half ---------------------------------------------------------------------
 
@@ -472,7 +469,8 @@ class LocalPods:
         async def health(_: Request) -> Response:
             return JSONResponse({"pods": [
                 {"namespace": p.namespace, "pod": p.name, "agent": p.agent, "ready": p.ready,
-                 "url": p.url if p.plan else None, "restarts": p.restarts, "problem": p.problem}
+                 "url": p.url if p.plan else None, "ports": p.ports, "restarts": p.restarts,
+                 "problem": p.problem}
                 for p in self.pods.values()]})
 
         @contextlib.asynccontextmanager

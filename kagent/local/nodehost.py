@@ -19,12 +19,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kagent.local import binaries as _binaries
-from kagent.local.controlplane import _proc_stat
 from kagent.local.nodeconfig import (
     BRIDGE,
     CGROUP_ROOT,
@@ -33,8 +31,8 @@ from kagent.local.nodeconfig import (
     NODE_INTERFACE,
     SOCKET_DIR,
 )
+from kagent.local.process import Process
 
-_STOP_GRACE_SECONDS = 10.0
 CONTAINER_LOGS_DIR = Path("/var/log/containers")
 CONTAINERD_RUN_DIR = Path("/run/containerd")
 """Where containerd 1.6's shims put their sockets, whatever the configuration says."""
@@ -155,35 +153,12 @@ def remove_cgroup_tree(folder: Path) -> None:
         folder.rmdir()
 
 
-@dataclass
-class NodeProcess:
-    name: str
-    pid: int
-    start_ticks: int | None
-    log_file: Path
-    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        with contextlib.suppress(ChildProcessError, OSError):
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False
-        stat = _proc_stat(self.pid)
-        if stat is None:
-            return False
-        state, ticks = stat
-        return state not in ("Z", "X") and (self.start_ticks is None or ticks == self.start_ticks)
-
-    def stop(self, grace: float = _STOP_GRACE_SECONDS) -> None:
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            if not self.alive():
-                return
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            deadline = time.monotonic() + wait
-            while self.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
+def recorded_process(entry: dict[str, Any]) -> Process:
+    """A handle on a node process recorded in the state file (its start time guards against a
+    reused pid)."""
+    log_file = entry.get("log_file")
+    return Process.attach(entry["pid"], name=entry["name"], start_ticks=entry.get("start_ticks"),
+                          log_file=Path(log_file) if log_file else None)
 
 
 def require_host() -> tuple[Path, Path, Path, Path, Path]:
@@ -246,8 +221,7 @@ class HostClaim:
                 previous = Path(json.loads(self.path.read_text())["workdir"])
             if previous is not None and previous != workdir:
                 state = read_state(previous)
-                if state and any(NodeProcess(p["name"], p["pid"], p.get("start_ticks"), Path()).alive()
-                                 for p in state.get("processes", [])):
+                if state and any(recorded_process(p).alive() for p in state.get("processes", [])):
                     raise RealNodeError(f"a real node already runs on this machine (work folder "
                                         f"{previous}); stop it first")
             self.path.write_text(json.dumps({"workdir": str(workdir), "pid": os.getpid()}))

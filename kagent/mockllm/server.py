@@ -8,6 +8,7 @@ a test — can reach it at :attr:`MockLLM.url`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -122,4 +123,8 @@ def serve(script_paths: str | Path | Sequence[str | Path] | None, port: int = 80
     else:
         script = merge_scripts([load_script(path) for path in script_paths])
     state = MockState(script)
-    uvicorn.run(create_app(state), host=host, port=port, log_level="info", lifespan="off")
+    # Every log line is a diagnostic: uvicorn sends its access log to stdout unless told not to.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    uvicorn.run(create_app(state), host=host, port=port, log_level="info", lifespan="off",
+                log_config=log_config)

@@ -15,8 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections import OrderedDict
+
+A2A_SDK_TRACING = "OTEL_INSTRUMENTATION_A2A_SDK_ENABLED"
+# a2a-sdk wraps every internal method in a span for the *global* tracer provider, which the
+# runtime never sets (the agent's spans go to its own provider, see server.py): entering those
+# no-op spans cost 2-4 ms of CPU per A2A request (benchmarks/runtime_overhead.py) for spans nobody
+# records. The SDK reads the variable when first imported, so this comes before the imports
+# below; an operator who sets it keeps the SDK's spans.
+os.environ.setdefault(A2A_SDK_TRACING, "false")
 
 from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext

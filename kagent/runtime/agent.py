@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -24,12 +24,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic_ai import (
     Agent,
-    AgentRunResultEvent,
+    AgentStreamEvent,
     DeferredToolRequests,
     DeferredToolResults,
     InstrumentationSettings,
     PartDeltaEvent,
     PartStartEvent,
+    RunContext,
     RunUsage,
     TextPartDelta,
     UsageLimits,
@@ -345,9 +346,19 @@ class AgentRuntime:
             if recalled:
                 instructions.append(recalled)
 
-        text_parts: list[str] = []
-        result = None
-        async with self.agent.run_stream_events(
+        async def relay(ctx: RunContext[None], events: AsyncIterable[AgentStreamEvent]) -> None:
+            """Text as the model streams it (the run always streams from the provider)."""
+            async for event in events:
+                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+                    if event.part.content:
+                        emit(TextDelta(event.part.content))
+                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+                    if event.delta.content_delta:
+                        emit(TextDelta(event.delta.content_delta))
+
+        # run() with a handler, not run_stream_events(): the same streamed run without another
+        # task and memory stream between the agent loop and us.
+        result = await self.agent.run(
             prompt,
             message_history=history,
             deferred_tool_results=deferred,
@@ -355,19 +366,8 @@ class AgentRuntime:
             instructions="\n\n".join(instructions) or None,
             usage_limits=self._usage_limits(),
             timeout=self._timeout(),
-        ) as events:
-            async for event in events:
-                if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
-                    if event.part.content:
-                        text_parts.append(event.part.content)
-                        emit(TextDelta(event.part.content))
-                elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
-                    if event.delta.content_delta:
-                        text_parts.append(event.delta.content_delta)
-                        emit(TextDelta(event.delta.content_delta))
-                elif isinstance(event, AgentRunResultEvent):
-                    result = event.result
-        assert result is not None, "the agent run ended without a result"
+            event_stream_handler=relay,
+        )
 
         new_messages = [*prefix, *result.new_messages()]
         if not stateless:

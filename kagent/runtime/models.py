@@ -45,9 +45,10 @@ def build_model(spec: ModelSpec, secrets: SecretResolver) -> Model:
 
 
 def _openai_compatible(spec: ModelSpec, key: str | None) -> Model:
-    from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
+
+    from kagent.runtime.openai_client import LeanAsyncOpenAI
 
     endpoint = _endpoint(spec)
     if spec.provider == "vllm":
@@ -62,7 +63,7 @@ def _openai_compatible(spec: ModelSpec, key: str | None) -> Model:
                 "the OpenAI API key)"
             )
         key = key or PLACEHOLDER_KEY
-    client = AsyncOpenAI(base_url=endpoint, api_key=key, max_retries=PROVIDER_RETRIES)
+    client = LeanAsyncOpenAI(base_url=endpoint, api_key=key, max_retries=PROVIDER_RETRIES)
     return OpenAIChatModel(spec.name, provider=OpenAIProvider(openai_client=client))
 
 

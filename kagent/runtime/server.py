@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -26,6 +26,10 @@ from kagent.runtime.secrets import MissingSecretError, SecretResolver
 from kagent.runtime.tracing import TracingConfigError, build_tracer_provider
 
 logger = logging.getLogger("kagent.runtime")
+
+QUIET_LOGGERS = ("httpx", "httpx2", "a2a")
+"""Libraries that log a line at INFO for every request (each model call, each A2A task): an
+access log by another name, off like uvicorn's."""
 
 STARTUP_ERRORS = (ConfigError, ManifestError, MissingSecretError, ModelConfigError,
                   TracingConfigError)
@@ -104,11 +108,24 @@ async def serve(
         raise SystemExit(1)
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (it is a dependency): the runtime spends much
+    of a request in the event loop and socket calls, which uvloop does in C."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def runtime_command(files: list[Path], port: int, metrics_port: int | None, host: str) -> None:
     """What ``kagent runtime`` runs; configuration errors exit with status 2 and a message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(files, port, metrics_port, host))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(serve(files, port, metrics_port, host))
     except STARTUP_ERRORS as error:
         print(f"kagent runtime: {error}", file=sys.stderr)
         raise SystemExit(2) from None

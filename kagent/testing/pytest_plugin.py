@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from kagent.api.labels import TEST_FIELD_MANAGER, TEST_NAMESPACE_LABEL
 from kagent.local.controlplane import ControlPlane
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def _namespace_name(test_name: str) -> str:
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """The name of a namespace created for this test only."""
     name = control_plane.create_namespace(
-        _namespace_name(request.node.name), labels={"kagent.dev/test": "true"}
+        _namespace_name(request.node.name), labels={TEST_NAMESPACE_LABEL: "true"}
     )
     yield name
     control_plane.delete_namespace(name)
@@ -76,7 +77,7 @@ def kube_sync_client(control_plane: ControlPlane) -> Iterator[lightkube.Client]:
     import lightkube
 
     client = lightkube.Client(
-        config=_kubeconfig(control_plane), field_manager="kagent-tests", trust_env=False
+        config=_kubeconfig(control_plane), field_manager=TEST_FIELD_MANAGER, trust_env=False
     )
     yield client
     client.close()
@@ -90,7 +91,7 @@ if pytest_asyncio is not None:
         import lightkube
 
         client = lightkube.AsyncClient(
-            config=_kubeconfig(control_plane), field_manager="kagent-tests", trust_env=False
+            config=_kubeconfig(control_plane), field_manager=TEST_FIELD_MANAGER, trust_env=False
         )
         yield client
         await client.close()
@@ -100,8 +101,8 @@ if pytest_asyncio is not None:
 def kagent_controller(control_plane: ControlPlane) -> Iterator[Any]:
     """The Kagent controller and webhook, running as a process against the session's control
     plane with Kagent's CRDs installed."""
-    from kagent.local.controlplane import install_crds
     from kagent.local.controller import ControllerProcess, remove_webhook_configurations
+    from kagent.local.controlplane import install_crds
 
     install_crds(control_plane)
     controller = ControllerProcess(control_plane, identity="test-controller")

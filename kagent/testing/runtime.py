@@ -12,18 +12,16 @@ Both take the manifests a user would apply — dicts or YAML files — and expos
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
 import yaml
 
+from kagent.local.process import Process, ProcessError
 from kagent.local.services import AsgiServer, free_port
 
 Documents = Sequence[Mapping[str, Any]]
@@ -113,8 +111,7 @@ class RuntimeProcess:
         self.port = port or free_port()
         self.metrics_port = metrics_port
         self._dir: tempfile.TemporaryDirectory[str] | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
+        self._process: Process | None = None
 
     @property
     def url(self) -> str:
@@ -133,6 +130,8 @@ class RuntimeProcess:
         return self.log_path.read_text() if self._dir is not None and self.log_path.exists() else ""
 
     def start(self, timeout: float = 60.0) -> Self:
+        """Start it and wait for ``/readyz``; a RuntimeError (with the log) if it exits first or
+        is not ready within ``timeout`` seconds."""
         self._dir = tempfile.TemporaryDirectory(prefix="kagent-runtime-")
         manifest = write_manifests(self.documents, Path(self._dir.name) / "agent.yaml")
         command = [sys.executable, "-m", "kagent", "runtime", "-f", str(manifest),
@@ -140,38 +139,19 @@ class RuntimeProcess:
         if self.metrics_port is not None:
             command += ["--metrics-port", str(self.metrics_port)]
         env = {**os.environ, "KAGENT_AGENT_NAME": self.name, **self.environ}
-        self._log = self.log_path.open("wb")
-        self._process = subprocess.Popen(command, env=env, stdout=self._log,
-                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self._process.poll()
-            if code is not None:
-                self.stop()
-                raise RuntimeError(f"kagent runtime exited with status {code}:\n{self.logs()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                logs = self.logs()
-                self.stop()
-                raise RuntimeError(f"kagent runtime did not become ready:\n{logs}")
-            time.sleep(0.1)
+        self._process = Process.start(command, name="kagent runtime", log_file=self.log_path,
+                                      env=env, die_with_parent=True)
+        try:
+            self._process.wait_ready(f"{self.url}/readyz", timeout=timeout, what="/readyz")
+        except ProcessError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            self._process.stop(grace=15)
             self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def cleanup(self) -> None:
         self.stop()

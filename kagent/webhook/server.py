@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,20 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Secret
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
+from kagent.api.labels import CA_INJECTOR_FIELD_MANAGER, WEBHOOK_CONFIGURATION_NAME, WEBHOOK_SERVICE
 from kagent.api.manifests import ManifestError, parse_resource
-from kagent.kube.certs import load_ca, make_ca, make_serving_cert
 from kagent.kube import KAGENT_RESOURCES, is_not_found
-from kagent.kube.incluster import owner_references
+from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates
 from kagent.webhook.metrics import WEBHOOK_LATENCY, WEBHOOK_REFUSALS, WEBHOOK_REQUESTS
-from kagent.webhook.validate import advice, defaults, references, validate
+from kagent.webhook.validate import advice, defaults, new_secret_references, references, validate
 
 log = logging.getLogger("kagent.webhook")
 
-CONFIGURATION_NAME = "kagent.dev"
-CA_SECRET = "kagent-webhook-ca"
+MAX_REVIEW_BYTES = 3 * 1024 * 1024
+"""An AdmissionReview carries the object (etcd caps objects at 1.5 MiB) and its old version."""
 
 
 def handler_id(action: str, plural: str) -> str:
@@ -41,102 +40,138 @@ def handler_id(action: str, plural: str) -> str:
     return f"{action}-{plural}"
 
 
-@dataclass(frozen=True)
-class WebhookTLS:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
+class KagentWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server with certificates that renew while it serves.
 
+    kopf's own server restarts its listener when its certificate files change, and in that gap
+    the API server's calls are refused. This one starts its listener once, with a TLS context
+    whose certificate is swapped in place (see :mod:`kagent.webhook.certificates`), and hands
+    kopf a new client configuration whenever the CA bundle changes, so kopf patches the webhook
+    configurations' ``caBundle``. Reached through a Service in a cluster, or at a URL (dev).
+    When the configurations are someone else's (the chart's), ``inject`` writes only the bundle
+    into them instead, whenever it changes.
+    """
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """A webhook server reached through a Service (in a cluster) instead of a URL."""
-
-    def __init__(self, *, service_namespace: str, service_name: str, service_port: int, **kwargs: Any) -> None:
+    def __init__(self, *, certificates: CertificateSource, service: dict[str, Any] | None = None,
+                 inject: Callable[[bytes], Awaitable[None]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.service = {"namespace": service_namespace, "name": service_name, "port": service_port}
+        self.certificates = certificates
+        self.service = service
+        self.inject = inject
+
+    async def _published(self, port: int) -> Any:
+        if self.inject is not None:
+            await self.inject(self.certificates.bundle())
+        return self._client_config(port)
+
+    def _client_config(self, port: int) -> Any:
+        bundle = base64.b64encode(self.certificates.bundle()).decode("ascii")
+        if self.service is not None:
+            return {"service": dict(self.service), "caBundle": bundle}
+        host = self.host or self._get_accessible_addr(self.addr)
+        return {"url": self._build_url("https", host, port, self.path or ""), "caBundle": bundle}
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for config in super().__call__(fn):
-            service_config: dict[str, Any] = {"service": dict(self.service)}
-            if "caBundle" in config:
-                service_config["caBundle"] = config["caBundle"]
-            yield service_config
+        import aiohttp.web
 
+        async def serve(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            return await self._serve(fn, request)
 
-async def ensure_ca(client: AsyncClient, namespace: str, directory: Path, hosts: list[str]) -> WebhookTLS:
-    """Load the shared webhook CA from its Secret (creating it once), and issue this replica a
-    serving certificate signed by it. Every replica trusts the same CA, so the caBundle in the
-    webhook configurations is the same whoever writes it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
-    try:
-        secret = await client.get(Secret, CA_SECRET, namespace=namespace)
-    except ApiError as error:
-        if not is_not_found(error):
-            raise
-        ca = make_ca(directory, name="ca", common_name="kagent-webhook-ca")
-        data = {"tls.crt": ca.cert_file.read_bytes(), "tls.key": ca.key_file.read_bytes()}
+        path = self.path.rstrip("/") if self.path else ""
+        app = aiohttp.web.Application(client_max_size=MAX_REVIEW_BYTES)
+        app.add_routes([aiohttp.web.post(f"{path}/{{id:.*}}", serve)])
+        runner = aiohttp.web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        renewal = asyncio.create_task(self.certificates.run(), name="webhook-certificates")
         try:
-            await client.create(Secret(
-                metadata=ObjectMeta(name=CA_SECRET, namespace=namespace,
-                                    labels={"app.kubernetes.io/part-of": "kagent"},
-                                    ownerReferences=owner_references(namespace)),
-                type="kubernetes.io/tls",
-                data={k: base64.b64encode(v).decode() for k, v in data.items()},
-            ))
-        except ApiError as create_error:
-            if create_error.status.code != 409:
-                raise
-            secret = await client.get(Secret, CA_SECRET, namespace=namespace)  # another replica won
-        else:
-            secret = None
-    if secret is not None:
-        ca_cert.write_bytes(base64.b64decode((secret.data or {})["tls.crt"]))
-        ca_key.write_bytes(base64.b64decode((secret.data or {})["tls.key"]))
-        ca_key.chmod(0o600)
-    ca = load_ca(ca_cert, ca_key)
-    serving = make_serving_cert(ca, directory, hosts=hosts, name="serving")
-    return WebhookTLS(ca_file=ca_cert, cert_file=serving.cert_file, key_file=serving.key_file)
+            port = self.port or self._allocate_free_port()
+            site = aiohttp.web.TCPSite(runner, self.addr or None, port,
+                                       ssl_context=self.certificates.ssl_context,
+                                       reuse_port=True, reuse_address=True)
+            await site.start()
+            yield await self._published(port)
+            async for _ in self.certificates.changes():
+                yield await self._published(port)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+            await runner.cleanup()
 
 
-CA_INJECTOR = "kagent-ca-injector"
-_INJECT_ATTEMPTS = 60
-_INJECT_PAUSE = 5.0
+@dataclass
+class WebhookSettings:
+    port: int = 9443
+    listen: str = "0.0.0.0"
+    host: str | None = None
+    """URL host the apiserver uses (dev mode: 127.0.0.1). None: reach it through the Service."""
+    service_name: str = WEBHOOK_SERVICE
+    service_port: int = 443
+    manage_configuration: bool = True
+    """Create the webhook configurations and inject the caBundle. Off: they are the chart's, and
+    only the caBundle is written into them (not even that with cert_dir: cert-manager does)."""
+    cert_dir: Path | None = None
+    """Serving certificate from here (tls.crt, tls.key, ca.crt) instead of the managed CA."""
 
 
-async def inject_ca_bundle(
-    client: AsyncClient, ca_file: Path, name: str = CONFIGURATION_NAME
-) -> None:
-    """Write our CA into the ``caBundle`` of every webhook of the configurations ``name``, and
-    nothing else: the chart owns the rest (its failurePolicy and timeout hold) and `helm upgrade`'s
-    server-side apply never conflicts with us, as with cert-manager's CA injector. Waits (bounded)
-    for the configurations to exist."""
+async def webhook_server(client: AsyncClient, namespace: str, hook: WebhookSettings) -> KagentWebhookServer:
+    """The webhook server with its certificates in place (Kagent's own CA, renewed in time, or
+    cert-manager's files, reloaded when they change)."""
+    certificates: CertificateSource
+    if hook.cert_dir is not None:
+        certificates = FileCertificates(hook.cert_dir)
+    else:
+        service_dns = f"{hook.service_name}.{namespace}.svc"
+        hosts = [service_dns, f"{service_dns}.cluster.local", "127.0.0.1", "localhost"]
+        if hook.host:
+            hosts.append(hook.host)
+        managed = ManagedCertificates(client, namespace, Path(tempfile.mkdtemp(prefix="kagent-webhook-")), hosts)
+        await managed.start()
+        certificates = managed
+    service = None if hook.host is not None else {
+        "namespace": namespace, "name": hook.service_name, "port": hook.service_port}
+    inject = None
+    if not hook.manage_configuration and hook.cert_dir is None:
+        async def inject(bundle: bytes) -> None:
+            await inject_ca_bundle(client, bundle)
+    return KagentWebhookServer(certificates=certificates, service=service, inject=inject,
+                               addr=hook.listen, port=hook.port, host=hook.host)
+
+
+INJECT_ATTEMPTS = 60
+INJECT_PAUSE_SECONDS = 5.0
+
+
+async def inject_ca_bundle(client: AsyncClient, bundle: bytes, name: str = WEBHOOK_CONFIGURATION_NAME) -> None:
+    """Write ``bundle`` into the ``caBundle`` of every webhook of the configurations ``name``, and
+    nothing else: the chart owns the rest (its failurePolicy and timeout hold) and `helm upgrade`
+    never conflicts with us, as with cert-manager's CA injector. Waits (bounded) for the
+    configurations to exist."""
     from lightkube.resources.admissionregistration_v1 import (
         MutatingWebhookConfiguration,
         ValidatingWebhookConfiguration,
     )
     from lightkube.types import PatchType
 
-    bundle = base64.b64encode(ca_file.read_bytes()).decode()
+    encoded = base64.b64encode(bundle).decode("ascii")
     for resource in (ValidatingWebhookConfiguration, MutatingWebhookConfiguration):
-        for attempt in range(_INJECT_ATTEMPTS):
+        for attempt in range(INJECT_ATTEMPTS):
             try:
                 current = await client.get(resource, name)
             except ApiError as error:
-                if not is_not_found(error) or attempt == _INJECT_ATTEMPTS - 1:
+                if not is_not_found(error) or attempt == INJECT_ATTEMPTS - 1:
                     raise
                 log.info("waiting for %s %s to inject the CA", resource.__name__, name)
-                await asyncio.sleep(_INJECT_PAUSE)
+                await asyncio.sleep(INJECT_PAUSE_SECONDS)
                 continue
             patch = {
                 "apiVersion": "admissionregistration.k8s.io/v1",
                 "kind": resource.__name__,
                 "metadata": {"name": name},
-                "webhooks": [{"name": hook.name, "clientConfig": {"caBundle": bundle}}
+                "webhooks": [{"name": hook.name, "clientConfig": {"caBundle": encoded}}
                              for hook in current.webhooks or []],
             }
             await client.patch(resource, name, patch, patch_type=PatchType.APPLY,
-                               field_manager=CA_INJECTOR, force=True)
+                               field_manager=CA_INJECTOR_FIELD_MANAGER, force=True)
             break
 
 
@@ -151,11 +186,15 @@ def register_webhooks(registry: kopf.OperatorRegistry, client: AsyncClient) -> N
 
         @kopf.on.validate(GROUP, VERSION, plural, id=handler_id("validate", plural), registry=registry,
                           operations=["CREATE", "UPDATE"])
-        async def validate_handler(body: Any, old: Any, operation: str, warnings: list[str], **_: Any) -> None:
+        async def validate_handler(body: Any, old: Any, operation: str, warnings: list[str],
+                                   userinfo: Any = None, **_: Any) -> None:
             started = time.perf_counter()
             kind_name = _kind_of(body)
             obj = _plain(body)
-            errors = validate(obj, _plain(old) if old else None)
+            previous = _plain(old) if old else None
+            errors: list[Any] = validate(obj, previous)
+            if not errors:
+                errors = await secret_access_errors(client, obj, previous, _plain(userinfo))
             allowed = not errors
             WEBHOOK_REQUESTS.labels(kind_name, operation, str(allowed).lower()).inc()
             if errors:
@@ -200,6 +239,51 @@ def _apply_op(patch: kopf.Patch, op: dict[str, Any]) -> None:
         target.setdefault(parts[-1], {})
     else:
         target[parts[-1]] = op["value"]
+
+
+async def secret_access_errors(client: AsyncClient, obj: dict[str, Any], old: dict[str, Any] | None,
+                               user: dict[str, Any]) -> list[str]:
+    """Refusals for Secrets the requester may not read (a SubjectAccessReview per Secret, asked
+    on the requester's behalf): otherwise permission to create a Tool or an Agent would be
+    permission to have the controller or an agent use any Secret in the namespace. Fails
+    closed: a review that cannot be made refuses the object."""
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    who = user.get("username") or "the requester"
+    verdicts: dict[str, str | None] = {}  # Secret name -> why it is refused, or None
+    refusals = []
+    for ref in new_secret_references(obj, old):
+        if ref.name not in verdicts:
+            verdicts[ref.name] = await _secret_verdict(client, user, who, namespace, ref.name)
+        if verdicts[ref.name]:
+            refusals.append(f"{ref.field}: {verdicts[ref.name]}")
+    return refusals
+
+
+async def _secret_verdict(client: AsyncClient, user: dict[str, Any], who: str,
+                          namespace: str | None, name: str) -> str | None:
+    try:
+        if await _may_read_secret(client, user, namespace, name):
+            return None
+    except Exception as error:  # noqa: BLE001 - any failure refuses (fail closed)
+        log.warning("SubjectAccessReview for Secret %s/%s failed: %s", namespace, name, error)
+        return f'could not check that {who} may read Secret "{name}" ({type(error).__name__}); try again'
+    return (f'{who} may not read Secret "{name}" in namespace {namespace}, so may not reference '
+            "it (get that permission, or reference a Secret you may read)")
+
+
+async def _may_read_secret(client: AsyncClient, user: dict[str, Any], namespace: str | None,
+                           name: str) -> bool:
+    from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+    from lightkube.resources.authorization_v1 import SubjectAccessReview
+
+    review = SubjectAccessReview(spec=SubjectAccessReviewSpec(
+        user=user.get("username"), groups=user.get("groups"), uid=user.get("uid"),
+        extra=user.get("extra"),
+        resourceAttributes=ResourceAttributes(namespace=namespace, verb="get", resource="secrets",
+                                              name=name),
+    ))
+    answer = await client.create(review)
+    return bool(answer.status and answer.status.allowed)
 
 
 async def _reference_warnings(client: AsyncClient, obj: dict[str, Any]) -> list[str]:

@@ -14,8 +14,10 @@ from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
+from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
+from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import ExpressionError, compile_condition, compile_template
 from kagent.workflow.plan import PlanError, plan
 
@@ -169,6 +171,12 @@ def advice(obj: dict[str, Any]) -> list[str]:
             keys = "public-key and secret-key" if tracing.provider == "langfuse" else "api-key"
             found.append(f"spec.observability.tracing.secretRef: {tracing.provider} needs a Secret "
                          f"with {keys}; until it is set the agent runs without sending traces")
+    if isinstance(resource, Tool) and resource.spec.code is not None \
+            and resource.spec.code.isolation == "best-effort":
+        found.append("spec.code.isolation: best-effort runs model-written code even where the "
+                     "agent pod cannot give it every isolation layer (namespaces, Landlock, "
+                     "seccomp): it may then reach the agent's process, files or network. Keep "
+                     "strict unless you accept that")
     return found
 
 
@@ -196,6 +204,27 @@ def references(resource: Resource) -> list[Reference]:
     return refs
 
 
+def new_secret_references(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Reference]:
+    """Secrets the object references that its previous version did not (by field and name):
+    the requester must be allowed to read each of them. An unchanged reference was checked when
+    it was written, so editing another field does not need the right again."""
+    try:
+        resource = parse_resource(obj, source="object")
+    except ManifestError:
+        return []
+    before: set[tuple[str, str]] = set()
+    if old:
+        try:
+            before = {(f, r.name) for f, r in secret_refs_with_fields(parse_resource(old).spec, "spec")}
+        except ManifestError:
+            before = set()
+    spec = getattr(resource, "spec", None)
+    if spec is None:
+        return []
+    found = [(field, ref.name) for field, ref in secret_refs_with_fields(spec, "spec")]
+    return [Reference("Secret", name, field) for field, name in found if (field, name) not in before]
+
+
 def defaults(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """JSON patch operations the mutating webhook adds (the schema already fills plain
     defaults; these need the object's other fields)."""
@@ -207,8 +236,9 @@ def defaults(obj: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "WorkflowRun":
         workflow = ((obj.get("spec") or {}).get("workflowRef") or {}).get("name")
         labels = meta.get("labels") or {}
-        if workflow and labels.get("kagent.dev/workflow") != workflow:
+        if workflow and labels.get(WORKFLOW_LABEL) != workflow:
             if "labels" not in meta:
                 ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
-            ops.append({"op": "add", "path": "/metadata/labels/kagent.dev~1workflow", "value": workflow})
+            escaped = WORKFLOW_LABEL.replace("~", "~0").replace("/", "~1")  # JSON pointer
+            ops.append({"op": "add", "path": f"/metadata/labels/{escaped}", "value": workflow})
     return ops

@@ -3,9 +3,12 @@ form a DAG. Pure, so the webhook and the engine agree on the graph."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
 
-from kagent.api.workflow import WorkflowSpec
+from kagent.api.workflow import WorkflowSpec, WorkflowStep
 
 
 @dataclass(frozen=True)
@@ -113,3 +116,71 @@ def topological_order(deps: dict[str, list[str]]) -> list[str]:
         else:
             raise PlanError("spec.steps", "dependency cycle")
     return order
+
+
+def workflow_agents(spec: WorkflowSpec) -> list[str]:
+    """Every agent a run of the workflow may call, in order of first mention."""
+    names: list[str] = []
+    for step in spec.steps:
+        candidates: list[str | None] = [step.agent]
+        if step.route:
+            candidates += [c.agent for c in step.route.cases or []]
+            candidates += [step.route.default, step.route.router, *(step.route.choices or [])]
+        names += [c for c in candidates if c and c not in names]
+    return names
+
+
+@dataclass(frozen=True)
+class WorkflowPlan:
+    """A Workflow's spec read once: the typed spec, its steps by name, its dependency graph
+    and the agents its runs may call."""
+
+    spec: WorkflowSpec
+    deps: dict[str, list[str]]
+    agents: list[str]
+    steps: dict[str, WorkflowStep] = field(repr=False)
+
+
+def plan_workflow(spec: dict[str, Any] | WorkflowSpec) -> WorkflowPlan:
+    """Validate and plan a Workflow's spec; raises ValueError (a pydantic ValidationError, or a
+    PlanError naming the field) when it is not a valid workflow."""
+    typed = spec if isinstance(spec, WorkflowSpec) else WorkflowSpec.model_validate(spec)
+    return WorkflowPlan(typed, plan(typed), workflow_agents(typed), {s.name: s for s in typed.steps})
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    message: str
+
+
+class PlanCache:
+    """Plans by a key that changes whenever the spec does (the Workflow's uid and generation),
+    so a spec is parsed and planned once, not on every reconcile of every run. Invalid specs
+    are remembered too (as their message, raised again as a ValueError). Bounded: the least
+    recently used plan goes first."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._plans: OrderedDict[Hashable, WorkflowPlan | _Invalid] = OrderedDict()
+
+    def for_workflow(self, workflow: dict[str, Any]) -> WorkflowPlan:
+        """The plan of a Workflow object as stored (keyed by its uid and generation)."""
+        meta = workflow["metadata"]
+        key = (meta.get("namespace"), meta.get("name"), meta.get("uid"), meta.get("generation"))
+        return self.get(key, workflow["spec"])
+
+    def get(self, key: Hashable, spec: dict[str, Any]) -> WorkflowPlan:
+        found = self._plans.get(key)
+        if found is None:
+            try:
+                found = plan_workflow(spec)
+            except ValueError as error:
+                found = _Invalid(str(error))
+            self._plans[key] = found
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
+        if isinstance(found, WorkflowPlan):
+            return found
+        raise ValueError(found.message)

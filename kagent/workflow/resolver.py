@@ -6,12 +6,17 @@ point the engine at local processes without any special case in the engine:
 
 - ``KAGENT_WORKFLOW_AGENT_URLS``: JSON object from ``name`` or ``namespace/name`` to a base URL;
 - ``KAGENT_WORKFLOW_AGENT_URL_TEMPLATE``: e.g. ``http://{name}.{namespace}.svc:8080``.
+
+A Ready agent's address is remembered for a few seconds, so the steps of busy runs do not read
+the same Agent from the API server for every call; an agent that is not Ready is never
+remembered (a waiting run sees it become Ready at once).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,8 +24,8 @@ from typing import Any, Protocol
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
-from kagent.kube.conditions import condition
 from kagent.kube import KAGENT_RESOURCES, is_not_found
+from kagent.kube.conditions import condition
 
 
 class AgentNotReady(Exception):
@@ -33,11 +38,17 @@ class AgentResolver(Protocol):
         ...
 
 
+READY_CACHE_SECONDS = 5.0
+READY_CACHE_SIZE = 4096
+
+
 @dataclass
 class ClusterAgentResolver:
     client: AsyncClient
     urls: Mapping[str, str] = field(default_factory=dict)
     template: str | None = None
+    ready_seconds: float = READY_CACHE_SECONDS
+    _ready: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_environment(cls, client: AsyncClient,
@@ -47,13 +58,24 @@ class ClusterAgentResolver:
         return cls(client, urls=urls, template=env.get("KAGENT_WORKFLOW_AGENT_URL_TEMPLATE") or None)
 
     async def resolve(self, namespace: str, name: str) -> str:
+        key = (namespace, name)
+        now = time.monotonic()
+        known = self._ready.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
         agent = await self._agent(namespace, name)
         status = agent.get("status") or {}
         ready = condition(status.get("conditions"), "Ready")
         if not ready or ready.get("status") != "True":
+            self._ready.pop(key, None)
             why = (ready or {}).get("message") or "not ready yet"
             raise AgentNotReady(f'Agent "{name}" is not Ready: {why}')
-        return self.address(namespace, name, status.get("endpoint"))
+        url = self.address(namespace, name, status.get("endpoint"))
+        if len(self._ready) >= READY_CACHE_SIZE:
+            self._ready = {k: v for k, v in self._ready.items() if v[0] > now}
+        if len(self._ready) < READY_CACHE_SIZE:
+            self._ready[key] = (now + self.ready_seconds, url)
+        return url
 
     def address(self, namespace: str, name: str, endpoint: str | None) -> str:
         override = self.urls.get(f"{namespace}/{name}") or self.urls.get(name)

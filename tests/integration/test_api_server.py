@@ -102,6 +102,14 @@ BAD_OBJECTS: list[tuple[str, int, Mutation, str]] = [
     ("tool type without its block", TICKET_TOOL, _set("spec.type", "code"), "spec.code"),
     ("tool without description", TICKET_TOOL, _delete("spec.description"), "spec.description"),
     ("bad tool timeout", TICKET_TOOL, _set("spec.api.timeout", "ten seconds"), "spec.api.timeout"),
+    ("pinecone index name in capitals", SEARCH_TOOL,
+     lambda d: d["spec"]["retrieval"]["vectorStore"].update(type="pinecone", collection="SupportDocs"),
+     "spec.retrieval.vectorStore.collection"),
+    ("milvus collection with a hyphen", SEARCH_TOOL,
+     lambda d: d["spec"]["retrieval"]["vectorStore"].update(type="milvus", collection="support-docs"),
+     "spec.retrieval.vectorStore.collection"),
+    ("pgvector table name too long for its index", SEARCH_TOOL,
+     _set("spec.retrieval.vectorStore.collection", "a" * 50), "spec.retrieval.vectorStore.collection"),
     ("unknown memory type", MEMORY, _set("spec.type", "mongodb"), "spec.type"),
     ("redis memory without host", MEMORY, _delete("spec.config.host"), "spec.config"),
     ("duplicate step names", WORKFLOW, _set("spec.steps.1.name", "research"), "spec.steps[1]"),
@@ -127,6 +135,18 @@ def test_bad_objects_are_refused_naming_the_field(
     name = doc["metadata"]["name"]
     missing = crds_installed.kubectl("get", doc["kind"].lower(), name, "-n", namespace, check=False)
     assert missing.returncode != 0, f"{case}: a half-made object was left behind"
+
+
+@pytest.mark.parametrize(("store", "collection"), [
+    ("pgvector", "support-docs"), ("qdrant", "support.docs-v2"), ("pinecone", "support-docs"),
+    ("milvus", "support_docs")])
+def test_collection_names_follow_each_stores_own_rules(
+    crds_installed: Any, namespace: str, store: str, collection: str
+) -> None:
+    doc = _in_namespace(seed_documents()[SEARCH_TOOL], namespace)
+    doc["spec"]["retrieval"]["vectorStore"].update(type=store, collection=collection)
+    result = _apply(crds_installed, [doc])
+    assert result.returncode == 0, result.stderr
 
 
 def test_workflow_ref_is_immutable(crds_installed: Any, namespace: str) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from kagent.local.services import free_port
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess, write_manifests
-from kagent.local.services import free_port
 from tests.runtime_manifests import agent, model, secret, unique
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,8 @@ def _user_texts(llm: MockLLM) -> list[str]:
 def test_invoke_prints_the_answer(runtime: RuntimeProcess, llm: MockLLM) -> None:
     result = kagent("invoke", runtime.name, "-m", "hello there", "--url", runtime.url)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "echo: hello there"
+    assert result.stdout == "echo: hello there\n"
+    assert result.stderr == ""
 
 
 def test_invoke_with_a_conversation_uses_memory(runtime: RuntimeProcess, llm: MockLLM) -> None:
@@ -121,6 +122,20 @@ def test_run_serves_manifests_locally_and_chats(tmp_path: Path, llm: MockLLM) ->
         _converse(child, llm)
     finally:
         child.close(force=True)
+
+
+def test_chat_with_piped_input_writes_only_the_answers_to_stdout(runtime: RuntimeProcess,
+                                                                  llm: MockLLM) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "kagent", "chat", runtime.name, "--url", runtime.url],
+        input="Hi, my name is Ada\nwhat is my name?\n/exit\n", capture_output=True, text=True,
+        timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["Nice to meet you, I will remember that!",
+                                          "You told me your name earlier."]
+    # The banner, the prompts and the speaker labels are for the person at the terminal.
+    assert "Type /exit to leave" in result.stderr
+    assert result.stderr.count("you>") == 3 and f"{runtime.name}>" in result.stderr
 
 
 def test_run_reports_bad_manifests(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
     config = tmp_path / "dev" / "kubeconfig"
     up = _kagent("dev", "up", "--kubeconfig", str(config))
     assert up.returncode == 0, up.stderr
-    assert f"export KUBECONFIG={config}" in up.stdout
+    # stdout is only what `eval $(kagent dev up)` needs; the progress and the list are stderr's.
+    assert up.stdout == f"export KUBECONFIG={config}\n"
+    assert "ready in" in up.stderr and "controller metrics" in up.stderr
     workdir = config.parent / f".{config.name}.kagent-dev"
     pids: list[int] = []
     try:
@@ -37,7 +39,21 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
             assert f"{plural}.kagent.dev" in crds
         again = _kagent("dev", "up", "--kubeconfig", str(config))
         assert again.returncode == 0 and "already running" in again.stderr
-        assert _kagent("dev", "status", "--kubeconfig", str(config)).returncode == 0
+        assert again.stdout == f"export KUBECONFIG={config}\n"
+        status = _kagent("dev", "status", "--kubeconfig", str(config))
+        assert status.returncode == 0, status.stderr
+        # The report is on stdout, whole lines however long (no wrapping at 80 columns when
+        # stdout is not a terminal), so `kagent dev status | grep` finds what it looks for.
+        assert status.stderr == ""
+        assert f"running — kubeconfig {config}" in status.stdout.splitlines()
+        controller_line = [line for line in status.stdout.splitlines()
+                           if "controller metrics" in line]
+        assert len(controller_line) == 1 and "/metrics" in controller_line[0]
+        assert controller_line[0].endswith("controller-kagent-dev.log")
+        command = f"{sys.executable} -m kagent dev status --kubeconfig {config}"
+        grep = subprocess.run(
+            f"{command} | grep -c 'controller metrics'", shell=True, capture_output=True, text=True, timeout=120, check=False)
+        assert grep.stdout.strip() == "1", grep.stdout + grep.stderr
         pids = list(ControlPlane.attach(workdir).pids.values())
         assert len(pids) == 5 and all(_alive(pid) for pid in pids)
         processes = json.loads((workdir / "dev.json").read_text())["processes"]
@@ -54,9 +70,13 @@ def test_dev_up_installs_the_api_and_down_stops_everything(tmp_path: Path) -> No
     finally:
         down = _kagent("dev", "down", "--kubeconfig", str(config))
     assert down.returncode == 0, down.stderr
+    assert down.stdout == "stopped\n"
     assert not config.exists()
     assert not [pid for pid in pids if _alive(pid)], "dev down must leave no process behind"
-    assert _kagent("dev", "status", "--kubeconfig", str(config)).returncode == 3
+    stopped = _kagent("dev", "status", "--kubeconfig", str(config))
+    assert stopped.returncode == 3 and stopped.stdout == "not running\n"
+    again = _kagent("dev", "down", "--kubeconfig", str(config))
+    assert again.returncode == 0 and again.stdout == f"nothing is running for {config}\n"
 
 
 def _alive(pid: int) -> bool:

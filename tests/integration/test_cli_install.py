@@ -26,6 +26,7 @@ def kagent(plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
 def test_check_prints_the_checklist(control_plane: ControlPlane) -> None:
     result = kagent(control_plane, "install", "--check")
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # the checklist is the report
     assert "✓ cluster reachable" in result.stdout
     assert "✓ Kubernetes ≥ 1.28" in result.stdout
     assert "self-managed" in result.stdout
@@ -54,6 +55,7 @@ def test_install_then_uninstall(own_plane: ControlPlane) -> None:
     installed = kagent(own_plane, "install", "--set", f"webhook.url=https://127.0.0.1:{port}")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert "Kagent installed" in installed.stdout
+    assert "next: `kagent get agents -A`" in installed.stderr  # a hint, not the report
     deployments = own_plane.kubectl("get", "deployments", "-n", "kagent-system", "-o", "name")
     assert "kagent" in deployments.stdout
     assert "5 CRDs applied" in installed.stdout
@@ -67,6 +69,7 @@ def test_install_then_uninstall(own_plane: ControlPlane) -> None:
     assert "stale" not in short and "ag" in short
     removed = kagent(own_plane, "uninstall")
     assert removed.returncode == 0, removed.stderr
+    assert removed.stdout == "Kagent uninstalled from kagent-system.\n"
     again = kagent(own_plane, "uninstall")
     assert again.returncode == 3
     assert "helm list" in again.stderr

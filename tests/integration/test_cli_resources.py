@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 AGENT = "customer-support-agent"
 
 
-def kagent(plane: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "COLUMNS": "250"}
+def kagent(plane: Any, *args: str, columns: str | None = "250") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    env.pop("COLUMNS", None)
+    if columns:
+        env["COLUMNS"] = columns
     return subprocess.run([sys.executable, "-m", "kagent", *args], capture_output=True,
                           text=True, timeout=120, check=False, env=env)
 
@@ -51,6 +54,7 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
 
     agents = kagent(plane, "get", "agents", "-n", namespace)
     assert agents.returncode == 0, agents.stderr
+    assert agents.stderr == ""  # the table is the whole report, on stdout
     header, row = agents.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "PROVIDER", "MODEL", "READY", "REPLICAS", "AGE"]
     assert row.split()[:5] == [AGENT, "openai", "gpt-4-turbo", "True", "1/1"]
@@ -67,9 +71,12 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert runs.returncode == 0, runs.stderr
     assert "research-report-ai-agents" in runs.stdout and "PHASE" in runs.stdout
 
-    everywhere = kagent(plane, "get", "agents", "-A")
+    # Into a pipe with no COLUMNS, a row wider than 80 columns stays whole, as kubectl's do.
+    everywhere = kagent(plane, "get", "agents", "-A", columns=None)
     assert everywhere.returncode == 0
-    assert any(line.split()[:2] == [namespace, AGENT] for line in everywhere.stdout.splitlines())
+    (row,) = [line for line in everywhere.stdout.splitlines() if namespace in line]
+    assert len(row) > 80
+    assert row.split()[:6] == [namespace, AGENT, "openai", "gpt-4-turbo", "True", "1/1"]
 
     as_yaml = yaml.safe_load(kagent(plane, "get", "tool", "create-ticket", "-n", namespace,
                                     "-o", "yaml").stdout)
@@ -79,6 +86,7 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
 
     described = kagent(plane, "describe", "agent", AGENT, "-n", namespace)
     assert described.returncode == 0, described.stderr
+    assert described.stderr == ""
     text = described.stdout
     for expected in ("Spec:", "gpt-4-turbo", "Conditions:", "Accepted", "Ready", "Children:",
                      "Deployment", "Service", "ConfigMap", "1/1 ready", "Events:", "RolledOut"):
@@ -98,6 +106,7 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert logs.returncode == 1
     assert f"logs of pod '{AGENT}-" in logs.stderr
     assert "/agent" in logs.stderr  # the agent container was asked for
+    assert logs.stdout == ""
 
     # invoke without --url goes through the API server's service proxy with the kubeconfig's
     # credentials; the API server accepts it (no 401/403) but cannot dial a pod on the fake
@@ -106,6 +115,19 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert invoked.returncode == 1
     assert f"agent {AGENT!r}" in invoked.stderr
     assert "not allowed" not in invoked.stderr
+    assert invoked.stdout == ""
+
+    # `workflow run` reports the run it created on stdout (a script captures the name), the hint
+    # on how to follow it on stderr; `cancel` reports on stdout too.
+    started = kagent(plane, "workflow", "run", "research-report", "-n", namespace, "--name",
+                     "streams", "-i", "topic=pipes")
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == "workflowrun/streams created\n"
+    assert "kubectl get workflowrun streams" in started.stderr
+    cancelled = kagent(plane, "workflow", "cancel", "streams", "-n", namespace)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == "workflowrun/streams cancel requested\n"
+    assert cancelled.stderr == ""
 
 
 def test_errors_have_exit_codes_and_hints(kagent_controller: Any, namespace: str) -> None:
@@ -117,8 +139,10 @@ def test_errors_have_exit_codes_and_hints(kagent_controller: Any, namespace: str
     assert kagent(plane, "logs", "nope", "-n", namespace).returncode == 3
     assert kagent(plane, "invoke", "nope", "-n", namespace, "-m", "hi").returncode == 3
     empty = kagent(plane, "get", "agents", "-n", namespace)
-    assert empty.returncode == 0 and "No Agent found" in empty.stdout
-    assert kagent(plane, "get", "gadgets").returncode == 2
+    # As kubectl's "No resources found": a diagnostic, so a script reading stdout sees no rows.
+    assert empty.returncode == 0 and "No Agent found" in empty.stderr and empty.stdout == ""
+    unknown = kagent(plane, "get", "gadgets")
+    assert unknown.returncode == 2 and unknown.stdout == "" and "gadgets" in unknown.stderr
     unreachable = subprocess.run(
         [sys.executable, "-m", "kagent", "get", "agents", "--kubeconfig", "/nonexistent/config"],
         capture_output=True, text=True, timeout=60, check=False)

@@ -121,7 +121,9 @@ def test_every_demo_agent_is_a_ready_local_process(demo: Demo) -> None:
         assert card.json()["supportedInterfaces"][0]["url"] == f"{demo.agents_url}/{NS}/{agent}"
     status = demo.kagent("dev", "status", "--kubeconfig", str(demo.kubeconfig))
     assert status.returncode == 0, status.stderr
-    assert "scripted model" in status.stderr and f"pod {NS}/writer-" in status.stderr
+    # The report is on stdout, where `kagent dev status | grep` looks for it.
+    assert "scripted model" in status.stdout and f"pod {NS}/writer-" in status.stdout
+    assert status.stderr == ""
 
 
 def _tmux(*args: str) -> str:
@@ -491,7 +493,10 @@ async def _seed_knowledge_base(postgres: Any, llm_url: str) -> None:
 def test_make_demo_down_leaves_no_process_behind(demo: Demo) -> None:
     pgids = {p["pid"] for p in demo.processes.values()}
     pids = set(demo.plane().pids.values())
-    members = _group_members(pgids)
+    # Each agent pod's process leads a process group of its own, a child of the pod realiser.
+    agents = {pid for pid, ppid in _parents().items() if ppid == demo.processes["pods"]["pid"]}
+    assert len(agents) >= len(DEMO_AGENTS)
+    members = _group_members(pgids | agents)
     assert len(members) >= len(pgids) + len(DEMO_AGENTS)  # the agents' processes are counted
     down = subprocess.run(["make", "demo-down"], cwd=REPO, env=demo.env, capture_output=True,
                           text=True, timeout=120, check=False)
@@ -499,6 +504,17 @@ def test_make_demo_down_leaves_no_process_behind(demo: Demo) -> None:
     left = [pid for pid in pids | members if _alive(pid)]
     assert not left, f"still running after make demo-down: {left}"
     assert not demo.kubeconfig.exists()
+
+
+def _parents() -> dict[int, int]:
+    """pid → parent pid of every process."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            found[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
 
 
 def _group_members(pgids: set[int]) -> set[int]:

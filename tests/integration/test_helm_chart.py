@@ -77,16 +77,19 @@ def test_install_creates_the_controller(installed: tuple[ControlPlane, int]) -> 
 
 
 ALLOWED = [
+    "create subjectaccessreviews.authorization.k8s.io",
     "list agents.kagent.dev", "watch workflowruns.kagent.dev", "patch agents.kagent.dev/status",
     "create deployments.apps", "patch deployments.apps", "delete horizontalpodautoscalers.autoscaling",
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
     "patch validatingwebhookconfigurations.admissionregistration.k8s.io",
-    "delete workflowruns.kagent.dev",
+    "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
+    "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
 ]
 DENIED = [
     "create secrets", "delete secrets", "update secrets", "create pods", "delete namespaces",
     "update agents.kagent.dev", "create clusterrolebindings.rbac.authorization.k8s.io",
     "impersonate users", "create deployments.apps/scale", "create pods/exec", "get nodes",
+    "get deployments.apps", "get services", "watch pods", "list replicasets.apps",
 ]
 
 

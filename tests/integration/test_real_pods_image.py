@@ -86,7 +86,7 @@ def run_image(podman: list[str], archive: Path, *args: str, options: tuple[str, 
 def test_kagent_version_runs_read_only_as_a_non_root_user(podman: list[str], image_archive: Path) -> None:
     result = run_image(podman, image_archive, "version", options=("--network=none",))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == image_build.project_version()
+    assert result.stdout.strip() == f"kagent {image_build.project_version()}"
     whoami = run_image(podman, image_archive, "-c", "import os; print(os.getuid(), os.getgid())",
                        options=("--network=none", "--entrypoint=/opt/kagent/bin/python"))
     assert whoami.stdout.split() == [str(SPEC["user"]["uid"]), str(SPEC["user"]["gid"])], whoami.stderr

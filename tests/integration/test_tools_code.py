@@ -1,12 +1,16 @@
 """The code tool driven by a real pydantic-ai agent (scripted model): the program really runs
-in the sandbox and the model reads its output or the limit that stopped it."""
+in the sandbox and the model reads its output, the limit that stopped it, or why the sandbox
+refused to run it; the controller marks code Tools with their isolation and the webhook warns
+about weaker isolation."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 from pydantic_ai import Agent
@@ -18,6 +22,7 @@ from kagent.runtime.context import RuntimeContext
 from kagent.runtime.secrets import SecretResolver
 from kagent.runtime.tools import build_toolset
 from kagent.mockllm import MockLLM
+from tests.integration.test_controller_agents import condition, get, wait_for
 
 AGENT = "code-test-agent"
 
@@ -87,3 +92,51 @@ async def test_network_attempt_fails_inside_the_agent_tool(ctx: RuntimeContext) 
                           "urllib.request.urlopen('http://127.0.0.1:9/', timeout=2)\n")
     assert "exit status 1" in output
     assert "network access is not allowed" in output or "unreachable" in output
+
+
+async def test_a_sandbox_without_its_layers_refuses_and_says_why(
+        ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A kernel or pod without seccomp (simulated from the agent's own environment, which the
+    model cannot set): the program does not run, the model is told why, the log says so."""
+    monkeypatch.setenv("KAGENT_SANDBOX_DISABLE", "seccomp")
+    before = calls("error")
+    with caplog.at_level(logging.ERROR, logger="kagent.runtime.tools.code"):
+        output, _ = await run(code_tool(), ctx, "print('RAN')")
+    assert "RAN" not in output
+    assert "the code sandbox is not available here, so the program was not run" in output
+    assert "seccomp: disabled" in output and "do not retry" in output
+    assert calls("error") == before + 1
+    (record,) = [r for r in caplog.records if r.name == "kagent.runtime.tools.code"]
+    assert record.levelno == logging.ERROR and "seccomp: disabled" in record.getMessage()
+
+
+async def test_best_effort_runs_without_a_layer_and_warns(
+        ctx: RuntimeContext, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("KAGENT_SANDBOX_DISABLE", "seccomp")
+    with caplog.at_level(logging.WARNING, logger="kagent.runtime.tools.code"):
+        output, _ = await run(code_tool(isolation="best-effort"), ctx, "print('RAN')")
+    assert output == "OUT RAN"
+    assert any("weaker isolation" in r.getMessage() and "seccomp: disabled" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_code_tools_carry_their_isolation_condition_and_weaker_isolation_is_warned(
+        kagent_controller: Any, namespace: str) -> None:
+    cp = kagent_controller.plane
+    tool = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Tool",
+            "metadata": {"name": "python", "namespace": namespace},
+            "spec": {"type": "code", "description": "Run Python.", "code": {}}}
+    result = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(tool))
+    assert "isolation" not in result.stderr
+    strict = wait_for(lambda: condition(get(cp, "tool", "python", namespace), "Isolated"),
+                      what="Isolated condition")
+    assert (strict["status"], strict["reason"]) == ("True", "Strict")
+    tool["spec"]["code"]["isolation"] = "best-effort"
+    result = cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(tool))
+    assert "Warning: spec.code.isolation: best-effort runs model-written code" in result.stderr
+    weaker = wait_for(lambda: (c := condition(get(cp, "tool", "python", namespace), "Isolated"))
+                      and c["reason"] == "WeakerIsolationAccepted" and c, what="weaker isolation")
+    assert weaker["status"] == "False"

@@ -81,7 +81,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 async def ingest(postgres: PostgresServer, llm: MockLLM, ctx: RuntimeContext) -> str:
-    collection = f"docs_{uuid.uuid4().hex[:8]}"
+    collection = f"support-docs-{uuid.uuid4().hex[:8]}"  # a hyphen: the table name is quoted
     spec = VectorStoreSpec.model_validate(store_spec(postgres, collection))
     store = open_vector_store(spec, DIMENSIONS, ctx)
     texts = [t for t, _ in DOCS]
@@ -112,7 +112,7 @@ async def test_pgvector_returns_passages_in_similarity_order(
     with psycopg.connect(postgres.url, password=postgres.password) as conn:
         column = conn.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attname = 'embedding'", (collection,)
+            "WHERE attrelid = %s::regclass AND attname = 'embedding'", (f'"{collection}"',)
         ).fetchone()
         index = conn.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s "
                              "AND indexname LIKE '%%embedding%%'", (collection,)).fetchone()

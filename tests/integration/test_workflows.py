@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from kagent.local.controlplane import install_crds
+from kagent.agentclient import AgentClient
 from kagent.local.controller import ControllerProcess
-from kagent.local.controlplane import ControlPlane
+from kagent.local.controlplane import ControlPlane, install_crds
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from tests.integration.test_controller_agents import wait_for
@@ -377,6 +378,30 @@ def test_large_outputs_go_to_a_configmap_and_finished_runs_are_collected(
     assert gone.returncode == 0  # not yet: the TTL counts from the finish
     wait_for(lambda: plane.kubectl("get", "workflowrun", "b1", "-n", ns, check=False).returncode != 0,
              timeout=30, what="the finished run to be deleted after its TTL")
+
+
+async def test_the_shared_agent_client_reads_a_card_once_and_keeps_its_connection(
+        runtimes: dict[str, RuntimeProcess]) -> None:
+    """What the engine calls agents with: one card fetch and one kept-alive connection for a
+    series of calls, each answered with the model usage the runtime reports."""
+    client = AgentClient()
+    seen: list[tuple[str, Any]] = []
+
+    async def record(response: httpx.Response) -> None:
+        stream = response.extensions["network_stream"]
+        seen.append((response.request.url.path, stream.get_extra_info("client_addr")))
+
+    client.http.event_hooks["response"].append(record)
+    try:
+        url = runtimes["analyst"].url
+        answers = [await client.ask(url, "analyst", f"client-q{i}", timeout=60, message_id=f"client-{i}")
+                   for i in range(3)]
+    finally:
+        await client.aclose()
+    assert [a.text for a in answers] == [f"analysis[client-q{i}]" for i in range(3)]
+    assert all(a.usage.get("requests") == 1 for a in answers)
+    assert [path for path, _ in seen].count("/.well-known/agent-card.json") == 1
+    assert len(seen) == 4 and len({address for _, address in seen}) == 1
 
 
 def test_controller_killed_mid_run_resumes_without_rerunning_completed_steps(

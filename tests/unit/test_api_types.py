@@ -118,3 +118,23 @@ def test_parameters_json_schema() -> None:
         },
         "required": ["query"],
     }
+
+
+@pytest.mark.parametrize(("store", "collection", "ok"), [
+    ("pgvector", "support-docs", True), ("pgvector", "a" * 49, True), ("pgvector", "a" * 50, False),
+    ("milvus", "support_docs", True), ("milvus", "support-docs", False), ("milvus", "9docs", False),
+    ("pinecone", "support-docs", True), ("pinecone", "Support-Docs", False),
+    ("pinecone", "docs-", False), ("pinecone", "a" * 46, False),
+    ("qdrant", "support.docs-v2", True), ("qdrant", "support/docs", False),
+])
+def test_collection_names_follow_the_stores_rules(store: str, collection: str, ok: bool) -> None:
+    from pydantic import ValidationError
+
+    from kagent.api.vectorstore import VectorStore
+
+    spec = {"type": store, "connection": {"url": "http://store:1"}, "collection": collection}
+    if ok:
+        assert VectorStore.model_validate(spec).collection == collection
+    else:
+        with pytest.raises(ValidationError, match="collection"):
+            VectorStore.model_validate(spec)

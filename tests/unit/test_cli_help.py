@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 from kagent.cli.main import app
 
 COMMANDS = ["get", "describe", "logs", "invoke", "chat", "run", "install", "uninstall", "docs",
-            "crds", "runtime", "controller", "mock-llm", "version", "dev", "workflow", "dev up", "dev down",
-            "dev status", "dev demo", "workflow run", "workflow output", "workflow cancel"]
+            "crds", "runtime", "controller", "mock-llm", "dev", "workflow", "dev up", "dev down",
+            "dev status", "dev demo", "workflow run", "workflow output", "workflow cancel",
+            "version"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

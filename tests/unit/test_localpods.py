@@ -84,3 +84,30 @@ def test_kwok_waits_for_local_readiness_only_for_agent_pods() -> None:
     assert {"key": '.metadata.annotations["kagent.dev/ready-locally"]', "operator": "In",
             "values": ["true"]} in local
     assert stages["pod-ready-local-agent"]["spec"]["next"] == stages["pod-ready"]["spec"]["next"]
+
+
+async def test_stopping_a_local_pod_stops_its_whole_process_group(tmp_path: Path) -> None:
+    """An agent process that started workers of its own (a code tool's sandbox, say): when its
+    pod goes, nothing of it stays behind."""
+    import sys
+
+    from kagent.local.localpods import LocalPod, LocalPods
+    from kagent.local.process import Process
+
+    worker_pid = tmp_path / "worker.pid"
+    script = ("import subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', "
+              "'import time; time.sleep(300)']); open(sys.argv[1], 'w').write(str(w.pid)); "
+              "time.sleep(300)")
+    pod = LocalPod(namespace="team", name="writer-abc", agent="writer", uid="p-1",
+                   directory=tmp_path)
+    pod.process = Process.start([sys.executable, "-c", script, str(worker_pid)],
+                                name="pod team/writer-abc", log_file=tmp_path / "agent.log",
+                                die_with_parent=True)
+    pod.process.wait_ready(lambda: worker_pid.exists() and worker_pid.read_text() != "",
+                           timeout=30, what="the worker")
+    worker = Process.attach(int(worker_pid.read_text()))
+    assert pod.running() and worker.alive()
+
+    await LocalPods(client=None, workdir=tmp_path, proxy_port=0)._stop(pod)
+    assert not pod.running() and not pod.process.group_alive()
+    assert not worker.alive()

@@ -140,3 +140,43 @@ def test_tool_names_and_input_schemas() -> None:
                                     "inputSchema": {"properties": {"q": {"type": "string"}}},
                                     "api": {"endpoint": "http://x"}})
     assert input_schema(spec) == {"type": "object", "properties": {"q": {"type": "string"}}}
+
+
+@pytest.mark.parametrize("value", ["..", ".", ""])
+def test_a_path_argument_cannot_climb_the_path(value: str) -> None:
+    with pytest.raises(ModelRetry, match="may not be empty, '.' or '..'"):
+        build_api_request(api(), {"id": value})
+    # Slashes and dots inside a value are encoded, never read as path segments.
+    request = build_api_request(api(), {"id": "../../admin"})
+    assert request.url.raw_path == b"/v1/items/..%2F..%2Fadmin"
+
+
+def test_the_model_cannot_add_arguments_or_replace_fixed_query_parameters() -> None:
+    declared = frozenset({"id", "q"})
+    with pytest.raises(ModelRetry, match="unknown argument.*admin"):
+        build_api_request(api(), {"id": 1, "admin": True}, declared=declared)
+    fixed = api(endpoint="https://svc.example/search?limit=10&lang=en")
+    with pytest.raises(ModelRetry, match="limit is fixed"):
+        build_api_request(fixed, {"q": "k8s", "limit": 1000}, declared=frozenset({"q", "limit"}))
+    assert dict(build_api_request(fixed, {"q": "k8s"}, declared=declared).url.params) == {
+        "limit": "10", "lang": "en", "q": "k8s"}
+
+
+def test_declared_arguments_come_from_the_schema() -> None:
+    from kagent.runtime.tools.api import declared_arguments
+
+    assert declared_arguments({"properties": {"a": {}, "b": {}}}) == {"a", "b"}
+    assert declared_arguments({"properties": {"a": {}}, "additionalProperties": True}) is None
+
+
+async def test_answers_are_read_up_to_a_limit() -> None:
+    from kagent.runtime.tools.api import read_limited
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x" * (2 * 1024 * 1024 if request.url.path == "/big" else 10))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        small = await read_limited(http, httpx.Request("GET", "https://svc.example/small"), limit=1024)
+        assert small.content == b"x" * 10 and small.status_code == 200
+        with pytest.raises(ToolFailed, match="larger than 1 KiB"):
+            await read_limited(http, httpx.Request("GET", "https://svc.example/big"), limit=1024)

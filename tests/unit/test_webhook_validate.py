@@ -53,3 +53,13 @@ def test_bedrock_takes_an_api_key_or_the_pods_aws_credentials() -> None:
     assert validate(agent) == []  # IRSA / instance role
     agent["spec"]["model"]["endpoint"] = "bedrock.internal"
     assert [e.field for e in validate(agent)] == ["spec.model.endpoint"]
+
+
+def test_weaker_code_isolation_is_warned() -> None:
+    tool = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Tool",
+            "metadata": {"name": "python", "namespace": "n"},
+            "spec": {"type": "code", "description": "Run Python.", "code": {}}}
+    assert validate(tool) == [] and advice(tool) == []
+    tool["spec"]["code"]["isolation"] = "best-effort"
+    (warning,) = advice(tool)
+    assert warning.startswith("spec.code.isolation: best-effort runs model-written code")

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from kagent.api.workflow import RetryPolicy, WorkflowSpec
-from kagent.workflow.engine import workflow_agents
-from kagent.workflow.plan import plan
+import pytest
+from pydantic import ValidationError
+
+from kagent.api.workflow import RetryPolicy, StepStatus, Usage, WorkflowRunStatus, WorkflowSpec
+from kagent.workflow.plan import plan, workflow_agents
 from kagent.workflow.state import (
     DEPENDENCY_FAILED,
+    add_usage,
     admit,
     backoff_delay,
+    begin_attempt,
     bound_output,
     default_input,
     loop_group,
     merge_steps,
     parse_choice,
+    parse_time,
     readiness,
     reset_for_iteration,
     retry_policy,
+    run_deadline,
+    run_status,
+    stopped_step,
 )
 
 
@@ -32,8 +40,8 @@ REPORT = spec([
 ])
 
 
-def phases(**by_name: str) -> list[dict]:
-    return [{"name": n, "phase": p} for n, p in by_name.items()]
+def phases(**by_name: str) -> list[StepStatus]:
+    return [StepStatus(name=n, phase=p) for n, p in by_name.items()]
 
 
 def test_ready_steps_follow_the_graph() -> None:
@@ -54,15 +62,17 @@ def test_a_failed_dependency_blocks_its_dependents_transitively() -> None:
     assert result.blocked == ["write"] and result.ready == []
     steps = phases(research="Failed", m="Pending", t="Pending", write="Pending")
     assert readiness(deps, steps).blocked == ["m", "t"]
-    steps[1] = {"name": "m", "phase": "Skipped", "error": DEPENDENCY_FAILED}
-    steps[2] = {"name": "t", "phase": "Skipped", "error": DEPENDENCY_FAILED}
+    steps[1] = StepStatus(name="m", phase="Skipped", error=DEPENDENCY_FAILED)
+    steps[2] = StepStatus(name="t", phase="Skipped", error=DEPENDENCY_FAILED)
     assert readiness(deps, steps).blocked == ["write"]
 
 
 def test_resumed_status_keeps_recorded_steps() -> None:
-    recorded = [{"name": "research", "phase": "Succeeded", "attempts": 1, "output": "x"}]
+    recorded = [StepStatus(name="research", phase="Succeeded", attempts=1, output="x")]
     merged = merge_steps(REPORT, recorded)
-    assert merged[0]["phase"] == "Succeeded" and [s["phase"] for s in merged[1:]] == ["Pending"] * 3
+    assert merged[0].phase == "Succeeded" and [s.phase for s in merged[1:]] == ["Pending"] * 3
+    merged[0].output = "changed"  # a copy: the recorded status is not touched
+    assert recorded[0].output == "x"
 
 
 def test_loop_group_and_reset_keep_outputs() -> None:
@@ -70,11 +80,12 @@ def test_loop_group_and_reset_keep_outputs() -> None:
                      {"name": "review", "agent": "r",
                       "loop": {"until": "true", "repeatFrom": "draft"}}])
     assert loop_group(workflow, workflow.steps[1]) == ["draft", "review"]
-    steps = [{"name": "draft", "phase": "Succeeded", "output": "d"},
-             {"name": "review", "phase": "Succeeded", "output": "REVISE", "iterations": 1}]
+    steps = [StepStatus(name="draft", phase="Succeeded", output="d", finished_at="2026-01-01T00:00:00Z"),
+             StepStatus(name="review", phase="Succeeded", output="REVISE", iterations=1)]
     reset = reset_for_iteration(steps, ["draft", "review"])
-    assert [s["phase"] for s in reset] == ["Pending", "Pending"]
-    assert reset[1]["output"] == "REVISE" and reset[1]["iterations"] == 1
+    assert [s.phase for s in reset] == ["Pending", "Pending"] and reset[0].finished_at is None
+    assert reset[1].output == "REVISE" and reset[1].iterations == 1
+    assert steps[0].phase == "Succeeded"
 
 
 def test_retry_policy_and_backoff() -> None:
@@ -125,3 +136,57 @@ def test_default_input_and_agents() -> None:
     assert default_input(workflow, deps, "a", {"topic": "t"}, {}) == "t"
     assert default_input(workflow, deps, "b", {"topic": "t"}, {"a": "out"}) == "out"
     assert workflow_agents(workflow) == ["x", "y", "r", "z"]
+
+
+def test_an_attempt_is_recorded_with_its_idempotency_key() -> None:
+    step = StepStatus(name="write", attempts=1, started_at="2026-01-01T00:00:00Z",
+                      finished_at="2026-01-01T00:00:05Z", phase="Failed")
+    begin_attempt(step, "uid", "2026-01-01T00:00:09Z", "writer")
+    assert (step.phase, step.attempts, step.task_id, step.agent) == ("Running", 2, "uid-write-2", "writer")
+    assert step.started_at == "2026-01-01T00:00:00Z" and step.finished_at is None
+
+
+def test_run_status_sums_usage_and_measures_the_duration() -> None:
+    status = WorkflowRunStatus(phase="Running", started_at="2026-01-01T00:00:00Z")
+    steps = [StepStatus(name="a", usage=add_usage(None, {"inputTokens": 3, "outputTokens": 2, "requests": 1})),
+             StepStatus(name="b", usage=add_usage(Usage(input_tokens=1), {"inputTokens": 1})),
+             StepStatus(name="c")]
+    written = run_status(status, steps, parse_time("2026-01-01T01:02:03Z") or 0)
+    assert written.usage == Usage(input_tokens=5, output_tokens=2, requests=1)
+    assert written.duration == "1h2m3s" and written.phase == "Running"
+    assert status.steps is None  # the executor's own record is not changed by building a write
+
+
+def test_stopping_a_run_fails_only_its_running_steps() -> None:
+    running = StepStatus(name="a", phase="Running")
+    done = StepStatus(name="b", phase="Succeeded")
+    assert stopped_step(running, "cancelled", "t").model_dump(exclude_none=True) == {
+        "name": "a", "phase": "Failed", "attempts": 0, "error": "stopped: cancelled", "finished_at": "t"}
+    assert stopped_step(done, "cancelled", "t") is done
+
+
+def test_a_deadline_counts_from_the_runs_creation() -> None:
+    created = "2026-01-01T00:00:00Z"
+    assert run_deadline(created, "1m30s", 0) == (parse_time(created) or 0) + 90
+    assert run_deadline(None, "10s", 100.0) == 110.0
+    assert run_deadline(created, None, 0) is None
+
+
+@pytest.mark.parametrize("change", [
+    lambda s: setattr(s, "taskID", "x"),          # a misspelt field name
+    lambda s: setattr(s, "phase", "Succeded"),    # a misspelt phase
+    lambda s: setattr(s, "attempts", "many"),     # a wrong type
+])
+def test_a_wrong_step_field_fails_where_it_is_written(change) -> None:
+    with pytest.raises((ValidationError, ValueError, AttributeError)):
+        change(StepStatus(name="a"))
+
+
+def test_a_wrong_run_status_field_fails_where_it_is_written() -> None:
+    with pytest.raises(ValidationError):
+        WorkflowRunStatus.model_validate({"phase": "Running", "startTime": "2026-01-01T00:00:00Z"})
+    status = WorkflowRunStatus()
+    with pytest.raises(ValidationError):
+        status.phase = "Done"
+    with pytest.raises(ValueError):
+        status.finishedAt = "2026-01-01T00:00:00Z"  # the wire name is not the attribute

@@ -109,26 +109,31 @@ class PostgresSessionStore(SessionStore):
 
     async def load(self, conversation_id: str) -> Session:
         key = {"ns": self.namespace, "id": conversation_id}
-        async with self._connection() as connection:
-            cursor = await connection.execute(
+        # Both queries leave in one round trip (pipeline mode); the messages count only if the
+        # conversation is there and not expired.
+        async with self._connection() as connection, connection.pipeline():
+            session = await connection.execute(
                 "SELECT summary FROM kagent_sessions WHERE namespace = %(ns)s AND "
                 "conversation_id = %(id)s AND (expires_at IS NULL OR expires_at > now())",
                 key,
             )
-            row = await cursor.fetchone()
-            if row is None:
-                return Session()
-            cursor = await connection.execute(
+            messages = await connection.execute(
                 "SELECT body FROM kagent_session_messages WHERE namespace = %(ns)s AND "
                 "conversation_id = %(id)s ORDER BY id",
                 key,
             )
-            bodies = [body for (body,) in await cursor.fetchall()]
+            row = await session.fetchone()
+            bodies = [body for (body,) in await messages.fetchall()]
+        if row is None:
+            return Session()
         return Session([decode_message(b) for b in bodies], row[0])
 
     async def append(self, conversation_id: str, messages: Sequence[ModelMessage]) -> int:
         key = {"ns": self.namespace, "id": conversation_id, "ttl": self.ttl, "max": self.max_history}
-        async with self._connection() as connection, connection.transaction():
+        # One transaction of five statements, sent together (pipeline mode): one round trip to
+        # the database instead of one per statement.
+        async with (self._connection() as connection, connection.pipeline(),
+                    connection.transaction()):
             await connection.execute("DELETE FROM kagent_sessions WHERE expires_at <= now()")
             await connection.execute(
                 "INSERT INTO kagent_sessions (namespace, conversation_id, expires_at) "

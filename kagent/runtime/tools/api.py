@@ -29,6 +29,8 @@ USER_AGENT = "kagent-tool"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 ERROR_EXCERPT = 500
 RESULT_LIMIT = 64 * 1024
+RESPONSE_LIMIT = 4 * 1024 * 1024
+"""Bytes of an answer read at most; a bigger answer fails the call instead of filling memory."""
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
 
@@ -57,22 +59,45 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def build_api_request(api: ApiTool, arguments: dict[str, Any],
-                      secret: str | None = None) -> httpx.Request:
+def declared_arguments(schema: dict[str, Any]) -> frozenset[str] | None:
+    """The argument names a tool's schema declares; None when it admits any."""
+    if schema.get("additionalProperties") not in (None, False):
+        return None
+    return frozenset(schema.get("properties") or {})
+
+
+def _path_value(name: str, value: Any) -> str:
+    text = _query_value(value)
+    if text in (".", "..") or not text:
+        raise ModelRetry(f"{name} goes into the URL's path and may not be empty, '.' or '..'")
+    return quote(text, safe="")
+
+
+def build_api_request(api: ApiTool, arguments: dict[str, Any], secret: str | None = None,
+                      declared: frozenset[str] | None = None) -> httpx.Request:
     """The HTTP request for one call.
 
-    ``{name}`` placeholders in the endpoint take the argument of that name (URL-encoded); the
-    other arguments go to the query string for GET and DELETE, or to a JSON object body for
-    POST, PUT and PATCH. Arguments that are null are left out.
+    ``{name}`` placeholders in the endpoint take the argument of that name (URL-encoded, and
+    never a '.' or '..' that would climb the path); the other arguments go to the query string
+    for GET and DELETE, or to a JSON object body for POST, PUT and PATCH. Arguments that are
+    null are left out. A model may not add arguments the tool does not declare, nor replace a
+    query parameter the endpoint fixes.
     """
     remaining = {k: v for k, v in arguments.items() if v is not None}
+    if declared is not None:
+        unknown = sorted(set(remaining) - declared)
+        if unknown:
+            raise ModelRetry(f"unknown argument(s) {', '.join(unknown)}; the tool takes "
+                             f"{', '.join(sorted(declared)) or 'none'}")
     missing = [n for n in _PLACEHOLDER.findall(api.endpoint) if n not in remaining]
     if missing:
         raise ModelRetry(f"missing value for {', '.join(missing)} (needed in the URL)")
     used = set(_PLACEHOLDER.findall(api.endpoint))
-    url = _PLACEHOLDER.sub(lambda m: quote(_query_value(remaining[m.group(1)]), safe=""),
-                           api.endpoint)
+    url = _PLACEHOLDER.sub(lambda m: _path_value(m.group(1), remaining[m.group(1)]), api.endpoint)
     rest = {k: v for k, v in remaining.items() if k not in used}
+    fixed = sorted(set(rest) & set(httpx.URL(url).params.keys()))
+    if fixed and api.method not in BODY_METHODS:
+        raise ModelRetry(f"{', '.join(fixed)} is fixed by the tool's endpoint and cannot be given")
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json, */*;q=0.5"}
     headers.update(api.headers or {})
     headers.update(auth_headers(api, secret))
@@ -125,6 +150,22 @@ def parse_api_response(response: httpx.Response, output: dict[str, Any] | None,
     return redactor.value(value)
 
 
+async def read_limited(http: httpx.AsyncClient, request: httpx.Request,
+                       limit: int = RESPONSE_LIMIT) -> httpx.Response:
+    """Send ``request`` and read at most ``limit`` bytes of the answer."""
+    response = await http.send(request, stream=True)
+    try:
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise ToolFailed(f"the API's answer is larger than {limit // 1024} KiB; ask for less")
+    finally:
+        await response.aclose()
+    return httpx.Response(response.status_code, headers=response.headers, content=bytes(body),
+                          request=request, extensions={"reason_phrase": response.reason_phrase.encode()})
+
+
 def build_api_toolset(tool: Tool, ctx: RuntimeContext) -> SingleToolToolset:
     spec = tool.spec
     api = spec.api
@@ -132,15 +173,16 @@ def build_api_toolset(tool: Tool, ctx: RuntimeContext) -> SingleToolToolset:
     name = model_tool_name(tool.metadata.name or "api")
     redactor = Redactor(ctx)
     timeout_text = api.timeout
+    declared = declared_arguments(input_schema(spec))
 
     async def call(arguments: dict[str, Any]) -> Any:
         secret = None
         if api.auth is not None and api.auth.type != "none" and api.auth.secret_ref is not None:
             secret = ctx.secrets.get(api.auth.secret_ref)
             redactor.add(secret, base64.b64encode(secret.encode()).decode())
-        request = build_api_request(api, arguments, secret)
+        request = build_api_request(api, arguments, secret, declared)
         try:
-            response = await ctx.http.send(request)
+            response = await read_limited(ctx.http, request)
         except httpx.TimeoutException:
             raise ToolFailed(f"the API did not answer within {timeout_text}") from None
         except httpx.HTTPError as exc:

@@ -1,0 +1,109 @@
+"""One leader, provably: two electors whose clocks disagree by minutes never lead at once; a leader
+that cannot renew in time stops before anyone else may start; a deposed leader's late status
+write is refused by its resourceVersion precondition."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import lightkube
+import pytest
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+
+from kagent.controller.leader import LeaderElector
+from kagent.kube.client import patch_if_unchanged
+
+pytestmark = pytest.mark.integration
+
+
+def _skewed(offset: timedelta) -> Callable[[], datetime]:
+    return lambda: datetime.now(UTC) + offset
+
+
+class Stalls:
+    """A client whose Lease writes hang while ``stalled`` is set: a leader cut off from the
+    API server (the request never answers)."""
+
+    def __init__(self, client: lightkube.AsyncClient) -> None:
+        self.client = client
+        self.stalled = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    async def replace(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        while self.stalled:
+            await asyncio.sleep(0.05)
+        return await self.client.replace(obj, *args, **kwargs)
+
+
+async def test_skewed_clocks_and_a_stalled_leader_never_give_two_leaders(
+        kube_client: lightkube.AsyncClient, namespace: str) -> None:
+    intervals: dict[str, list[list[float]]] = {"ahead": [], "behind": []}
+
+    def work(who: str) -> Callable[[], Any]:
+        async def lead() -> None:
+            intervals[who].append([time.monotonic(), float("inf")])
+            try:
+                await asyncio.Event().wait()
+            finally:
+                intervals[who][-1][1] = time.monotonic()
+        return lead
+
+    stalling = Stalls(kube_client)
+    # One replica's clock is five minutes ahead, the other's five behind: comparing a remote
+    # renewTime with the local clock would let "ahead" take the lease at once.
+    ahead = LeaderElector(kube_client, namespace, "leader", "ahead", lease_seconds=3,
+                          clock=_skewed(timedelta(minutes=5)))
+    behind = LeaderElector(stalling, namespace, "leader", "behind", lease_seconds=3,  # type: ignore[arg-type]
+                           clock=_skewed(timedelta(minutes=-5)))
+    behind_task = asyncio.create_task(behind.run(work("behind")))
+    while not behind.is_leader:
+        await asyncio.sleep(0.05)
+    ahead_task = asyncio.create_task(ahead.run(work("ahead")))
+    await asyncio.sleep(8)  # several lease durations: "behind" renews, "ahead" must wait
+    assert behind.is_leader and not ahead.is_leader
+    assert intervals["ahead"] == []
+
+    stalling.stalled = True  # "behind" can no longer renew: it must stop within its deadline
+    stalled_at = time.monotonic()
+    while not ahead.is_leader:
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - stalled_at < 30
+    assert not behind.is_leader
+    stopped = intervals["behind"][-1][1]
+    started = intervals["ahead"][-1][0]
+    assert stopped - stalled_at <= behind.renew_deadline + behind.retry_seconds + 0.5
+    assert stopped < started, "the stalled leader was still working when the other took over"
+    stalling.stalled = False
+    await asyncio.sleep(4)
+    for task in (ahead_task, behind_task):
+        task.cancel()
+    await asyncio.gather(ahead_task, behind_task, return_exceptions=True)
+    # Never two at once, over the whole run.
+    spans = sorted(span for spans in intervals.values() for span in spans)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert end <= start
+
+
+async def test_a_deposed_leaders_late_write_is_refused(kube_client: lightkube.AsyncClient,
+                                                       namespace: str) -> None:
+    created = await kube_client.create(ConfigMap(metadata=ObjectMeta(name="state", namespace=namespace),
+                                                 data={"written-by": "nobody"}))
+    seen = created.metadata.resourceVersion
+    # The new leader writes first...
+    await patch_if_unchanged(kube_client, ConfigMap, "state", namespace, {"data": {"written-by": "new"}},
+                             resource_version=seen)
+    # ...and the old one's write, based on what it read before, is refused.
+    with pytest.raises(ApiError) as refused:
+        await patch_if_unchanged(kube_client, ConfigMap, "state", namespace,
+                                 {"data": {"written-by": "old"}}, resource_version=seen)
+    assert refused.value.status.code == 409
+    current = await kube_client.get(ConfigMap, "state", namespace=namespace)
+    assert current.data == {"written-by": "new"}
