@@ -26,7 +26,7 @@ RUN python3 hack/image/install.py /wheels && hack/image/strip.sh /opt/kagent
 FROM debian:${DEBIAN_SUITE}-slim
 ARG KAGENT_VERSION=0.1.0
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 libstdc++6 ca-certificates tini \
+ && apt-get install -y --no-install-recommends python3 libstdc++6 ca-certificates tini libseccomp2 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/kagent /opt/kagent
 COPY hack/image/install.py hack/image/image.json /tmp/kagent-build/
