@@ -11,7 +11,7 @@ ARG DEBIAN_SUITE=bookworm
 # Build stage: the venv, installed from the locked wheels by hack/image/install.py and stripped.
 FROM debian:${DEBIAN_SUITE}-slim AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-pip libstdc++6 ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-pip libstdc++6 ca-certificates libseccomp2 \
       binutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -30,15 +30,17 @@ def seed_documents() -> list[dict[str, Any]]:
 SEED_SECRETS = {"openai-api-key": "api-key", "knowledge-db": "password", "ticketing-api": "token"}
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll until ``check`` returns something truthy; fail naming what was awaited."""
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+             interval: float = 0.25) -> Any:
+    """Poll until ``check`` returns something truthy; fail naming what was awaited. A check that
+    runs kubectl deserves a longer ``interval`` on a busy machine."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
         if last:
             return last
-        time.sleep(0.25)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
 
 

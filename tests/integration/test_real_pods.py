@@ -293,7 +293,7 @@ def seeded(installed: Cluster) -> Cluster:
     began = time.monotonic()
     try:
         wait_for(lambda: all(agent_ready(cluster, a) for a in SEED_AGENTS), timeout=420,
-                 what="the seed's agents Ready")
+                 interval=2, what="the seed's agents Ready")
     except AssertionError as error:
         raise AssertionError(f"{error}\n{_diagnose(cluster, AGENTS_NS)}") from None
     cluster.notes["agents_ready_seconds"] = round(time.monotonic() - began)
@@ -340,7 +340,7 @@ def test_a_workflow_run_succeeds_through_service_networking(seeded: Cluster) -> 
         status = seeded.json("get", "workflowrun", run_name, "-n", AGENTS_NS).get("status") or {}
         return status if status.get("phase") in ("Succeeded", "Failed") else None
 
-    status = wait_for(finished, timeout=300, what="the workflow run to finish")
+    status = wait_for(finished, timeout=300, interval=1, what="the workflow run to finish")
     assert status["phase"] == "Succeeded", json.dumps(status, indent=2)[-3000:]
     assert [s["phase"] for s in status["steps"]] == ["Succeeded"] * 4
     assert "AI agents on Kubernetes" in json.dumps(status["output"])
@@ -434,11 +434,12 @@ def test_killing_the_leader_pod_hands_over(seeded: Cluster) -> None:
                                 "apiKeySecretRef": {"name": "openai-api-key", "key": "api-key"}},
                       "systemPrompt": "You are a meticulous researcher."}}
     seeded.kubectl("apply", "-f", "-", input=json.dumps(agent))
-    wait_for(lambda: agent_ready(seeded, "after-handover"), timeout=240,
+    wait_for(lambda: agent_ready(seeded, "after-handover"), timeout=240, interval=1,
              what="an Agent reconciled by the new leader")
     seeded.kubectl("delete", "agent", "after-handover", "-n", AGENTS_NS, "--wait=false")
     wait_for(lambda: len(controller_pods(seeded)) == 2 and all(
-        _pod_ready(p) for p in controller_pods(seeded)), timeout=180, what="two controller replicas again")
+        _pod_ready(p) for p in controller_pods(seeded)), timeout=180, interval=2,
+        what="two controller replicas again")
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -509,7 +510,7 @@ def test_helm_upgrade_rolls_controller_and_agents_without_a_failed_request(seede
                                       check=False)
         return "" if result.returncode == 0 else result.stderr.strip()[-300:]
 
-    traffic = [Traffic("agent", call_agent, 0.2), Traffic("webhook", call_webhook, 0.5)]
+    traffic = [Traffic("agent", call_agent, 0.2), Traffic("webhook", call_webhook, 1.0)]
     for loop in traffic:
         loop.start()
     began = time.monotonic()
@@ -519,13 +520,22 @@ def test_helm_upgrade_rolls_controller_and_agents_without_a_failed_request(seede
                              "--set", f"image.tag={tag}", "--wait", "--timeout", "300s")
         assert result.returncode == 0, result.stderr + _diagnose(seeded, RELEASE_NS)
 
-        def rolled() -> bool:
+        def not_rolled() -> list[str]:
             pods = seeded.pods(RELEASE_NS) + seeded.pods(AGENTS_NS, "kagent.dev/agent")
-            return all(p["spec"]["containers"][0]["image"] == new_image and _pod_ready(p)
-                       and not p["metadata"].get("deletionTimestamp") for p in pods)
+            return [f"{p['metadata']['name']} image={p['spec']['containers'][0]['image']} "
+                    f"ready={_pod_ready(p)} terminating={bool(p['metadata'].get('deletionTimestamp'))}"
+                    for p in pods
+                    if not (p["spec"]["containers"][0]["image"] == new_image and _pod_ready(p)
+                            and not p["metadata"].get("deletionTimestamp"))]
 
-        wait_for(rolled, timeout=420, what="the controller and every agent on the new image")
-        wait_for(lambda: all(agent_ready(seeded, a) for a in SEED_AGENTS), timeout=120,
+        try:
+            wait_for(lambda: not not_rolled(), timeout=420, interval=2,
+                     what="the controller and every agent on the new image")
+        except AssertionError:
+            raise AssertionError(
+                f"not rolled after 420 s: {not_rolled()}\nleader: {lease_holder(seeded)}\n"
+                + _diagnose(seeded, RELEASE_NS) + _diagnose(seeded, AGENTS_NS)) from None
+        wait_for(lambda: all(agent_ready(seeded, a) for a in SEED_AGENTS), timeout=120, interval=2,
                  what="the agents Ready after the upgrade")
         seeded.notes["upgrade_seconds"] = round(time.monotonic() - began)
     finally:
@@ -545,7 +555,7 @@ def test_helm_uninstall_leaves_nothing_behind(seeded: Cluster) -> None:
                    "--wait=true", "--timeout=180s")
     result = seeded.helm("uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "180s")
     assert result.returncode == 0, result.stderr
-    wait_for(lambda: not seeded.pods(RELEASE_NS), timeout=120, what="the controller pods to go")
+    wait_for(lambda: not seeded.pods(RELEASE_NS), timeout=120, interval=1, what="the controller pods to go")
     left = seeded.kubectl("get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings,leases,"
                           "poddisruptionbudgets", "-n", RELEASE_NS, "-o", "name").split()
     left = [name for name in left if not name.endswith(("/kube-root-ca.crt", "serviceaccount/default"))]
