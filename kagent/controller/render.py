@@ -214,19 +214,25 @@ def _container(inputs: AgentInputs, refs: list[SecretKeySelector]) -> dict[str, 
         "env": _env(inputs, refs),
         # Liveness starts counting only once the runtime has started: on a busy node the
         # imports alone can outlast three liveness periods, and killing it then only loops.
+        # Up to ten minutes to start, and five seconds to answer: on a node busy starting many
+        # pods at once (a rollout of every agent) a Python runtime starves for CPU, and a probe
+        # that kills it then only restarts the same slow start.
         "startupProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
-            "periodSeconds": 2,
-            "failureThreshold": 90,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 120,
         },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},
             "periodSeconds": 5,
+            "timeoutSeconds": 5,
             "failureThreshold": 2,
         },
         "securityContext": security,
