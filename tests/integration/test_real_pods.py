@@ -31,7 +31,9 @@ from kagent.local.controlplane import ControlPlane
 from kagent.local.services import RedisServer
 from tests.helpers import EXAMPLES, REPO, create_seed_secrets, documents, wait_for
 
-pytestmark = pytest.mark.integration
+# Building the image (when its sources changed) and starting many pods on a busy 2-core machine
+# outlast the suite's 10-minute default; each wait inside still has its own, named bound.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 CHART = REPO / "charts" / "kagent"
 RELEASE = "kagent"

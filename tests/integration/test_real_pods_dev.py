@@ -15,7 +15,9 @@ import pytest
 from hack.image import build as image_build
 from kagent.local import nodeconfig, nodehost
 
-pytestmark = pytest.mark.integration
+# Building the image (when its sources changed) and starting many pods on a busy 2-core machine
+# outlast the suite's 10-minute default; each wait inside still has its own, named bound.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 
 def host_snapshot(folder: Path) -> dict[str, object]:

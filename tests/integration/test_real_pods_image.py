@@ -26,7 +26,9 @@ from kagent.local.services import free_port
 from kagent.mockllm import MockLLM
 from tests.helpers import EXAMPLES, REPO, documents, wait_for
 
-pytestmark = pytest.mark.integration
+# Building the image (when its sources changed) and starting many pods on a busy 2-core machine
+# outlast the suite's 10-minute default; each wait inside still has its own, named bound.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 SPEC = json.loads((REPO / "hack/image/image.json").read_text())
 
