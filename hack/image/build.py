@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from hack.image.sbom import spdx_document
 from kagent.local import oci
+from kagent.local.nodehost import mounts_below
 
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 # Documentation, manuals and translations are of no use in a container; copyright files stay.
@@ -171,6 +172,8 @@ def build_rootfs(rootfs: Path, wheels: Path, apt_cache: Path, epoch: int,
         raise SystemExit("mmdebstrap is missing: run hack/system-deps.sh (or apt-get install "
                          "mmdebstrap)")
     if rootfs.exists():
+        for point in mounts_below(rootfs):  # /proc, /sys, /dev of a build killed mid-way
+            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
         shutil.rmtree(rootfs)
     apt_cache.mkdir(parents=True, exist_ok=True)
     install = (
