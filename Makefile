@@ -6,17 +6,22 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps dashboard
+.PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps \
+	dashboard container-deps image test-image test-real-pods image-lock node-binaries release
 
 help:
 	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
 	@echo "make demo-down stop everything make demo started"
 	@echo "make test      run the whole test suite (unit + integration on a real control plane)"
+	@echo "make test-real-pods  the image as real pods on a real node (root; ~40 min more)"
 	@echo "make dev       start a local control plane with Kagent (kagent dev up)"
 	@echo "make dev-down  stop it"
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
 	@echo "make docs      regenerate docs/reference/api.md from the API types"
 	@echo "make bench     run the benchmarks"
+	@echo "make image     build the Kagent image without Docker (dist/kagent-<version>.oci.tar;"
+	@echo "               CA_BUNDLE=file adds certificate authorities for the downloads only)"
+	@echo "make release   the chart package and the image archive, checksums and an SBOM in dist/"
 	@echo "make dashboard rebuild the dashboard's front-end into kagent/dashboard/static (npm)"
 
 $(STAMP): pyproject.toml
@@ -31,6 +36,12 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The real-pod tier: the Kagent image built here run as real pods on a real node (root; it
+# changes the host while it runs, see docs/development.md). Kept out of `make test` for time.
+test-real-pods: $(STAMP) system-deps container-deps test-image node-binaries
+	KAGENT_REAL_PODS=1 $(BIN)/pytest tests/integration/test_real_pods.py \
+	  tests/integration/test_real_pods_image.py tests/integration/test_real_pods_dev.py $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -64,5 +75,35 @@ bench: $(STAMP) system-deps
 dashboard:
 	cd web/dashboard && npm ci --no-audit --no-fund && npm run build
 
+# --- the image, real nodes and releases (hack/image, kagent/local/realnode.py) -----------------
+# Debian packages that build the image and run a real node (mmdebstrap, podman, containerd, …).
+container-deps:
+	@hack/container-deps.sh
+
+# The Kagent image from package registries alone; rebuilt only when its sources changed.
+image: $(STAMP) container-deps
+	$(BIN)/python hack/image/build.py $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE)) $(IMAGE_ARGS)
+
+# The same for the real-pod tests: where the image cannot be built (not root), say why and go
+# on; those tests then skip with that reason.
+test-image: $(STAMP) container-deps
+	$(BIN)/python hack/image/build.py --best-effort $(if $(CA_BUNDLE),--ca-bundle $(CA_BUNDLE))
+
+# Re-pin the image's Python dependencies (after changing pyproject.toml's dependencies).
+image-lock: $(STAMP)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --quiet -o hack/image/requirements.lock
+	$(BIN)/uv pip compile hack/image/tools.in --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_36 --no-header --quiet -o hack/image/tools.lock
+
+# kubelet, kube-proxy, CoreDNS and pause for real nodes, built once into ~/.cache/kagent.
+node-binaries: $(STAMP) container-deps
+	$(BIN)/python -m kagent.local.binaries node >/dev/null
+
+# The chart package and the image archive with one version, SHA-256 checksums and an SBOM.
+release: image
+	$(BIN)/python hack/release.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -84,6 +84,9 @@ CRD_FIELD_MANAGER = "kagent-install"
 """Whoever installs Kagent's CRDs (``kagent install``, ``kagent dev``, the tests)."""
 TEST_FIELD_MANAGER = "kagent-tests"
 """The clients of the pytest fixtures (``kagent.testing``)."""
+CA_INJECTOR_FIELD_MANAGER = "kagent-ca-injector"
+"""The controller writing its webhook CA into the chart's webhook configurations (their
+``caBundle`` only)."""
 
 # --- the test fixtures -------------------------------------------------------------------------
 

@@ -38,7 +38,9 @@ def controller_command(
     ),
     manage_webhook_config: bool = typer.Option(
         True, "--manage-webhook-config/--no-manage-webhook-config",
-        help="Create the webhook configurations and inject their caBundle.",
+        help="Create the webhook configurations and inject their caBundle; with "
+             "--no-manage-webhook-config they are someone else's (the chart's) and only the "
+             "caBundle is injected (none with --webhook-cert-dir: cert-manager's job).",
     ),
     lease_seconds: int = typer.Option(15, "--lease-seconds", min=2, help="Leader lease duration."),
     log_level: str = typer.Option("INFO", "--log-level"),

@@ -23,6 +23,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from kagent.api.labels import CONTROLLER_NAMESPACE
 from kagent.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, console, err_console, fail
 from kagent.local.controlplane import ControlPlane
 from kagent.local.dev import (
@@ -52,11 +53,23 @@ MockLlmOption = typer.Option(
          "provider at it: no API key, no network.")
 
 
+RealNodesOption = typer.Option(
+    False, "--real-nodes",
+    help="Run pods for real on this machine (root): a kubelet, containerd and kube-proxy join the "
+         "control plane, the chart's controller and every agent run as pods of the Kagent image. "
+         "Changes the host while it runs: see docs/development.md, 'Real nodes'.")
+ImageArchiveOption = typer.Option(
+    None, "--image-archive",
+    help="The Kagent image for --real-nodes (default: dist/kagent-<version>.oci.tar, `make image`).")
+
+
 @app.command("up")
 def up(
     kubeconfig: Path = KubeconfigOption,
     crds_only: bool = typer.Option(False, "--crds-only", help="Install only the API (no controller)."),
     mock_llm: list[Path] = MockLlmOption,
+    real_nodes: bool = RealNodesOption,
+    image_archive: Path = ImageArchiveOption,
 ) -> None:
     """Start a local control plane with Kagent: CRDs, controller, webhook and live agents."""
     target, workdir = dev_paths(kubeconfig)
@@ -70,6 +83,12 @@ def up(
             _apply_scripts(workdir, mock_llm)
         typer.echo(f"export KUBECONFIG={target}")  # stdout stays eval-able: `eval $(kagent dev up)`
         raise typer.Exit(0)
+    if real_nodes:
+        if crds_only or mock_llm:
+            fail("--real-nodes runs the chart's controller as pods: it takes neither --crds-only "
+                 "nor --mock-llm", "run `kagent mock-llm` as a pod instead", EXIT_USAGE)
+        _up_with_real_nodes(target, workdir, image_archive)
+        return
     began = time.monotonic()
     with err_console.status("starting…") as status:
         try:
@@ -120,10 +139,53 @@ def _print_processes(processes: Mapping[str, DevProcess], where: Console) -> Non
                     highlight=False, soft_wrap=True)
 
 
+def _up_with_real_nodes(target: Path, workdir: Path, image_archive: Path | None) -> None:
+    from importlib.metadata import version
+
+    from rich.markup import escape
+
+    from kagent.cli.install import install
+    from kagent.local import nodeconfig, oci, realnode
+
+    archive = image_archive or Path("dist") / f"kagent-{version('kagent')}.oci.tar"
+    if not archive.is_file():
+        fail(f"no image archive at {escape(str(archive))}",
+             "build it with `make image`, or give --image-archive", EXIT_USAGE)
+    began = time.monotonic()
+    try:
+        reference = oci.read_archive(archive).reference
+        with err_console.status("starting the control plane and a real node (kubelet, "
+                                "containerd, kube-proxy, CoreDNS)…"):
+            plane, _ = realnode.start_detached(workdir, [archive.absolute()])
+    except (RuntimeError, ValueError) as error:
+        fail(f"kagent dev up --real-nodes failed: {escape(str(error))}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(plane.kubeconfig.read_bytes())
+    target.chmod(0o600)
+    repository, tag = reference.rsplit(":", 1)
+    try:
+        install(kubeconfig=target, namespace=CONTROLLER_NAMESPACE, cert_manager=False, chart=None,
+                wait=True, check_only=False,
+                values=[f"image.repository={repository}", f"image.tag={tag}",
+                        "image.pullPolicy=Never"])
+    except typer.Exit:
+        realnode.stop_detached(workdir)
+        plane.stop()
+        target.unlink(missing_ok=True)
+        raise
+    err_console.print(f"[green]ready[/] in {time.monotonic() - began:.1f}s: the controller and "
+                      f"every agent run as pods of {reference} on node {nodeconfig.NODE_NAME}")
+    typer.echo(f"export KUBECONFIG={target}")
+    err_console.print("then:  kubectl get pods -A      stop:  kagent dev down")
+
+
 @app.command("down")
 def down(kubeconfig: Path = KubeconfigOption) -> None:
     """Stop everything `kagent dev up` started."""
     target, workdir = dev_paths(kubeconfig)
+    from kagent.local.realnode import stop_detached as stop_real_node
+
+    stop_real_node(workdir)  # first: it drains its pods through the API server
     stopped = stop_processes(workdir)
     if not ControlPlane.stop_detached(workdir) and not stopped:
         console.print(f"nothing is running for {target}", highlight=False, soft_wrap=True)

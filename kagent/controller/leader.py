@@ -28,6 +28,8 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from kagent.kube.incluster import owner_references
+
 log = logging.getLogger("kagent.controller.leader")
 
 STOP_TIMEOUT = 30.0
@@ -125,7 +127,8 @@ class LeaderElector:
 
     async def _create(self, now: datetime) -> bool:
         lease = Lease(
-            metadata=ObjectMeta(name=self.name, namespace=self.namespace),
+            metadata=ObjectMeta(name=self.name, namespace=self.namespace,
+                                ownerReferences=owner_references(self.namespace)),
             spec=LeaseSpec(holderIdentity=self.identity, leaseDurationSeconds=self.lease_seconds,
                            acquireTime=now, renewTime=now, leaseTransitions=0),
         )

@@ -275,16 +275,33 @@ def _container(inputs: AgentInputs, refs: list[SecretKeySelector]) -> dict[str, 
         "args": args,
         "ports": ports,
         "env": _env(inputs, refs),
+        # Liveness starts counting only once the runtime has started: on a busy node the
+        # imports alone can outlast three liveness periods, and killing it then only loops.
+        # Up to ten minutes to start, and five seconds to answer: on a node busy starting many
+        # pods at once (a rollout of every agent) a Python runtime starves for CPU, and a probe
+        # that kills it then only restarts the same slow start.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 120,
+        },
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "readinessProbe": {
             "httpGet": {"path": "/readyz", "port": "http"},
             "periodSeconds": 5,
+            "timeoutSeconds": 5,
             "failureThreshold": 2,
         },
+        # Keep serving a few seconds after termination starts: the Service's endpoints and
+        # kube-proxy's rules need that long to stop sending calls here (a rollout refused 2 of
+        # 153 calls without it). A custom image without /bin/sleep only logs a failed hook.
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sleep", "5"]}}},
         "securityContext": security,
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},

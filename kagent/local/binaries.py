@@ -115,7 +115,9 @@ class _BuildLock:
         self._file.close()
 
 
-def _build_kubernetes(out_dir: Path, version: str) -> None:
+def _build_kubernetes(
+    out_dir: Path, version: str, commands: tuple[str, ...] = KUBE_COMMANDS
+) -> None:
     with tempfile.TemporaryDirectory(prefix="kagent-k8s-build-") as tmp:
         work = Path(tmp)
         staging = staging_modules(_module_gomod("k8s.io/kubernetes", f"v{version}", work))
@@ -130,14 +132,14 @@ def _build_kubernetes(out_dir: Path, version: str) -> None:
                 ("gitTreeState", "clean"),
             )
         )
-        packages = [f"k8s.io/kubernetes/cmd/{command}" for command in KUBE_COMMANDS]
+        packages = [f"k8s.io/kubernetes/cmd/{command}" for command in commands]
         _run_go(["get", *[f"{p}@v{version}" for p in packages]], cwd=work)
         tmp_out = out_dir.parent / f"{out_dir.name}.partial"
         tmp_out.mkdir(parents=True, exist_ok=True)
-        for command, package in zip(KUBE_COMMANDS, packages, strict=True):
+        for command, package in zip(commands, packages, strict=True):
             _log(f"building {command} v{version} (first run only; this takes a while)")
             _run_go(["build", "-ldflags", ldflags, "-o", str(tmp_out / command), package], cwd=work)
-        for command in KUBE_COMMANDS:
+        for command in commands:
             (tmp_out / command).replace(out_dir / command)
         tmp_out.rmdir()
 
@@ -260,10 +262,6 @@ def helm() -> Path:
     return target
 
 
-if __name__ == "__main__":
-    found = control_plane_binaries()
-    print(json.dumps({k: str(v) for k, v in found.__dict__.items()}, indent=2))
-
 
 KEDA_VERSION = "2.21.0"
 
@@ -280,3 +278,124 @@ def keda_crd_files() -> list[Path]:
         )
     folder = Path(info["Dir"]) / "config" / "crd" / "bases"
     return sorted(folder.glob("keda.sh_*.yaml"))
+
+
+# --- a real node: kubelet, kube-proxy, CoreDNS and the pause binary ---------------------------
+
+COREDNS_VERSION = "1.14.2"
+"""The CoreDNS that kubeadm deploys with this Kubernetes release."""
+NODE_COMMANDS = ("kubelet", "kube-proxy")
+COREDNS_PLUGINS = (
+    "bind", "ready", "health", "errors", "log", "cache", "kubernetes", "forward",
+)
+"""CoreDNS plugins a real node's DNS needs, in CoreDNS's own directive order."""
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a real node runs beside containerd: from the same Kubernetes release as the
+    control plane, plus CoreDNS (Service names) and the pause program of the pod sandbox."""
+
+    kubelet: Path
+    kube_proxy: Path
+    coredns: Path
+    pause: Path
+
+
+def _node_binaries_in(folder: Path) -> NodeBinaries:
+    return NodeBinaries(
+        kubelet=folder / "kubelet",
+        kube_proxy=folder / "kube-proxy",
+        coredns=folder / "coredns",
+        pause=folder / "pause",
+    )
+
+
+def coredns_main(plugins: tuple[str, ...] = COREDNS_PLUGINS) -> str:
+    """main.go of a CoreDNS with only ``plugins`` compiled in (CoreDNS's documented way of a
+    custom build: import the plugins, set the directive order, run coremain)."""
+    imports = "\n".join(f'\t_ "github.com/coredns/coredns/plugin/{p}"' for p in plugins)
+    directives = ", ".join(f'"{p}"' for p in plugins)
+    return (
+        "package main\n\n"
+        "import (\n"
+        '\t"github.com/coredns/coredns/core/dnsserver"\n'
+        '\t"github.com/coredns/coredns/coremain"\n'
+        f"{imports}\n"
+        ")\n\n"
+        f"func init() {{ dnsserver.Directives = []string{{{directives}}} }}\n\n"
+        "func main() { coremain.Run() }\n"
+    )
+
+
+def _build_coredns(out_dir: Path, version: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="kagent-coredns-build-") as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text("module kagent.dev/local/coredns\n\ngo 1.24.0\n")
+        (work / "main.go").write_text(coredns_main())
+        _log(f"building CoreDNS v{version} ({', '.join(COREDNS_PLUGINS)})")
+        _run_go(["get", f"github.com/coredns/coredns@v{version}"], cwd=work)
+        _run_go(["build", "-o", str(out_dir / "coredns.partial"), "."], cwd=work)
+        (out_dir / "coredns.partial").replace(out_dir / "coredns")
+
+
+def _build_pause(out_dir: Path, version: str) -> None:
+    """The pod sandbox's pause program, compiled from the same Kubernetes release's source
+    (``build/pause/linux/pause.c``) with the flags of its Makefile."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise RuntimeError("building the pause program of a real node needs a C compiler (gcc)")
+    with tempfile.TemporaryDirectory(prefix="kagent-pause-build-") as tmp:
+        info = json.loads(
+            _run_go(["mod", "download", "-json", f"k8s.io/kubernetes@v{version}"], cwd=Path(tmp))
+        )
+    source = Path(info["Dir"]) / "build" / "pause" / "linux" / "pause.c"
+    _log(f"compiling pause from Kubernetes v{version}")
+    result = subprocess.run(
+        [compiler, "-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_VERSION}-kagent",
+         "-o", str(out_dir / "pause.partial"), str(source)],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling {source} failed:\n{result.stderr[-4000:]}")
+    (out_dir / "pause.partial").replace(out_dir / "pause")
+
+
+PAUSE_VERSION = "3.10.2"
+"""The pause image version kubeadm pairs with this Kubernetes release."""
+
+
+def node_binaries() -> NodeBinaries:
+    """kubelet, kube-proxy, CoreDNS and pause for a real node, building what the cache lacks.
+
+    ``KAGENT_NODE_ASSETS`` may name a folder that already holds all four (like
+    ``KUBEBUILDER_ASSETS`` for the control plane).
+    """
+    assets = os.environ.get("KAGENT_NODE_ASSETS")
+    if assets:
+        found = _node_binaries_in(Path(assets))
+        missing = [p.name for p in found.__dict__.values() if not p.is_file()]
+        if missing:
+            raise RuntimeError(f"KAGENT_NODE_ASSETS={assets} lacks: {', '.join(missing)}")
+        return found
+    folder = cache_root() / f"node-k8s-{KUBERNETES_VERSION}-coredns-{COREDNS_VERSION}"
+    found = _node_binaries_in(folder)
+    if all(p.is_file() for p in found.__dict__.values()):
+        return found
+    with _BuildLock(cache_root() / "node-build.lock"):
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        if not all((folder / c).is_file() for c in NODE_COMMANDS):
+            _build_kubernetes(folder, KUBERNETES_VERSION, NODE_COMMANDS)
+        if not found.coredns.is_file():
+            _build_coredns(folder, COREDNS_VERSION)
+        if not found.pause.is_file():
+            _build_pause(folder, KUBERNETES_VERSION)
+        _log(f"node binaries ready in {folder} ({time.monotonic() - started:.0f}s)")
+    return found
+
+
+if __name__ == "__main__":
+    # python -m kagent.local.binaries [node]: build (once) and print where the binaries are.
+    wanted = node_binaries() if sys.argv[1:] == ["node"] else control_plane_binaries()
+    print(json.dumps({k: str(v) for k, v in wanted.__dict__.items()}, indent=2))

@@ -275,6 +275,16 @@ class ControlPlane:
         self._api: _Api | None = None
         self._started = False
         self.startup_seconds: float | None = None
+        self._stop_hooks: list[Callable[[], None]] = []
+
+    def add_stop_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` first thing in :meth:`stop`, while the API server still answers (a real
+        node drains its pods there: :mod:`kagent.local.realnode`)."""
+        self._stop_hooks.append(hook)
+
+    def remove_stop_hook(self, hook: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._stop_hooks.remove(hook)
 
     # --- where things are ----------------------------------------------------------------------
 
@@ -380,6 +390,11 @@ class ControlPlane:
     def stop(self) -> None:
         """Terminate every component (SIGTERM, then SIGKILL after a grace period), forget the
         state file and remove the temporary workdir."""
+        for hook in list(reversed(self._stop_hooks)):
+            try:
+                hook()
+            except Exception as error:  # noqa: BLE001 - the components must stop regardless
+                print(f"[kagent.testing] stop hook {hook!r} failed: {error}", file=sys.stderr)
         components, self._components = self._components, []
         _terminate(components)
         with _running_lock:

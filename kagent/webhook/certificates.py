@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Secret
 
 from kagent.api.labels import (
@@ -47,6 +47,7 @@ from kagent.api.labels import (
 )
 from kagent.kube import is_not_found
 from kagent.kube.certs import CertificateAuthority, load_ca, make_ca, make_serving_cert
+from kagent.kube.incluster import owner_references
 
 log = logging.getLogger("kagent.webhook.certificates")
 
@@ -168,7 +169,10 @@ def state_from_secret(secret: Secret) -> CaState:
     )
 
 
-def secret_for(state: CaState, namespace: str, resource_version: str | None = None) -> Secret:
+def secret_for(state: CaState, namespace: str, resource_version: str | None = None,
+               owners: list[OwnerReference] | None = None) -> Secret:
+    """The CA Secret; ``owners`` (the controller's ServiceAccount, in a pod) make `helm
+    uninstall` take it along."""
     data = {"tls.crt": state.current.cert_pem, "tls.key": state.current.key_pem}
     if state.previous is not None:
         data[PREVIOUS_CERT_KEY] = state.previous.cert_pem
@@ -176,7 +180,8 @@ def secret_for(state: CaState, namespace: str, resource_version: str | None = No
     annotations = {WEBHOOK_CA_ROTATED_ANNOTATION: state.rotated_at.isoformat()} if state.rotated_at else None
     return Secret(
         metadata=ObjectMeta(name=WEBHOOK_CA_SECRET, namespace=namespace, resourceVersion=resource_version,
-                            labels={PART_OF_LABEL: MANAGER}, annotations=annotations),
+                            labels={PART_OF_LABEL: MANAGER}, annotations=annotations,
+                            ownerReferences=owners),
         type="kubernetes.io/tls",
         data={k: base64.b64encode(v).decode() for k, v in data.items()},
     )
@@ -217,6 +222,7 @@ class ManagedCertificates:
         self.namespace = namespace
         self.directory = directory
         self.hosts = hosts
+        self.owners = owner_references(namespace)
         self.ssl_context = _server_context()
         self._state: CaState | None = None
         self._bundle = b""
@@ -280,7 +286,7 @@ class ManagedCertificates:
                 raise
         state = CaState(current=new_ca_pair(self.directory))
         try:
-            await self.client.create(secret_for(state, self.namespace))
+            await self.client.create(secret_for(state, self.namespace, owners=self.owners))
             log.info("created the webhook CA (Secret %s/%s)", self.namespace, WEBHOOK_CA_SECRET)
             return state
         except ApiError as error:
@@ -294,7 +300,8 @@ class ManagedCertificates:
         rotated = rotate(state, new_ca_pair(self.directory), now)
         try:
             await self.client.replace(
-                secret_for(rotated, self.namespace, secret.metadata.resourceVersion if secret.metadata else None))
+                secret_for(rotated, self.namespace, secret.metadata.resourceVersion if secret.metadata else None,
+                           owners=self.owners))
         except ApiError as error:
             if error.status.code != 409:
                 raise

@@ -11,7 +11,7 @@ import base64
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from lightkube.core.exceptions import ApiError
 
 from kagent.api import KINDS
 from kagent.api.base import GROUP, VERSION
-from kagent.api.labels import WEBHOOK_SERVICE
+from kagent.api.labels import CA_INJECTOR_FIELD_MANAGER, WEBHOOK_CONFIGURATION_NAME, WEBHOOK_SERVICE
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.kube import KAGENT_RESOURCES, is_not_found
 from kagent.webhook.certificates import CertificateSource, FileCertificates, ManagedCertificates
@@ -55,13 +55,21 @@ class KagentWebhookServer(kopf.WebhookServer):
     whose certificate is swapped in place (see :mod:`kagent.webhook.certificates`), and hands
     kopf a new client configuration whenever the CA bundle changes, so kopf patches the webhook
     configurations' ``caBundle``. Reached through a Service in a cluster, or at a URL (dev).
+    When the configurations are someone else's (the chart's), ``inject`` writes only the bundle
+    into them instead, whenever it changes.
     """
 
     def __init__(self, *, certificates: CertificateSource, service: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 inject: Callable[[bytes], Awaitable[None]] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.certificates = certificates
         self.service = service
+        self.inject = inject
+
+    async def _published(self, port: int) -> Any:
+        if self.inject is not None:
+            await self.inject(self.certificates.bundle())
+        return self._client_config(port)
 
     def _client_config(self, port: int) -> Any:
         bundle = base64.b64encode(self.certificates.bundle()).decode("ascii")
@@ -88,9 +96,9 @@ class KagentWebhookServer(kopf.WebhookServer):
                                        ssl_context=self.certificates.ssl_context,
                                        reuse_port=True, reuse_address=True)
             await site.start()
-            yield self._client_config(port)
+            yield await self._published(port)
             async for _ in self.certificates.changes():
-                yield self._client_config(port)
+                yield await self._published(port)
         finally:
             renewal.cancel()
             await asyncio.gather(renewal, return_exceptions=True)
@@ -106,7 +114,8 @@ class WebhookSettings:
     service_name: str = WEBHOOK_SERVICE
     service_port: int = 443
     manage_configuration: bool = True
-    """Create the webhook configurations and inject the caBundle (off when cert-manager does)."""
+    """Create the webhook configurations and inject the caBundle. Off: they are the chart's, and
+    only the caBundle is written into them (not even that with cert_dir: cert-manager does)."""
     cert_dir: Path | None = None
     """Serving certificate from here (tls.crt, tls.key, ca.crt) instead of the managed CA."""
 
@@ -127,8 +136,50 @@ async def webhook_server(client: AsyncClient, namespace: str, hook: WebhookSetti
         certificates = managed
     service = None if hook.host is not None else {
         "namespace": namespace, "name": hook.service_name, "port": hook.service_port}
-    return KagentWebhookServer(certificates=certificates, service=service, addr=hook.listen,
-                               port=hook.port, host=hook.host)
+    inject = None
+    if not hook.manage_configuration and hook.cert_dir is None:
+        async def inject(bundle: bytes) -> None:
+            await inject_ca_bundle(client, bundle)
+    return KagentWebhookServer(certificates=certificates, service=service, inject=inject,
+                               addr=hook.listen, port=hook.port, host=hook.host)
+
+
+INJECT_ATTEMPTS = 60
+INJECT_PAUSE_SECONDS = 5.0
+
+
+async def inject_ca_bundle(client: AsyncClient, bundle: bytes, name: str = WEBHOOK_CONFIGURATION_NAME) -> None:
+    """Write ``bundle`` into the ``caBundle`` of every webhook of the configurations ``name``, and
+    nothing else: the chart owns the rest (its failurePolicy and timeout hold) and `helm upgrade`
+    never conflicts with us, as with cert-manager's CA injector. Waits (bounded) for the
+    configurations to exist."""
+    from lightkube.resources.admissionregistration_v1 import (
+        MutatingWebhookConfiguration,
+        ValidatingWebhookConfiguration,
+    )
+    from lightkube.types import PatchType
+
+    encoded = base64.b64encode(bundle).decode("ascii")
+    for resource in (ValidatingWebhookConfiguration, MutatingWebhookConfiguration):
+        for attempt in range(INJECT_ATTEMPTS):
+            try:
+                current = await client.get(resource, name)
+            except ApiError as error:
+                if not is_not_found(error) or attempt == INJECT_ATTEMPTS - 1:
+                    raise
+                log.info("waiting for %s %s to inject the CA", resource.__name__, name)
+                await asyncio.sleep(INJECT_PAUSE_SECONDS)
+                continue
+            patch = {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": resource.__name__,
+                "metadata": {"name": name},
+                "webhooks": [{"name": hook.name, "clientConfig": {"caBundle": encoded}}
+                             for hook in current.webhooks or []],
+            }
+            await client.patch(resource, name, patch, patch_type=PatchType.APPLY,
+                               field_manager=CA_INJECTOR_FIELD_MANAGER, force=True)
+            break
 
 
 def _kind_of(body: Any) -> str:
