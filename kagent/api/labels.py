@@ -92,3 +92,10 @@ CA_INJECTOR_FIELD_MANAGER = "kagent-ca-injector"
 
 TEST_NAMESPACE_LABEL = f"{GROUP}/test"
 """On the namespaces the ``namespace`` fixture creates."""
+
+LOCAL_CONTROLLER_ACCOUNT = "kagent-controller"
+"""The ServiceAccount a controller run as a process (local environments) calls agents as: the
+chart's controller account's name."""
+CLI_ACCOUNT = "kagent-cli"
+"""The ServiceAccount ``kagent chat`` mints tokens for when the kubeconfig's user (a client
+certificate, as in the local environment) has no bearer token to send."""

@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kagent.api.labels import CONTROLLER_NAMESPACE
+from kagent.api.labels import CLI_ACCOUNT, CONTROLLER_NAMESPACE
 
 DEFAULT_TOKEN_SECONDS = 3600
 SERVICE_ACCOUNT_ENV = "KAGENT_SERVICE_ACCOUNT"
-DEFAULT_CLI_ACCOUNT = f"{CONTROLLER_NAMESPACE}/kagent-cli"
+DEFAULT_CLI_ACCOUNT = f"{CONTROLLER_NAMESPACE}/{CLI_ACCOUNT}"
 """The ServiceAccount the CLI and the dashboard mint tokens for when the user has no bearer
 token of their own (``kagent dev`` creates it)."""
 MINTED_TOKEN_SECONDS = 600

@@ -12,8 +12,10 @@ from typing import Any
 
 from kagent.api.labels import (
     AGENT_AUTH_CLUSTER_ROLE,
+    CLI_ACCOUNT,
     CONTROLLER_NAMESPACE,
     LEASE_NAME,
+    LOCAL_CONTROLLER_ACCOUNT,
     WEBHOOK_CONFIGURATION_NAME,
 )
 from kagent.local.controlplane import ControlPlane
@@ -22,12 +24,8 @@ from kagent.local.services import free_port
 
 __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
 
-CONTROLLER_ACCOUNT = "kagent-controller"
-"""The ServiceAccount the local controller calls agents as (the chart's controller account)."""
-CONTROLLER_INVOKE_BINDING = "kagent-controller-invoke"
-CLI_ACCOUNT = "kagent-cli"
-"""The ServiceAccount ``kagent chat`` mints tokens for when the kubeconfig's user (a client
-certificate, as in the local environment) has no bearer token to send."""
+CONTROLLER_ACCOUNT = LOCAL_CONTROLLER_ACCOUNT
+CONTROLLER_INVOKE_BINDING = f"{LOCAL_CONTROLLER_ACCOUNT}-invoke"
 
 
 def controller_identity_yaml(namespace: str = CONTROLLER_NAMESPACE) -> str:
