@@ -19,9 +19,9 @@ from kagent.api.base import (
     KagentModel,
     PrinterColumn,
     Resource,
-    SecretKeySelector,
     cel,
 )
+from kagent.api.memory import BackendConnection
 
 BudgetWindow = Literal["hour", "day", "month"]
 """Calendar windows in UTC: an hour starts at minute 0, a day at 00:00, a month on the 1st."""
@@ -74,7 +74,7 @@ class BudgetLimit(KagentModel):
     """Most requests to agents in one window."""
 
 
-class BudgetCounterStore(KagentModel):
+class BudgetCounterStore(BackendConnection):
     """Where the shared counters live: the same Redis or PostgreSQL servers session memory uses."""
 
     model_config = {
@@ -91,17 +91,6 @@ class BudgetCounterStore(KagentModel):
 
     type: Literal["redis", "postgres"]
     """redis or postgres."""
-    host: Annotated[str, Field(max_length=253)] | None = None
-    """Host of the server, e.g. redis-master.ai-data.svc.cluster.local."""
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    """Port; defaults to 6379 for redis and 5432 for postgres."""
-    url: Annotated[str, Field(max_length=2048)] | None = None
-    """A full connection URL without password (redis://… or postgresql://…), instead of host
-    and port."""
-    database: Annotated[str, Field(max_length=63)] | None = None
-    """Database name (postgres) or number (redis)."""
-    secret_ref: SecretKeySelector | None = None
-    """Secret key holding the password (it reaches agent pods as an environment variable)."""
 
 
 class BudgetSpec(KagentModel):

@@ -22,8 +22,8 @@ from kagent.api.vectorstore import VectorStore
 MemoryType = Literal["redis", "postgres", "in-memory"]
 
 
-class MemoryConfig(KagentModel):
-    """Connection and session-history policy."""
+class BackendConnection(KagentModel):
+    """How to reach a Redis or PostgreSQL server (session memory, Budget counters)."""
 
     host: Annotated[str, Field(max_length=253)] | None = None
     """Host of the Redis or PostgreSQL server, e.g. redis-master.ai-data.svc.cluster.local."""
@@ -35,7 +35,11 @@ class MemoryConfig(KagentModel):
     database: Annotated[str, Field(max_length=63)] | None = None
     """Database name (postgres) or number (redis)."""
     secret_ref: SecretKeySelector | None = None
-    """Secret key holding the password."""
+    """Secret key holding the password (it reaches agent pods as an environment variable)."""
+
+
+class MemoryConfig(BackendConnection):
+    """Connection and session-history policy."""
     ttl: Annotated[int, Field(ge=0)] = 3600
     """Seconds a conversation is kept after its last message; 0 keeps it forever."""
     max_history: Annotated[int, Field(ge=1, le=100_000)] = 50

@@ -8,13 +8,11 @@ agent's pods — what `kubectl top` would show if it knew about agents.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from kagent.controller.rollout.metrics import ERROR_OUTCOMES, MAX_SCRAPE_BYTES, quantile
+from kagent.controller.rollout.metrics import MAX_SCRAPE_BYTES, quantile
+from kagent.runtime.metrics import read_figures
 
 __all__ = ["MAX_SCRAPE_BYTES", "Sample", "agent_health", "parse_sample", "quantile"]
 
@@ -34,24 +32,9 @@ class Sample:
 
 def parse_sample(text: str, at: float) -> Sample:
     """A pod's /metrics text as a :class:`Sample`; unknown metrics are ignored."""
-    requests = errors = tokens_in = tokens_out = 0.0
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name == "agent_requests_total":
-                requests += value
-                if labels.get("outcome") in ERROR_OUTCOMES:
-                    errors += value
-            elif name == "agent_request_duration_seconds_bucket":
-                bound = math.inf if labels.get("le") in ("+Inf", "inf") else float(labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + value
-            elif name == "agent_llm_tokens_total":
-                if labels.get("direction") == "input":
-                    tokens_in += value
-                elif labels.get("direction") == "output":
-                    tokens_out += value
-    return Sample(at, requests, errors, buckets, tokens_in, tokens_out)
+    figures = read_figures(text)
+    return Sample(at, figures.requests, figures.errors, figures.buckets, figures.input_tokens,
+                  figures.output_tokens)
 
 
 def agent_health(current: list[Sample], previous: list[Sample | None]) -> dict[str, Any]:

@@ -3,7 +3,11 @@ seed's KEDA trigger (agent_active_sessions) use them."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
 
 ACTIVE_SESSIONS = Gauge(
     "agent_active_sessions", "Conversations with a request in flight.", ["agent"]
@@ -51,3 +55,48 @@ MEMORY_UNAVAILABLE = Counter(
     "Requests refused with 503 because the memory backend was unreachable.",
     ["agent", "backend"],
 )
+
+ERROR_OUTCOMES = frozenset({"error", "limit"})
+"""Outcomes of agent_requests_total that count as failed requests."""
+
+
+@dataclass(frozen=True)
+class RuntimeFigures:
+    """One scrape of a runtime's /metrics, summed over labels: what the dashboard shows and
+    what a rollout's analysis compares."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+    """Cumulative request-duration histogram: upper bound → count."""
+    tool_calls: float = 0.0
+    tool_errors: float = 0.0
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+
+
+def read_figures(text: str) -> RuntimeFigures:
+    """A runtime's /metrics text reduced to :class:`RuntimeFigures`; other metrics are ignored
+    (pure)."""
+    requests = errors = tool_calls = tool_errors = tokens_in = tokens_out = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name == "agent_requests_total":
+                requests += value
+                if labels.get("outcome") in ERROR_OUTCOMES:
+                    errors += value
+            elif name == "agent_request_duration_seconds_bucket":
+                bound = math.inf if labels.get("le") in ("+Inf", "inf") else float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + value
+            elif name == "agent_tool_calls_total":
+                tool_calls += value
+                if labels.get("outcome") == "error":
+                    tool_errors += value
+            elif name == "agent_llm_tokens_total":
+                if labels.get("direction") == "input":
+                    tokens_in += value
+                elif labels.get("direction") == "output":
+                    tokens_out += value
+    return RuntimeFigures(requests, errors, buckets, tool_calls, tool_errors, tokens_in, tokens_out)

@@ -11,12 +11,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from kagent.api.base import parse_duration
 from kagent.api.rollout import AnalysisResult, AnalysisSpec
+from kagent.runtime.metrics import read_figures
 
-ERROR_OUTCOMES = frozenset({"error", "limit"})
 """Request outcomes that count as failed answers (cancelled ones are the caller's doing)."""
 MAX_SCRAPE_BYTES = 2 * 1024 * 1024
 
@@ -49,23 +47,9 @@ class Counts:
 
 def parse_counts(text: str) -> Counts:
     """A pod's /metrics text reduced to what analysis reads; other metrics are ignored."""
-    requests = errors = tool_calls = tool_errors = 0.0
-    buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name == "agent_requests_total":
-                requests += value
-                if labels.get("outcome") in ERROR_OUTCOMES:
-                    errors += value
-            elif name == "agent_request_duration_seconds_bucket":
-                bound = math.inf if labels.get("le") in ("+Inf", "inf") else float(labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + value
-            elif name == "agent_tool_calls_total":
-                tool_calls += value
-                if labels.get("outcome") == "error":
-                    tool_errors += value
-    return Counts(requests, errors, buckets, tool_calls, tool_errors)
+    figures = read_figures(text)
+    return Counts(figures.requests, figures.errors, figures.buckets, figures.tool_calls,
+                  figures.tool_errors)
 
 
 def window(now: Mapping[str, Counts], start: Mapping[str, Counts]) -> Counts:
