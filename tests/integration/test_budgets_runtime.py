@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from kagent.agentclient import AgentCallError, AgentClient
+from kagent.agentclient import AgentCallError, AgentClient, StaticToken
 from kagent.api.budget import BudgetCounterStore
 from kagent.local.services import AsgiServer, PostgresServer, RedisServer
 from kagent.mockllm import MockLLM
 from kagent.runtime.app import create_app
 from kagent.runtime.budget import open_counter_store
-from kagent.runtime.caller import Caller, reset_caller, set_caller
 from kagent.runtime.config import build_runtime_config
 from kagent.runtime.server import build_runtime
 from tests.runtime_manifests import API, agent, model, secret, unique
@@ -33,22 +32,9 @@ SCRIPT = {"rules": [], "default": {"content": "fine", "delay": 0.2,
 WORKERS = 4
 
 
-class CallerFromHeader:
-    """Stands in for the authentication middleware: the caller named by ``X-Test-Caller``."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        identity = dict(scope.get("headers") or []).get(b"x-test-caller") if scope["type"] == "http" else None
-        if identity is None:
-            await self.app(scope, receive, send)
-            return
-        token = set_caller(Caller(identity=identity.decode(), kind="user"))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            reset_caller(token)
+KEYS = {"alice": "alice-key-0123456789abcdef", "bob": "bob-key-0123456789abcdef",
+        "carol": "carol-key-0123456789abcdef"}
+"""API keys of the agent (spec.auth.apiKeys): each caller is ``apikey:<name>``."""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +52,7 @@ def replicas() -> Iterator[Any]:
         for _ in range(count):
             config = build_runtime_config(documents, environ={})
             runtime = build_runtime(config, environ={})
-            server = AsgiServer(CallerFromHeader(create_app(runtime)), lifespan="on").start(timeout=30)
+            server = AsgiServer(create_app(runtime), lifespan="on").start(timeout=30)
             servers.append(server)
             urls.append(server.url)
         return urls
@@ -92,13 +78,16 @@ def budget(name: str, store: dict[str, Any], *, tokens: int, per_caller: bool = 
 
 def manifests(name: str, llm: MockLLM, the_budget: dict[str, Any],
               postgres_server: PostgresServer) -> list[dict[str, Any]]:
-    return [agent(name, model("openai", llm.url)), the_budget, secret(),
+    keys = [{"name": who, "secretKeyRef": {"name": "keys", "key": who}} for who in KEYS]
+    return [agent(name, model("openai", llm.url), auth={"apiKeys": keys}), the_budget, secret(),
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": KEYS},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg"},
              "stringData": {"password": postgres_server.password}}]
 
 
-def ask(url: str, name: str, caller: str = "user:alice") -> httpx.Response:
-    return httpx.post(f"{url}/v1/chat/completions", timeout=30, headers={"X-Test-Caller": caller},
+def ask(url: str, name: str, caller: str = "alice") -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {KEYS[caller]}"},
                       json={"model": name, "messages": [{"role": "user", "content": "hello"}]})
 
 
@@ -178,7 +167,7 @@ def test_two_replicas_share_a_daily_token_budget(kind: str, llm: MockLLM, replic
 
 
 async def _call_a2a(url: str, name: str) -> dict[str, int]:
-    client = AgentClient()
+    client = AgentClient(credentials=StaticToken(KEYS["carol"]))
     try:
         return (await client.ask(url, name, "hello")).usage
     finally:
@@ -194,13 +183,13 @@ def test_a_per_caller_budget_stops_one_caller_and_not_another(
                                                                  postgres_server),
                                             tokens=300, per_caller=True), postgres_server)
     urls = replicas(documents)
-    statuses = [ask(urls[i % 2], name, "user:alice").status_code for i in range(3)]
+    statuses = [ask(urls[i % 2], name, "alice").status_code for i in range(3)]
     assert statuses == [200, 200, 429]
-    refused = ask(urls[0], name, "user:alice").json()["error"]["message"]
-    assert "for caller user:alice" in refused
-    assert [ask(urls[i % 2], name, "user:bob").status_code for i in range(2)] == [200, 200]
-    assert ask(urls[1], name, "user:bob").status_code == 429
-    # An A2A caller (anonymous here) has its own share; the answer reports usage and cost, which
+    refused = ask(urls[0], name, "alice").json()["error"]["message"]
+    assert "for caller apikey:alice" in refused
+    assert [ask(urls[i % 2], name, "bob").status_code for i in range(2)] == [200, 200]
+    assert ask(urls[1], name, "bob").status_code == 429
+    # An A2A caller (carol's key) has its own share; the answer reports usage and cost, which
     # a workflow step adds to its status: gpt-4o's default price, 100 x $2.50 + 50 x $10 per
     # million tokens = $0.00075.
     usage = asyncio.run(_call_a2a(urls[0], name))
