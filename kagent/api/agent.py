@@ -359,7 +359,8 @@ class AgentSpec(KagentModel):
                 ),
                 cel(
                     "!(has(self.replicas) && has(self.scaling))",
-                    "give either replicas or scaling, not both",
+                    "give either replicas or scaling, not both (an Agent with scaling is scaled by "
+                    "its scaling.minReplicas and maxReplicas, not by kubectl scale)",
                     ".replicas",
                 ),
             ]

@@ -161,9 +161,12 @@ def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
              "see `kagent invoke --help`: --token, your kubeconfig's token, or "
              "KAGENT_SERVICE_ACCOUNT for a minted one")
     if response.status_code == 403:
+        ns = target.namespace or "NAMESPACE"
         fail(f"agent {target.agent!r} refused: {message}",
-             f"ask for a RoleBinding granting verb invoke on agents.kagent.dev "
-             f"(resource name {target.agent})")
+             f"ask an admin to grant it: kubectl create role invoke-{target.agent} -n {ns} "
+             f"--verb=invoke --resource=agents.kagent.dev --resource-name={target.agent}, then "
+             f"kubectl create rolebinding … -n {ns} --role=invoke-{target.agent} for your user "
+             "or ServiceAccount (docs/security.md)")
     if response.status_code == 503:
         fail(f"agent {target.agent!r} is not reachable yet: {message}",
              f"is it Ready? see `kagent describe agent {target.agent}{target.in_namespace}`")

@@ -93,8 +93,9 @@ def load_config(kubeconfig: Path | None) -> Any:
     except (ConfigError, OSError) as error:
         where = str(path) if path else "$KUBECONFIG / ~/.kube/config"
         fail(f"cannot load a kubeconfig from {where}: {error}",
-             "point --kubeconfig (or KUBECONFIG) at a valid kubeconfig, e.g. the one "
-             "`kagent dev up` prints")
+             "point --kubeconfig (or KUBECONFIG) at a valid kubeconfig; for `make demo` or "
+             "`kagent dev up`: export KUBECONFIG=~/.kagent/dev/kubeconfig (`kagent dev status` "
+             "shows it)")
 
 
 def resolve_namespace(namespace: str | None, kubeconfig: Path | None) -> str:

@@ -303,7 +303,8 @@ def cancel(
     kube = client(kubeconfig)
     status = _get(kube, "WorkflowRun", run_name, ns).get("status") or {}
     if status.get("phase") in FINISHED:
-        ended = status["phase"] + (f" ({status['reason']})" if status.get("reason") else "")
+        reason = status.get("reason")
+        ended = status["phase"] + (f" ({reason})" if reason and reason != status["phase"] else "")
         fail(f"run {run_name} has already finished: {ended}; there is nothing to cancel",
              f"see it with `kagent describe run {run_name} -n {ns}`")
     try:
