@@ -193,7 +193,9 @@ def test_every_agent_gets_its_network_policy(kagent_controller: Any, namespace: 
                                             "app.kubernetes.io/name": "kagent"}}} in serving["from"]
     assert serving["from"][-1]["podSelector"] == {"matchLabels": {"app": "gateway"}}
     assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
-    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    controller = serving["from"][1]  # it reads the metrics too (rollout analysis)
+    assert metrics["from"] == [controller,
+                               {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 
     # Opened up by hand: put back.
     cp.kubectl("patch", "networkpolicy", name, "-n", namespace, "--type=merge",
