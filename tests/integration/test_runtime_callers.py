@@ -1,8 +1,8 @@
 """Callers kept apart, A2A 0.3 beside 1.0, and backend outages — against an in-process runtime
 on real Redis/PostgreSQL, driven by the official a2a-sdk and openai clients.
 
-Until the authentication middleware lands, the caller is set by a test middleware from a
-header (exactly what the middleware does with a verified identity: ``set_caller``)."""
+Callers are told apart by the agent's own API keys (``spec.auth.apiKeys``): each key's caller is
+``apikey:<name>``, set by the authentication middleware."""
 
 from __future__ import annotations
 
@@ -31,12 +31,8 @@ from a2a.types import (
 from kagent.local.process import Process
 from kagent.local.services import AsgiServer, PostgresServer, RedisServer, free_port
 from kagent.mockllm import MockLLM
-from kagent.runtime.caller import Caller, reset_caller, set_caller
 from kagent.testing.runtime import RuntimeServer
 from tests.runtime_manifests import agent, model, secret, unique
-
-CALLER_HEADER = b"x-test-caller"
-
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[MockLLM]:
@@ -44,22 +40,8 @@ def llm() -> Iterator[MockLLM]:
         yield server
 
 
-class CallerFromHeader:
-    """Test stand-in for the authentication middleware: the caller named by a header."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        name = dict(scope["headers"]).get(CALLER_HEADER, b"anonymous").decode()
-        token = set_caller(Caller(identity=f"user:{name}", kind="user"))
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            reset_caller(token)
+KEYS = {"alice": "alice-key-0123456789abcdef", "bob": "bob-key-0123456789abcdef"}
+API_KEYS = {"apiKeys": [{"name": who, "secretKeyRef": {"name": "keys", "key": who}} for who in KEYS]}
 
 
 def memory_block(kind: str, redis_server: RedisServer, postgres_server: PostgresServer) -> Any:
@@ -76,15 +58,17 @@ def served(llm: MockLLM, redis_server: RedisServer,
            postgres_server: PostgresServer) -> Iterator[Any]:
     servers: list[tuple[AsgiServer, RuntimeServer]] = []
 
-    def start(memory: Any) -> tuple[str, str]:
+    def start(memory: Any, auth: Any = None) -> tuple[str, str]:
         from kagent.runtime.app import create_app
 
+        spec = {"memory": memory, **({"auth": auth} if auth else {})}
         runtime = RuntimeServer([
-            agent(unique("callers"), model("openai", llm.url), memory=memory), secret(),
+            agent(unique("callers"), model("openai", llm.url), **spec), secret(),
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "keys"}, "stringData": KEYS},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg"},
              "stringData": {"password": postgres_server.password}},
         ])
-        server = AsgiServer(CallerFromHeader(create_app(runtime.runtime)), lifespan="on").start(30)
+        server = AsgiServer(create_app(runtime.runtime), lifespan="on").start(30)
         servers.append((server, runtime))
         return server.url, runtime.name
 
@@ -100,7 +84,7 @@ def message(text: str, context_id: str, message_id: str | None = None) -> Messag
 
 
 async def as_caller(url: str, name: str) -> tuple[Any, httpx.AsyncClient]:
-    http = httpx.AsyncClient(timeout=60, headers={"X-Test-Caller": name})
+    http = httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {KEYS[name]}"})
     client = await ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create_from_url(url)
     return client, http
 
@@ -114,7 +98,7 @@ async def test_callers_never_see_each_others_tasks_answers_or_conversations(
         kind: str, served: Any, llm: MockLLM, redis_server: RedisServer,
         postgres_server: PostgresServer) -> None:
     llm.reset()
-    url, name = served(memory_block(kind, redis_server, postgres_server))
+    url, name = served(memory_block(kind, redis_server, postgres_server), auth=API_KEYS)
     alice, alice_http = await as_caller(url, "alice")
     bob, bob_http = await as_caller(url, "bob")
     context_id, message_id = f"ctx-{uuid.uuid4().hex[:6]}", f"msg-{uuid.uuid4().hex[:6]}"
@@ -140,8 +124,7 @@ async def test_callers_never_see_each_others_tasks_answers_or_conversations(
 
     # The OpenAI-compatible API keeps conversations per caller too.
     for who, text in (("alice", "remember blue"), ("bob", "remember red")):
-        chat = openai.OpenAI(base_url=f"{url}/v1", api_key="x",
-                             default_headers={"X-Test-Caller": who})
+        chat = openai.OpenAI(base_url=f"{url}/v1", api_key=KEYS[who])
         chat.chat.completions.create(model=name, messages=[{"role": "user", "content": text}],
                                      extra_headers={"X-Conversation-Id": "same-id"})
         chat.close()
