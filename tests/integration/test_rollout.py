@@ -77,10 +77,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def agent_doc(namespace: str, name: str, prompt: str, rollout: dict[str, Any]) -> dict[str, Any]:
+    """The rollout is under test, not authentication: the test's client calls anonymously
+    (``auth.mode: none``, which admission warns about)."""
     return {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"model": {"provider": "openai", "name": "gpt-4o-mini"},
-                     "systemPrompt": prompt, "replicas": 2, "rollout": rollout}}
+                     "systemPrompt": prompt, "replicas": 2, "rollout": rollout,
+                     "auth": {"mode": "none"}}}
 
 
 def apply(env: Env, doc: dict[str, Any]) -> None:
