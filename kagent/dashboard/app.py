@@ -271,8 +271,12 @@ async def live_response(request: Request, viewer: Viewer, dashboard: Dashboard, 
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(BaseException):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass  # cancelled just above: the viewer went away
+                except Exception:  # noqa: BLE001 - one viewer's feed; the dashboard goes on
+                    log.exception("a live feed of the dashboard failed")
             dashboard.streams[viewer.key] -= 1
 
     return EventSourceResponse(events(), ping=SSE_PING_SECONDS,

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -105,6 +106,8 @@ from kagent.local.nodehost import (
     write_sysctl,
 )
 from kagent.local.process import Process, ProcessError, http_probe, start_ticks
+
+log = logging.getLogger("kagent.local.realnode")
 
 _POD_TEARDOWN_SECONDS = 90.0
 
@@ -225,8 +228,10 @@ class RealNode:
         kill what is left in the node's cgroups, and put the host back as it was."""
         if not self._processes and not self._host:
             return
-        with contextlib.suppress(Exception):
+        try:
             self._drain()
+        except Exception as error:  # noqa: BLE001 - the processes are stopped and killed below
+            log.warning("draining the real node's pods failed (%s); stopping it anyway", error)
         for name in ("kubelet", "kube-proxy", "coredns"):
             for process in self._named(name):
                 process.stop()

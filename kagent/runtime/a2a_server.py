@@ -14,7 +14,6 @@ Served: JSON-RPC at ``/``, HTTP+JSON (REST) under ``/rest``, and the agent card 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -187,15 +186,20 @@ class KagentExecutor(AgentExecutor):
         finally:
             keeper.cancel()
             if not settled:  # interrupted: a re-send runs again
-                with contextlib.suppress(Exception):
+                try:
                     await self.tasks.release(message_id)
+                except Exception as error:  # noqa: BLE001 - the claim lapses on its own
+                    logger.warning("could not release the claim on message %s (it lapses in "
+                                   "%ss): %s", message_id, CLAIM_LEASE_SECONDS, error)
 
     async def _keep_claim(self, message_id: str) -> None:
         """Renew the claim while the turn runs, so only a dead process lets it lapse."""
         while True:
             await asyncio.sleep(CLAIM_LEASE_SECONDS / 3)
-            with contextlib.suppress(Exception):
+            try:
                 await self.tasks.renew(message_id)
+            except Exception as error:  # noqa: BLE001 - tried again at the next beat
+                logger.warning("could not renew the claim on message %s: %s", message_id, error)
 
     async def _run(self, context: RequestContext, updater: TaskUpdater,
                    resuming: bool) -> TurnResult | TurnFailed | None:

@@ -807,8 +807,10 @@ class BudgetEnforcer:
 
     async def close(self) -> None:
         for store in self._stores.values():
-            with contextlib.suppress(Exception):
+            try:
                 await store.close()
+            except Exception as error:  # noqa: BLE001 - shutting down: the rest still close
+                logger.warning("closing a Budget counter store failed: %s", error)
 
 
 def budget_enforcer(config: Any) -> BudgetEnforcer:
