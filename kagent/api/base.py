@@ -141,6 +141,8 @@ class ObjectMeta(BaseModel):
 class PrinterColumn(BaseModel):
     """An ``additionalPrinterColumns`` entry of a CRD."""
 
+    model_config = ConfigDict(frozen=True)  # hashable: part of the dashboard's informer keys
+
     name: str
     json_path: str
     type: Literal["string", "integer", "number", "boolean", "date"] = "string"

@@ -368,6 +368,12 @@ class WorkflowRun(Resource):
         PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
         PrinterColumn(name="Started", json_path=".status.startedAt", type="date"),
         PrinterColumn(name="Duration", json_path=".status.duration"),
+        PrinterColumn(name="Input Tokens", json_path=".status.usage.inputTokens", type="integer",
+                      priority=1),
+        PrinterColumn(name="Output Tokens", json_path=".status.usage.outputTokens",
+                      type="integer", priority=1),
+        PrinterColumn(name="Cost", json_path=".status.usage.cost", type="number", priority=1),
+        PrinterColumn(name="Cancel", json_path=".spec.cancel", type="boolean", priority=1),
         AGE_COLUMN,
     )
 

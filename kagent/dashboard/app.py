@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kagent.api.labels import WORKFLOW_LABEL
+from kagent.api.workflow import WorkflowRun
 from kagent.dashboard import views
 from kagent.dashboard.access import Clients, Viewer, api_message, can_i, who_am_i
 from kagent.dashboard.agents import AgentNetwork, PodRef, pod_ref
@@ -44,6 +45,8 @@ log = logging.getLogger("kagent.dashboard")
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 256 * 1024
+RUN_COLUMNS = WorkflowRun.printer_columns
+"""Run lists are read as the API server's tables: a run's row, not its steps' outputs."""
 METRICS_SECONDS = 5.0
 MAX_STREAMS_PER_VIEWER = 32
 SSE_PING_SECONDS = 15
@@ -223,7 +226,7 @@ async def poll_metrics(feed: Feed, network: AgentNetwork, viewer: Viewer, namesp
         try:
             samples = await network.scrape(viewer, namespace, [
                 PodRef(p["name"], p["agent"], p["metricsPort"]) for p in pods]) if pods else {}
-        except Exception:  # noqa: BLE001 — figures are an aid: try again next round
+        except Exception:
             log.exception("scraping agent metrics in %s failed", namespace)
             samples = {}
         by_agent: dict[str, list[str]] = {}
@@ -275,7 +278,7 @@ async def live_response(request: Request, viewer: Viewer, dashboard: Dashboard, 
                     await task
                 except asyncio.CancelledError:
                     pass  # cancelled just above: the viewer went away
-                except Exception:  # noqa: BLE001 - one viewer's feed; the dashboard goes on
+                except Exception:
                     log.exception("a live feed of the dashboard failed")
             dashboard.streams[viewer.key] -= 1
 
@@ -294,7 +297,7 @@ async def overview_stream(request: Request, viewer: Viewer, dashboard: Dashboard
         Source("agents", kagent_resource("Agent"), "Agent", views.agent_row),
         Source("workflows", kagent_resource("Workflow"), "Workflow", views.workflow_row),
         Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", views.run_row,
-               shape=views.RunRowShape),
+               table=RUN_COLUMNS),
         pods_source(),
     ])
 
@@ -346,7 +349,7 @@ async def workflow_stream(request: Request, viewer: Viewer, dashboard: Dashboard
         Source("workflow", kagent_resource("Workflow"), "Workflow", views.workflow_detail,
                fields={"metadata.name": name}),
         Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", _runs_of(name),
-               shape=views.RunRowShape),
+               table=RUN_COLUMNS),
     ])
 
     async def allowed() -> None:

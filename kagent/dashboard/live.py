@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ import msgspec
 from lightkube.core.resource import api_info
 from lightkube.core.selector import build_selector
 
+from kagent.api.base import PrinterColumn
 from kagent.dashboard.access import WATCH_SECONDS
 
 log = logging.getLogger("kagent.dashboard")
@@ -61,6 +63,12 @@ class Source:
     shape: Any = None
     """A msgspec Struct naming the only fields the projection reads (decoding skips the rest,
     e.g. the step outputs in a WorkflowRun's status); None decodes whole objects."""
+    table: tuple[PrinterColumn, ...] | None = None
+    """Ask the API server for its table of the kind (``kubectl get``'s own format) and rebuild
+    each object from these printer columns and its metadata: the server then sends a few
+    hundred bytes per object instead of the whole object (a WorkflowRun's step outputs), which
+    makes listing thousands of runs several times faster. Only columns with a plain field path
+    that is not a date (those come back as ages) are used."""
 
 
 @dataclass
@@ -195,6 +203,8 @@ class Informer:
     subscribers: list[Callable[[str, Any], None]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     idle_since: float | None = None
+    _table: TableReader | None = None
+    """How the last list's table columns map onto fields (table sources only)."""
 
     def _tell(self, change: str, payload: Any) -> None:
         for receive in list(self.subscribers):
@@ -231,7 +241,7 @@ class Informer:
             except (httpx2.HTTPError, OSError) as error:
                 failures += 1
                 self._trouble("error", f"cannot reach the Kubernetes API server: {error}")
-            except Exception as error:  # noqa: BLE001 — say so and try again; never go quiet
+            except Exception as error:
                 failures += 1
                 log.exception("following %s failed", source.collection)
                 self._trouble("error", f"{type(error).__name__}: {error}")
@@ -250,10 +260,13 @@ class Informer:
             params["fieldSelector"] = build_selector(self.source.fields, for_fields=True)
         return params
 
+    def _headers(self) -> dict[str, str]:
+        return {"Accept": TABLE_MEDIA_TYPE} if self.source.table is not None else {}
+
     async def _list(self) -> str:
         """List (in pages), replace what is known, return the list's resourceVersion."""
         started = asyncio.get_running_loop().time()
-        decoder = list_decoder(self.source.shape)
+        decoder = _TABLE if self.source.table is not None else list_decoder(self.source.shape)
         docs: dict[str, dict[str, Any]] = {}
         # resourceVersion 0: served from the API server's watch cache (as client-go's
         # reflectors list), not read through from etcd page by page; the watch that follows
@@ -261,10 +274,14 @@ class Informer:
         params = {**self._params(), "resourceVersion": "0", "limit": str(LIST_CHUNK)}
         while True:
             response = await self.http.get(path_of(self.source.resource, self.namespace),
-                                           params=params)
+                                           params=params, headers=self._headers())
             check(response)
             page = decoder.decode(response.content)
-            for obj in page.items:
+            if self.source.table is not None:
+                self._table = TableReader.of(self.source.table, page.columnDefinitions or [])
+                for doc in self._table.rebuild(page.rows or []):
+                    docs[_name(doc)] = doc
+            for obj in getattr(page, "items", ()):
                 doc = to_dict(obj)
                 docs[_name(doc)] = doc
             if not page.metadata.get("continue"):
@@ -282,19 +299,26 @@ class Informer:
         version to go on from."""
         params = {**self._params(), "watch": "true", "resourceVersion": version,
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_SECONDS)}
+        table = self._table
         async with self.http.stream("GET", path_of(self.source.resource, self.namespace),
-                                    params=params) as response:
+                                    params=params, headers=self._headers()) as response:
             if response.status_code >= 400:
                 await response.aread()
                 check(response)
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
-                kind, obj = decode_event(line, self.source.shape)
+                kind, obj = decode_event(line, self.source.shape, table)
                 if kind == "ERROR":
                     raise Refused(int(obj.get("code") or 500),
                                   str(obj.get("message") or "watch failed"))
-                doc = to_dict(obj)
+                if table is not None:
+                    table, doc = table.rebuild_one(obj)
+                    if doc is None:  # a bookmark or an empty table: only its version
+                        version = str(obj.metadata.get("resourceVersion") or version)
+                        continue
+                else:
+                    doc = to_dict(obj)
                 version = str((doc.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue
@@ -321,7 +345,8 @@ class Informers:
 
     def _key(self, namespace: str, source: Source) -> tuple[Any, ...]:
         return (namespace, source.resource, _frozen(source.labels),
-                _frozen(source.fields, for_fields=True), source.shape, source.optional)
+                _frozen(source.fields, for_fields=True), source.shape, source.table,
+                source.optional)
 
     def subscribe(self, namespace: str, source: Source, receive: Callable[[str, Any], None]
                   ) -> tuple[Informer, Callable[[str, Any], None]]:
@@ -396,7 +421,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else msgspec.to_builtins(obj)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def list_decoder(shape: Any) -> msgspec.json.Decoder[Any]:
     """Decodes a list page, items as ``shape`` (only the fields it names are kept)."""
     item = shape or dict[str, Any]
@@ -413,14 +438,99 @@ class _Event(msgspec.Struct):
 _EVENT = msgspec.json.Decoder(_Event)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def item_decoder(shape: Any) -> msgspec.json.Decoder[Any]:
     return msgspec.json.Decoder(shape or dict[str, Any])
 
 
-def decode_event(line: str | bytes, shape: Any) -> tuple[str, Any]:
-    """(type, object) of a watch event line; an ERROR's object (a Status) stays a dict."""
+def decode_event(line: str | bytes, shape: Any, table: TableReader | None = None
+                 ) -> tuple[str, Any]:
+    """(type, object) of a watch event line; an ERROR's object (a Status) stays a dict; with a
+    table reader, the object is a :class:`_Table`."""
     event = _EVENT.decode(line)
     if event.type == "ERROR":
         return event.type, msgspec.json.decode(event.object)
+    if table is not None:
+        return event.type, _TABLE.decode(event.object)
     return event.type, item_decoder(shape).decode(event.object)
+
+
+# --- the API server's tables ---------------------------------------------------------------
+
+TABLE_MEDIA_TYPE = "application/json;as=Table;g=meta.k8s.io;v=v1"
+_PLAIN_PATH = re.compile(r"(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+class _RowMetadata(msgspec.Struct, omit_defaults=True):
+    """What a row's PartialObjectMetadata gives a page (managedFields are skipped unparsed)."""
+
+    name: str = ""
+    creationTimestamp: str | None = None
+    generation: int | None = None
+    resourceVersion: str | None = None
+    labels: dict[str, str] | None = None
+
+
+class _RowObject(msgspec.Struct):
+    metadata: _RowMetadata = msgspec.field(default_factory=_RowMetadata)
+
+
+class _Row(msgspec.Struct):
+    cells: list[Any] = []
+    object: _RowObject | None = None
+
+
+class _ColumnDefinition(msgspec.Struct):
+    name: str
+    type: str = "string"
+
+
+class _Table(msgspec.Struct):
+    metadata: dict[str, Any] = {}
+    columnDefinitions: list[_ColumnDefinition] | None = None
+    """Sent with a list and a watch's first event; null afterwards."""
+    rows: list[_Row] | None = None
+
+
+_TABLE = msgspec.json.Decoder(_Table)
+
+
+@dataclass(frozen=True)
+class TableReader:
+    """Rebuilds objects from the API server's table rows: each usable printer column's value
+    set at its field path, beside the row's metadata."""
+
+    columns: tuple[PrinterColumn, ...]
+    paths: tuple[tuple[int, tuple[str, ...]], ...]
+    """(cell index, field path) for each usable column."""
+
+    @classmethod
+    def of(cls, columns: tuple[PrinterColumn, ...], definitions: list[_ColumnDefinition]
+           ) -> TableReader:
+        wanted = {c.name: c for c in columns
+                  if c.type != "date" and _PLAIN_PATH.fullmatch(c.json_path)}
+        return cls(columns, tuple((index, tuple(wanted[d.name].json_path[1:].split(".")))
+                                  for index, d in enumerate(definitions) if d.name in wanted))
+
+    def rebuild(self, rows: list[_Row]) -> list[dict[str, Any]]:
+        return [self._object(row) for row in rows if row.object is not None]
+
+    def rebuild_one(self, table: _Table) -> tuple[TableReader, dict[str, Any] | None]:
+        """A watch event's one-row table (with the columns again when they are sent)."""
+        reader = TableReader.of(self.columns, table.columnDefinitions) \
+            if table.columnDefinitions else self
+        rows = reader.rebuild(table.rows or [])
+        return reader, (rows[0] if rows else None)
+
+    def _object(self, row: _Row) -> dict[str, Any]:
+        assert row.object is not None
+        doc: dict[str, Any] = {"metadata": msgspec.to_builtins(row.object.metadata)}
+        for index, path in self.paths:
+            value = row.cells[index] if index < len(row.cells) else None
+            if value is None or value == "<none>":
+                continue
+            target = doc
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = value
+        return doc

@@ -8,52 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 FINISHED_PHASES = ("Succeeded", "Failed")
-
-
-class _Shape(msgspec.Struct, omit_defaults=True):
-    """Decoding shapes: only what a projection reads is kept, the rest is skipped unparsed."""
-
-
-class _Metadata(_Shape):
-    name: str = ""
-    creationTimestamp: str | None = None
-    generation: int | None = None
-    resourceVersion: str | None = None
-
-
-class _Reference(_Shape):
-    name: str | None = None
-
-
-class _RunSpec(_Shape):
-    workflowRef: _Reference | None = None
-    cancel: bool = False
-
-
-class _Usage(_Shape):
-    inputTokens: int = 0
-    outputTokens: int = 0
-
-
-class _RunRowStatus(_Shape):
-    phase: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    startedAt: str | None = None
-    finishedAt: str | None = None
-    duration: str | None = None
-    usage: _Usage | None = None
-
-
-class RunRowShape(_Shape):
-    """What :func:`run_row` reads of a WorkflowRun: not the steps and their outputs."""
-
-    metadata: _Metadata = msgspec.field(default_factory=_Metadata)
-    spec: _RunSpec | None = None
-    status: _RunRowStatus | None = None
 
 
 def condition(doc: dict[str, Any], kind: str) -> dict[str, Any] | None:

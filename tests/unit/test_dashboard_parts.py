@@ -4,6 +4,7 @@ agent metrics, chat events, sessions, and how live changes are coalesced."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -375,8 +376,8 @@ def test_kagent_dashboard_refuses_to_share_a_kubeconfig_beyond_loopback() -> Non
 
 
 def test_pages_that_show_the_same_objects_share_one_informer() -> None:
-    from kagent.dashboard.app import agent_children, pods_source
-    from kagent.dashboard.live import Informers
+    from kagent.dashboard.app import RUN_COLUMNS, agent_children, kagent_resource, pods_source
+    from kagent.dashboard.live import Informers, Source
 
     informers = Informers(lambda: None)  # type: ignore[arg-type,return-value]
     assert informers._key("ns", pods_source()) == informers._key("ns", pods_source())
@@ -384,6 +385,10 @@ def test_pages_that_show_the_same_objects_share_one_informer() -> None:
     mine, theirs = agent_children("a"), agent_children("b")
     assert informers._key("ns", mine[0]) == informers._key("ns", agent_children("a")[0])
     assert informers._key("ns", mine[0]) != informers._key("ns", theirs[0])
+    runs = Source("runs", kagent_resource("WorkflowRun"), "WorkflowRun", views.run_row,
+                  table=RUN_COLUMNS)
+    assert informers._key("ns", runs) == informers._key("ns", dataclasses.replace(runs))
+    assert informers._key("ns", runs) != informers._key("ns", dataclasses.replace(runs, table=None))
 
 
 def test_a_step_input_shows_the_input_defaults_the_engine_used() -> None:
