@@ -259,6 +259,7 @@ def _children(kube: Any, name: str, namespace: str) -> list[tuple[str, str, str]
     from lightkube.resources.apps_v1 import Deployment
     from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
     from lightkube.resources.core_v1 import ConfigMap, Service, ServiceAccount
+    from lightkube.resources.networking_v1 import NetworkPolicy
     from lightkube.resources.policy_v1 import PodDisruptionBudget
 
     from kagent.kube import ScaledObject
@@ -266,7 +267,7 @@ def _children(kube: Any, name: str, namespace: str) -> list[tuple[str, str, str]
     selector = {AGENT_LABEL: name}
     found: list[tuple[str, str, str]] = []
     for res in (ServiceAccount, ConfigMap, Deployment, Service, HorizontalPodAutoscaler,
-                ScaledObject, PodDisruptionBudget):
+                ScaledObject, PodDisruptionBudget, NetworkPolicy):
         try:
             objects = list(kube.list(res, namespace=namespace, labels=selector))
         except Exception:  # noqa: BLE001, S112 — KEDA's CRD may simply not be installed
@@ -295,6 +296,9 @@ def _child_state(kind: str, doc: dict[str, Any]) -> str:
                "disruptions allowed"
     if kind == "ConfigMap":
         return f"{len(doc.get('data') or {})} keys"
+    if kind == "NetworkPolicy":
+        rules = spec.get("ingress") or []
+        return f"{len(rules)} ingress {'rule' if len(rules) == 1 else 'rules'}"
     if kind == "ScaledObject":
         ready = _condition(status, "Ready")
         return f"Ready={ready.get('status')}" if ready else "-"

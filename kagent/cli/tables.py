@@ -89,12 +89,13 @@ def build_table(columns: Sequence[Column], rows: Sequence[Sequence[str | Text]],
 def print_table(console: Console, columns: Sequence[Column],
                 rows: Sequence[Sequence[str | Text]]) -> None:
     """Print a fitted table; a row wider than the console (names alone too wide) is printed
-    whole, not cropped."""
+    whole, not cropped. Lines carry no trailing spaces (rich pads every cell to its column)."""
     table, needed = build_table(columns, rows, console.width)
-    if needed <= console.width:
-        console.print(table)
-        return
-    wider = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
-                    color_system=console.color_system, no_color=console.no_color,
-                    highlight=False, stderr=console.stderr)
-    wider.print(table)
+    target = console
+    if needed > console.width:
+        target = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
+                         color_system=console.color_system, no_color=console.no_color,
+                         highlight=False, stderr=console.stderr)
+    with target.capture() as captured:
+        target.print(table)
+    target.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

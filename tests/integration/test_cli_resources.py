@@ -89,7 +89,8 @@ def test_get_describe_and_logs(kagent_controller: Any, namespace: str) -> None:
     assert described.stderr == ""
     text = described.stdout
     for expected in ("Spec:", "gpt-4-turbo", "Conditions:", "Accepted", "Ready", "Children:",
-                     "Deployment", "Service", "ConfigMap", "1/1 ready", "Events:", "RolledOut"):
+                     "Deployment", "Service", "ConfigMap", "NetworkPolicy", "ingress rule",
+                     "1/1 ready", "Events:", "RolledOut"):
         assert expected in text, f"{expected!r} missing from:\n{text}"
 
     run = kagent(plane, "describe", "run", "research-report-ai-agents", "-n", namespace)

@@ -75,3 +75,14 @@ def test_name_output_and_managed_fields() -> None:
     assert without_managed_fields(doc) == {"metadata": {"name": "writer"}}
     assert doc["metadata"]["managedFields"]  # the input is left as it was
 
+
+
+def test_printed_lines_carry_no_trailing_spaces() -> None:
+    """`kagent get ... | cat` and diffs of it stay clean: rich pads cells, the print does not."""
+    columns = [Column("NAME", keep=True), Column("MESSAGE")]
+    out = io.StringIO()
+    print_table(Console(file=out, width=200, color_system=None), columns,
+                [["a", "a longer message than the next"], ["much-longer-name", "short"]])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and all(line == line.rstrip() for line in lines)
+    assert lines[2].endswith("short")
