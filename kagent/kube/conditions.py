@@ -63,7 +63,9 @@ def transitions(
     Every object goes through the same first steps, so these are left out: a condition that
     first appears True or merely in progress (a reason in ``progress_reasons``), and a move
     from one in-progress reason to another. Everything else whose status or reason changed is
-    a transition; one into progress from anything but True is not a warning."""
+    a transition. One into progress is not a warning when it comes from anything but True, or
+    when it follows a change of the object itself (a new generation: a new prompt being rolled
+    out, more replicas being started); leaving True at the same generation (pods failing) is."""
     changed = []
     for cond in after or []:
         old = find_condition(before, cond.type)
@@ -76,7 +78,9 @@ def transitions(
         elif progress and old.status == cond.status and old.reason in progress_reasons:
             continue
         changed.append(Transition(cond.type, cond.status, cond.reason or "", cond.message or "",
-                                  progress=progress and (old is None or old.status != "True")))
+                                  progress=progress and (
+                                      old is None or old.status != "True"
+                                      or cond.observed_generation != old.observed_generation)))
     return tuple(changed)
 
 

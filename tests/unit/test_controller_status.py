@@ -115,8 +115,10 @@ def test_transitions_name_what_changed_and_times_move_only_on_change() -> None:
     rolling = Rollout(False, "RolloutPending", "the new configuration is not applied yet", 2, 2)
     second = agent_status(first, 4, Verdict(True, "Resolved", "ok"), rolling, None, None, "def456",
                           "kagent.dev/agent=a", LATER)
+    # The spec changed (generation 3 to 4): on its way, told as Normal, not as a warning.
     assert transitions(first.conditions, second.conditions, READY_PROGRESS_REASONS) == (
-        Transition("Ready", "False", "RolloutPending", "the new configuration is not applied yet"),)
+        Transition("Ready", "False", "RolloutPending", "the new configuration is not applied yet",
+                   progress=True),)
     accepted = next(c for c in second.conditions or [] if c.type == "Accepted")
     ready = next(c for c in second.conditions or [] if c.type == "Ready")
     assert accepted.last_transition_time == NOW and ready.last_transition_time == LATER
@@ -149,6 +151,12 @@ def test_a_new_agent_tells_only_that_it_became_ready() -> None:
     broken = status(previous, Rollout(False, "PodsNotReady", "0 of 1 pods are available", 1, 0))
     [degraded] = transitions(previous.conditions, broken.conditions, READY_PROGRESS_REASONS)
     assert (degraded.reason, degraded.event_type) == ("PodsNotReady", "Warning")
+    # Scaling up (a new generation) waits for the new pods: Normal, not a warning.
+    scaling = agent_status(previous, 2, Verdict(True, "Resolved", "ok"),
+                           Rollout(False, "RolloutInProgress", "1 of 3 pods run the current "
+                                   "configuration", 1, 1), None, None, "h", "kagent.dev/agent=a", NOW)
+    [scaled] = transitions(previous.conditions, scaling.conditions, READY_PROGRESS_REASONS)
+    assert (scaled.reason, scaled.event_type) == ("RolloutInProgress", "Normal")
     missing = agent_status(AgentStatus(), 1, Verdict(False, "ToolNotFound", 'Tool "x"'),
                            steps[0], None, None, None, "kagent.dev/agent=a", NOW)
     assert [(t.type, t.reason, t.event_type) for t in
