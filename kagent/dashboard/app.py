@@ -131,9 +131,12 @@ class Dashboard:
                             secure=self.secure_cookies, path="/")
 
 
-def _names(request: Request, *keys: str) -> list[str] | None:
-    values = [request.path_params[k] for k in keys]
-    return values if all(NAME.fullmatch(v) and len(v) <= 253 for v in values) else None
+def _invalid_path_name(request: Request) -> str | None:
+    """The first path parameter (namespace, name, step) that is not a Kubernetes name."""
+    for key, value in request.path_params.items():
+        if not (isinstance(value, str) and NAME.fullmatch(value) and len(value) <= 253):
+            return str(key)
+    return None
 
 
 async def _json_body(request: Request) -> Any:
@@ -159,6 +162,9 @@ def needs_viewer(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         viewer = await dashboard.viewer(request)
         if viewer is None:
             return error("Sign in first.", 401, signIn=dashboard.auth.mode)
+        invalid = _invalid_path_name(request)
+        if invalid is not None:
+            return error(f"Not a valid {invalid} name.", 400)
         return await handler(request, viewer, dashboard)
     return endpoint
 
@@ -288,10 +294,7 @@ async def live_response(request: Request, viewer: Viewer, dashboard: Dashboard, 
 
 @needs_viewer
 async def overview_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
-    names = _names(request, "namespace")
-    if names is None:
-        return error("Not a valid namespace name.", 400)
-    namespace = names[0]
+    namespace = request.path_params["namespace"]
     client = dashboard.client(viewer)
     feed = dashboard.feed(viewer, namespace, [
         Source("agents", kagent_resource("Agent"), "Agent", views.agent_row),
@@ -312,10 +315,7 @@ async def overview_stream(request: Request, viewer: Viewer, dashboard: Dashboard
 
 @needs_viewer
 async def agent_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, name = names
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
     client = dashboard.client(viewer)
     from lightkube.resources.core_v1 import Event
 
@@ -340,10 +340,7 @@ async def agent_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -
 
 @needs_viewer
 async def workflow_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, name = names
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
     client = dashboard.client(viewer)
     feed = dashboard.feed(viewer, namespace, [
         Source("workflow", kagent_resource("Workflow"), "Workflow", views.workflow_detail,
@@ -360,10 +357,7 @@ async def workflow_stream(request: Request, viewer: Viewer, dashboard: Dashboard
 
 @needs_viewer
 async def run_stream(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, name = names
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
     client = dashboard.client(viewer)
     try:
         run = (await client.get(kagent_resource("WorkflowRun"), name,
@@ -411,11 +405,8 @@ async def step_info(request: Request, viewer: Viewer, dashboard: Dashboard) -> R
     and tokens."""
     from lightkube.resources.core_v1 import ConfigMap
 
-    names = _names(request, "namespace", "name")
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
     step = request.path_params["step"]
-    if names is None or not NAME.fullmatch(step):
-        return error("Not a valid name.", 400)
-    namespace, name = names
     client = dashboard.client(viewer)
     try:
         run = (await client.get(kagent_resource("WorkflowRun"), name,
@@ -443,10 +434,7 @@ async def step_info(request: Request, viewer: Viewer, dashboard: Dashboard) -> R
 
 @needs_viewer
 async def start_run(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, workflow_name = names
+    namespace, workflow_name = request.path_params["namespace"], request.path_params["name"]
     try:
         body = await _json_body(request)
         run_name = check_run_name(body.get("name") if isinstance(body, dict) else None)
@@ -482,10 +470,7 @@ async def start_run(request: Request, viewer: Viewer, dashboard: Dashboard) -> R
 async def cancel_run(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
     from lightkube.types import PatchType
 
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, name = names
+    namespace, name = request.path_params["namespace"], request.path_params["name"]
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return error("send the body as application/json", 400)
     try:
@@ -500,10 +485,7 @@ async def cancel_run(request: Request, viewer: Viewer, dashboard: Dashboard) -> 
 @needs_viewer
 async def chat(request: Request, viewer: Viewer, dashboard: Dashboard) -> Response:
     """One chat turn, streamed back as SSE ``chat`` events."""
-    names = _names(request, "namespace", "name")
-    if names is None:
-        return error("Not a valid name.", 400)
-    namespace, agent = names
+    namespace, agent = request.path_params["namespace"], request.path_params["name"]
     try:
         text, context_id, task_id = check_message(await _json_body(request))
     except ValueError as err:

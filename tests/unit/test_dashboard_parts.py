@@ -399,3 +399,17 @@ def test_a_step_input_shows_the_input_defaults_the_engine_used() -> None:
     run = {"spec": {"workflowRef": {"name": "trip"}, "input": {"city": "Oslo"}},
            "status": {"steps": [{"name": "plan", "phase": "Running", "startedAt": "2026-01-01T00:00:00Z"}]}}
     assert step_input(spec, run, "plan", {})["text"] == "2 days in Oslo"
+
+
+def test_every_name_in_a_dashboard_path_is_checked_before_any_handler_runs() -> None:
+    from starlette.requests import Request
+
+    from kagent.dashboard.app import _invalid_path_name
+
+    def request(**params: str) -> Request:
+        return Request({"type": "http", "path_params": params, "headers": []})
+
+    assert _invalid_path_name(request(namespace="team-a", name="writer", step="write")) is None
+    assert _invalid_path_name(request(namespace="Team_A", name="writer")) == "namespace"
+    assert _invalid_path_name(request(namespace="team-a", name="a" * 254)) == "name"
+    assert _invalid_path_name(request(namespace="team-a", name="r", step="../secrets")) == "step"
