@@ -10,6 +10,7 @@
 #   binutils                     strips the image's native extensions
 # kubelet, kube-proxy and CoreDNS are built with Go by kagent.local.binaries (`make node-binaries`).
 set -euo pipefail
+. "$(dirname "$0")/apt.sh"
 
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
@@ -24,14 +25,4 @@ have ip || need+=(iproute2)
 have gcc || need+=(gcc libc6-dev)
 have strip || need+=(binutils)
 
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
-    echo "missing ${need[*]}: install them with your package manager" >&2
-    exit 1
-  fi
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  echo "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    -o DPkg::Lock::Timeout=600 "${need[@]}" >/dev/null
-fi
+apt_install --no-install-recommends ${need[@]+"${need[@]}"}

