@@ -188,9 +188,9 @@ def _schedule_errors(workflow: Workflow) -> list[FieldError]:
         if schedule.name in seen:
             errors.append(FieldError(f"{where}.name", f"another schedule is named {schedule.name!r}"))
         seen.add(schedule.name)
-        for check in (lambda: parse_cron(schedule.cron), lambda: parse_time_zone(schedule.time_zone)):
+        for check, value in ((parse_cron, schedule.cron), (parse_time_zone, schedule.time_zone)):
             try:
-                check()
+                check(value)
             except ScheduleError as error:
                 errors.append(FieldError(f"{where}.{error.field}", error.message))
         given = schedule.input or {}

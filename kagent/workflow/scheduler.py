@@ -19,7 +19,13 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
 from kagent.api.base import API_VERSION
-from kagent.api.labels import MANAGED_BY_LABEL, MANAGER, SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION, WORKFLOW_LABEL
+from kagent.api.labels import (
+    MANAGED_BY_LABEL,
+    MANAGER,
+    SCHEDULE_LABEL,
+    SCHEDULED_AT_ANNOTATION,
+    WORKFLOW_LABEL,
+)
 from kagent.api.workflow import ScheduleStatus, WorkflowSchedule, WorkflowSpec, WorkflowStatus
 from kagent.kube import KAGENT_RESOURCES
 from kagent.kube.events import post_event
