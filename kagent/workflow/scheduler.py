@@ -127,11 +127,13 @@ class Scheduler:
         workflow = await self.store.get_workflow(namespace, name)
         if workflow is None or workflow["metadata"].get("deletionTimestamp"):
             return None
+        status = workflow.get("status") or {}
+        if not (workflow.get("spec") or {}).get("schedules") and not status.get("schedules"):
+            return None  # the common case, without validating the spec again
         try:
             spec = WorkflowSpec.model_validate(workflow.get("spec") or {})
         except ValueError:
             return None  # reported on the Workflow's Accepted condition
-        status = workflow.get("status") or {}
         previous = {s.name: s for s in (ScheduleStatus.model_validate(raw)
                                         for raw in status.get("schedules") or [])}
         if not spec.schedules:

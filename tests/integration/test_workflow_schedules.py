@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -160,7 +161,7 @@ def test_every_minute_schedule_makes_one_run_per_slot_across_a_kill_and_a_failov
             assert run["metadata"]["name"] == scheduled_run_name("tick", "every", slot)
             assert run["spec"]["input"] == {"topic": "tick"}
         ordered = sorted(slots)
-        gaps = [(b - a).total_seconds() / 60 for a, b in zip(ordered, ordered[1:])]
+        gaps = [(b - a).total_seconds() / 60 for a, b in pairwise(ordered)]
         # While a controller leads, every minute has its run; a slot or two may pass during a
         # failover (only the latest missed slot is started then: no backlog).
         assert sum(1 for g in gaps if g != 1) <= 2, gaps
@@ -222,7 +223,7 @@ def test_concurrency_reject_applies_to_scheduled_runs_and_history_is_pruned(
         process.stop()
 
 
-def test_admission_refuses_bad_schedules_and_get_shows_next_and_last(
+def test_admission_refuses_bad_schedules_a_late_slot_is_skipped_and_get_shows_next_and_last(
         plane: ControlPlane, runtimes: dict[str, RuntimeProcess], clock: str) -> None:
     namespace = namespace_with_agents(plane, "sched-admit")
     process = controller(plane, runtimes, clock, "sched-admit", webhook=True)
@@ -247,6 +248,28 @@ def test_admission_refuses_bad_schedules_and_get_shows_next_and_last(
             "input": inputs, "steps": steps,
             "schedules": [{"name": "hourly", "cron": "* * * * *", "input": {"topic": "x"}}]})
         wait_for(lambda: runs(plane, namespace, "hourly"), timeout=30, what="a scheduled run")
+        # A slot not started within its starting deadline is skipped with an Event. The
+        # controller looks 0.2 s (real) after each slot, two schedule-seconds on this clock,
+        # so a one-second deadline is always missed: no run, a MissedSchedule Event, the slot
+        # recorded as missed (and reported once).
+        apply_workflow(plane, namespace, "late", {
+            "input": inputs, "steps": steps,
+            "schedules": [{"name": "too-late", "cron": "* * * * *", "input": {"topic": "x"},
+                           "startingDeadlineSeconds": 1}]})
+
+        def missed() -> str | None:
+            schedules = workflow_status(plane, namespace, "late").get("schedules") or [{}]
+            return schedules[0].get("lastMissedTime")
+
+        first_missed = wait_for(missed, timeout=30, what="a missed slot")
+        wait_for(lambda: missed() != first_missed, timeout=30, what="the next missed slot")
+        assert runs(plane, namespace, "too-late") == []
+        events = json.loads(plane.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                          "involvedObject.name=late,reason=MissedSchedule",
+                                          "-o", "json").stdout)["items"]
+        assert events and "startingDeadlineSeconds" in events[0]["message"]
+        assert len({e["message"] for e in events}) == len(events), "each missed slot is reported once"
+
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "COLUMNS": "200"}
         table = subprocess.run([sys.executable, "-m", "kagent", "get", "workflows", "-n", namespace],
                                capture_output=True, text=True, timeout=120, check=True, env=env).stdout
