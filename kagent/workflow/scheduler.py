@@ -182,7 +182,14 @@ class Scheduler:
         if plan.start is not None:
             body = scheduled_run(workflow, schedule, plan.start)
             run = body["metadata"]["name"]
-            if await self._create(body):
+            try:
+                created = await self._create(body)
+            except ApiError as error:  # refused (a quota, an admission policy): say why, retry
+                await post_event(self.client, self._involved(workflow), "Warning", "ScheduleFailed",
+                                 f"schedule {schedule.name} could not start run {run}: "
+                                 f"{error.status.message or error}")
+                raise
+            if created:
                 message = f"schedule {schedule.name} started run {run} for {rfc3339(plan.start)}"
                 await post_event(self.client, self._involved(workflow), "Normal", "ScheduledRun",
                                  message + (skipped_message(plan) if plan.skipped else ""))
