@@ -18,6 +18,9 @@ AGENT_LABEL = f"{GROUP}/agent"
 WORKFLOW_LABEL = f"{GROUP}/workflow"
 """On a WorkflowRun: the Workflow it runs (set by ``kagent workflow run``, checked by the
 webhook)."""
+SCHEDULE_LABEL = f"{GROUP}/schedule"
+"""On a WorkflowRun a Workflow's schedule started: the schedule's name (``kubectl get runs -l
+kagent.dev/schedule=nightly``)."""
 WORKFLOW_RUN_LABEL = f"{GROUP}/workflowrun"
 """On objects a WorkflowRun owns (the ConfigMaps holding large step outputs)."""
 REVISION_HASH_LABEL = f"{GROUP}/revision-hash"
@@ -42,6 +45,8 @@ Secrets), so a change to any of them rolls the Deployment."""
 ROLLOUT_ACTION_ANNOTATION = f"{GROUP}/rollout-action"
 """On an Agent: a ``kagent rollout promote|abort`` the controller has not acted on yet
 (promote, promote-full or abort); the controller removes it once done."""
+SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
+"""On a WorkflowRun a schedule started: the slot it was started for (RFC 3339, UTC)."""
 WEBHOOK_CA_ROTATED_ANNOTATION = f"{GROUP}/ca-rotated-at"
 """On the webhook CA Secret: when its newest CA was made (the old one stays trusted meanwhile)."""
 LOCAL_READY_ANNOTATION = f"{GROUP}/ready-locally"

@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from kagent.api.base import (
     ACCEPTED_COLUMN,
     AGE_COLUMN,
+    DNS_LABEL_PATTERN,
     AnyValue,
     Condition,
     Duration,
@@ -173,6 +174,39 @@ class ConcurrencySpec(KagentModel):
     ConcurrencyLimit; replace: the oldest running run is cancelled for the new one."""
 
 
+ScheduleName = Annotated[str, Field(min_length=1, max_length=40, pattern=DNS_LABEL_PATTERN)]
+"""A schedule's name: short, since it goes into the names and labels of its runs."""
+
+
+class WorkflowSchedule(KagentModel):
+    """Start runs on a cron schedule (named like a Kubernetes CronJob's fields)."""
+
+    name: ScheduleName
+    """Schedule name, unique in the workflow; its runs carry it in the label
+    kagent.dev/schedule."""
+    cron: Annotated[str, Field(min_length=1, max_length=128)]
+    """When to start a run: a five-field cron expression (minute hour day-of-month month
+    day-of-week, e.g. '0 7 * * MON-FRI') or one of @hourly, @daily (@midnight), @weekly,
+    @monthly, @yearly (@annually)."""
+    time_zone: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """IANA time zone the cron expression is read in, e.g. Europe/Paris (default UTC). Across a
+    daylight-saving change a time that does not exist runs once just after the change, and a
+    time that happens twice runs once (as cron does)."""
+    input: FreeForm | None = None
+    """Input values of each run, by parameter name (checked against spec.input at admission)."""
+    suspend: bool = False
+    """Start no runs while true (runs already started go on). On resume, the latest slot missed
+    while suspended still starts unless startingDeadlineSeconds has passed, as with a CronJob."""
+    starting_deadline_seconds: Annotated[int, Field(ge=1, le=31_536_000)] | None = None
+    """A slot not started within this many seconds of its time (the controller was down or
+    busy) is skipped with an Event (reason MissedSchedule). Without it, after any downtime only
+    the latest missed slot is started, never a backlog."""
+    successful_runs_history_limit: Annotated[int, Field(ge=0, le=1000)] = 3
+    """Succeeded runs of this schedule to keep; older ones are deleted."""
+    failed_runs_history_limit: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Failed runs of this schedule to keep; older ones are deleted."""
+
+
 class WorkflowSpec(KagentModel):
     """Desired workflow."""
 
@@ -200,6 +234,31 @@ class WorkflowSpec(KagentModel):
     """Limit on runs at once."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
     """Delete finished runs this many seconds after they finish."""
+    schedules: Annotated[
+        list[WorkflowSchedule],
+        Field(
+            max_length=16,
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        ),
+    ] | None = None
+    """Start runs on cron schedules; concurrency applies to them as to any run."""
+
+
+class ScheduleStatus(KagentModel):
+    """Observed state of one schedule."""
+
+    model_config = STATUS_CONFIG
+
+    name: str
+    """Schedule name."""
+    last_schedule_time: str | None = None
+    """The slot the latest run was started for."""
+    next_schedule_time: str | None = None
+    """The next slot (unset while the schedule is suspended)."""
+    last_run: str | None = None
+    """The WorkflowRun started for lastScheduleTime."""
+    last_missed_time: str | None = None
+    """The latest slot skipped because startingDeadlineSeconds had passed."""
 
 
 class WorkflowStatus(KagentModel):
@@ -216,6 +275,8 @@ class WorkflowStatus(KagentModel):
     """Runs now running."""
     pending: int | None = None
     """Runs waiting (queued or waiting for agents)."""
+    schedules: list[ScheduleStatus] | None = None
+    """Per schedule: the last and next slot."""
 
 
 class Workflow(Resource):

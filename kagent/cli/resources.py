@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,18 @@ def _condition_text(status: dict[str, Any], kind: str) -> str:
     return f"[{color}]{value}[/]" + (f" ({reason})" if reason and value != "True" else "")
 
 
+def _schedule_times(status: dict[str, Any], now: datetime | None = None) -> list[str]:
+    """NEXT and LAST of a Workflow's schedules: the soonest next slot ("in 4m") and the latest
+    slot a run was started for ("3m ago"); "-" when there is none (pure)."""
+    schedules = status.get("schedules") or []
+    upcoming = [datetime.fromisoformat(s["nextScheduleTime"]) for s in schedules if s.get("nextScheduleTime")]
+    started = [datetime.fromisoformat(s["lastScheduleTime"]) for s in schedules if s.get("lastScheduleTime")]
+    moment = now or datetime.now(UTC)
+    next_text = f"in {duration(max((min(upcoming) - moment).total_seconds(), 0))}" if upcoming else "-"
+    last_text = f"{age(max(started), moment)} ago" if started else "-"
+    return [next_text, last_text]
+
+
 def _run_duration(status: dict[str, Any]) -> str:
     if status.get("duration"):
         return str(status["duration"])
@@ -112,7 +125,8 @@ def _columns(kind: str, doc: dict[str, Any]) -> list[str]:
         return [spec.get("type", "-"), _condition_text(status, "Accepted"), age(created)]
     if kind == "Workflow":
         return [str(len(spec.get("steps") or [])), _condition_text(status, "Accepted"),
-                str(status.get("running", 0)), str(status.get("pending", 0)), age(created)]
+                str(status.get("running", 0)), str(status.get("pending", 0)),
+                *_schedule_times(status), age(created)]
     if kind == "Budget":
         windows = ", ".join(f"{w.get('window')} {w.get('usedPercent', 0)}%"
                             for w in status.get("windows") or [] if not w.get("caller"))
@@ -128,7 +142,7 @@ HEADERS = {
     "Tool": ["TYPE", "ACCEPTED", "AGE"],
     "Budget": ["USED", "WITHIN", "AGE"],
     "Memory": ["TYPE", "ACCEPTED", "AGE"],
-    "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "AGE"],
+    "Workflow": ["STEPS", "ACCEPTED", "RUNNING", "PENDING", "NEXT", "LAST", "AGE"],
     "WorkflowRun": ["WORKFLOW", "PHASE", "REASON", "DURATION", "AGE"],
 }
 WIDE_HEADERS = {

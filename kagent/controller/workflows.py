@@ -34,6 +34,7 @@ from kagent.workflow.resolver import AgentNotReady
 from kagent.workflow.engine import WorkflowEngine
 from kagent.workflow.executor import AGENT_WAIT_LIMIT, AgentCaller
 from kagent.workflow.resolver import AgentResolver, ClusterAgentResolver
+from kagent.workflow.scheduler import Clock, Scheduler
 from kagent.workflow.store import KubeRunStore, RunGone, merge_patch
 
 
@@ -47,6 +48,15 @@ def agent_wait_from_environment(environ: Mapping[str, str] | None = None) -> flo
     agent that is missing or not Ready before it fails naming the agent."""
     text = (os.environ if environ is None else environ).get("KAGENT_WORKFLOW_AGENT_WAIT")
     return parse_duration(text).total_seconds() if text else AGENT_WAIT_LIMIT
+
+
+SCHEDULE_CLOCK_ENV = "KAGENT_SCHEDULE_CLOCK"
+"""For tests only: ``ORIGIN*SPEED`` makes the schedules' clock run SPEED times faster than the
+wall clock from ORIGIN (see :class:`kagent.workflow.scheduler.Clock`)."""
+
+
+def schedule_clock_from_environment(environ: Mapping[str, str] | None = None) -> Clock:
+    return Clock.parse((os.environ if environ is None else environ).get(SCHEDULE_CLOCK_ENV))
 
 
 class CachedRunStore(KubeRunStore):
@@ -113,16 +123,21 @@ class WorkflowReconciler:
             run_settled=lambda namespace, name: self.drop_timer(("WorkflowRun", namespace, name)),
             agent_wait=agent_wait_from_environment(),
         )
+        self.scheduler = Scheduler(client, self.engine.store, schedule_clock_from_environment())
 
     async def reconcile(self, key: ObjectKey) -> Result:
         """The reconciler contract: a Workflow's Result carries the Agents it depends on and
-        its condition changes (Events); a run's looks again come from its own timers (its
-        deadline, TTL, queue), since the work queue keeps the first delay it is given."""
+        its condition changes (Events); its schedules' next slot and a run's looks again come
+        from their own timers (its deadline, TTL, queue), since the work queue keeps the first
+        delay it is given."""
         kind, namespace, name = key
         if kind == "Workflow":
             outcome = await self.engine.reconcile_workflow(namespace, name)
             for run in outcome.pending:
                 self.enqueue(("WorkflowRun", namespace, run))
+            next_slot = await self.scheduler.reconcile(namespace, name)
+            if next_slot is not None:
+                self.look_again(key, next_slot)
             return Result(dependencies=frozenset(("Agent", namespace, a) for a in outcome.agents),
                           transitions=outcome.transitions)
         try:

@@ -7,6 +7,7 @@ tools apply everything at once, in any order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import STEP_FIELDS, ExpressionError
 from kagent.workflow.expressions import references as expression_references
 from kagent.workflow.plan import PlanError, plan
+from kagent.workflow.schedule import ScheduleError, parse_cron, parse_time_zone
 from kagent.workflow.state import missing_inputs, missing_inputs_message
 
 
@@ -165,7 +167,53 @@ def _check_workflow(workflow: Workflow) -> list[FieldError]:
                 "the step has nothing to send: it depends on no step and the workflow declares "
                 "no inputs; give the step an input (e.g. input: \"Summarize the news\") or "
                 "declare spec.input")))
-    return errors + _expression_errors(workflow)
+    return errors + _expression_errors(workflow) + _schedule_errors(workflow)
+
+
+MAX_SCHEDULE_INPUT_BYTES = 65_536
+"""A schedule's input is copied into every run it starts: kept small."""
+
+
+def _schedule_errors(workflow: Workflow) -> list[FieldError]:
+    """Each schedule's cron expression and time zone can be read, and its input is what the
+    workflow's input parameters accept: known names, the declared types and enums, every
+    required input given (or defaulted)."""
+    spec = workflow.spec
+    errors: list[FieldError] = []
+    seen: set[str] = set()
+    declared = {p.name: p for p in spec.input or []}
+    checker = validator_for({})(parameters_json_schema(list(declared.values())))
+    for i, schedule in enumerate(spec.schedules or []):
+        where = f"spec.schedules[{i}]"
+        if schedule.name in seen:
+            errors.append(FieldError(f"{where}.name", f"another schedule is named {schedule.name!r}"))
+        seen.add(schedule.name)
+        for check, value in ((parse_cron, schedule.cron), (parse_time_zone, schedule.time_zone)):
+            try:
+                check(value)
+            except ScheduleError as error:
+                errors.append(FieldError(f"{where}.{error.field}", error.message))
+        given = schedule.input or {}
+        if len(json.dumps(given)) > MAX_SCHEDULE_INPUT_BYTES:
+            errors.append(FieldError(f"{where}.input", f"is larger than {MAX_SCHEDULE_INPUT_BYTES} bytes"))
+            continue
+        if not declared:
+            continue  # a workflow without declared inputs takes its run's input as it is
+        for name in given:
+            if name not in declared:
+                known = ", ".join(sorted(declared))
+                errors.append(FieldError(f"{where}.input.{name}",
+                                         f"the workflow has no input named {name!r} (its inputs are: {known})"))
+        problems = checker.iter_errors({k: v for k, v in given.items() if k in declared})
+        for problem in (p for p in problems if p.validator != "required"):  # missing: below
+            path = ".".join(str(p) for p in problem.absolute_path)
+            errors.append(FieldError(f"{where}.input" + (f".{path}" if path else ""), problem.message))
+        missing = missing_inputs(spec, given)
+        if missing:
+            errors.append(FieldError(f"{where}.input.{missing[0]}", (
+                f"the workflow requires input {', '.join(missing)}; give it in the schedule's "
+                "input (or give the input a default)")))
+    return errors
 
 
 def run_input_errors(run: dict[str, Any], workflow: dict[str, Any]) -> list[FieldError]:

@@ -127,7 +127,8 @@ class WorkflowStatusReconciler:
         pending = pending_runs(runs)
         metrics.QUEUE_DEPTH.labels(namespace, name).set(len(pending))
         changes: tuple[Transition, ...] = ()
-        if previous is None or previous.to_wire() != wanted.to_wire():
+        # The schedules' part of the status is the scheduler's (kagent.workflow.scheduler).
+        if previous is None or previous.model_copy(update={"schedules": None}).to_wire() != wanted.to_wire():
             version = await self.store.write_workflow_status(namespace, name, wanted)
             changes = transitions(previous.conditions if previous else None, wanted.conditions)
         self._counted[key] = (version, time.monotonic(), pending, missing)

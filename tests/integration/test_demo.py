@@ -322,6 +322,28 @@ def test_example_review_revise_loops_until_approved(demo: Demo) -> None:
     assert "minutes instead of days" in status["output"]["announcement"]
 
 
+def test_example_scheduled_digest_starts_runs_on_its_schedule(demo: Demo) -> None:
+    """The example with its weekday cron made every-minute (the real clock, so up to a minute's
+    wait): the next whole minute starts one run with the schedule's input, which succeeds."""
+    manifest = example("scheduled-digest/workflow.yaml", **{'"0 7 * * MON-FRI"': '"* * * * *"'})
+    demo.plane().kubectl("apply", "-f", "-", input=manifest)
+    runs = wait_for(lambda: demo.kubectl_json("get", "workflowruns", "-n", NS, "-l",
+                                              "kagent.dev/schedule=weekdays")["items"],
+                    timeout=130, interval=2, what="the schedule's first run")
+    run = runs[0]
+    assert run["metadata"]["name"].startswith("morning-digest-weekdays-")
+    assert run["spec"]["input"] == {"topic": "AI agents on Kubernetes"}
+    finished = wait_for(lambda: (demo.kubectl_json("get", "workflowrun", run["metadata"]["name"], "-n", NS)
+                                 .get("status") or {}).get("phase") in ("Succeeded", "Failed") and
+                        demo.kubectl_json("get", "workflowrun", run["metadata"]["name"], "-n", NS),
+                        timeout=90, interval=1, what="the scheduled run to finish")
+    assert finished["status"]["phase"] == "Succeeded", finished["status"]
+    assert not demo.kubectl_json("get", "workflowruns", "-n", NS, "-l",
+                                 "kagent.dev/schedule=weekly-recap")["items"]  # suspended
+    table = demo.kagent("get", "workflows", "morning-digest", "-n", NS)
+    assert table.returncode == 0 and "NEXT" in table.stdout and " ago" in table.stdout, table.stdout
+
+
 @pytest.fixture(scope="module")
 def keda_crds(demo: Demo) -> None:
     from kagent.local.binaries import keda_crd_files

@@ -85,7 +85,8 @@ ALLOWED = [
     "list agents.kagent.dev", "watch workflowruns.kagent.dev", "patch agents.kagent.dev/status",
     "create deployments.apps", "patch deployments.apps", "delete horizontalpodautoscalers.autoscaling",
     "create scaledobjects.keda.sh", "get secrets", "watch secrets", "create events",
-    "delete workflowruns.kagent.dev", "watch horizontalpodautoscalers.autoscaling",
+    "delete workflowruns.kagent.dev", "create workflowruns.kagent.dev",  # ttl; schedules
+    "watch horizontalpodautoscalers.autoscaling",
     "watch poddisruptionbudgets.policy", "watch scaledobjects.keda.sh", "watch services",
     "create networkpolicies.networking.k8s.io",
     # agent authentication: the workflow engine's calls, agent-as-tool Roles, agent-auth bindings
