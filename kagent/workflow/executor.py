@@ -44,6 +44,7 @@ from kagent.workflow import metrics
 from kagent.workflow.expressions import ExpressionError, Expressions, InlineExpressions
 from kagent.workflow.plan import WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady, AgentResolver
+from kagent.workflow.retry import attempt_started
 from kagent.workflow.state import (
     DEPENDENCY_FAILED,
     STEP_OUTPUT_MAX,
@@ -162,7 +163,8 @@ class RunExecutor:
         self.read_at = time.monotonic()
         """When the run was last seen as the cluster has it: read, or answered to a status
         write (see RunLifecycle.reconcile)."""
-        self.deadline = run_deadline(run.metadata.creation_timestamp, self.spec.timeout, time.time())
+        self.deadline = run_deadline(attempt_started(run.status) or run.metadata.creation_timestamp,
+                                     self.spec.timeout, time.time())
 
     # --- lifecycle --------------------------------------------------------------------------
 
