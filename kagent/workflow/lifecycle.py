@@ -105,11 +105,15 @@ class RunLifecycle:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def executor_for(self, run: WorkflowRun, plan: WorkflowPlan) -> RunExecutor:
+    def executor_for(self, run: WorkflowRun, plan: WorkflowPlan,
+                     workflow: dict[str, Any] | None = None) -> RunExecutor:
+        """The run's executor; ``workflow`` (as stored) gives the labels its calls carry."""
         key = (str(run.metadata.namespace), str(run.metadata.name))
         executor = self.executors.get(key)
         if executor is None:
-            executor = RunExecutor(self.services, run, plan, on_exit=self.exited)
+            labels = ((workflow or {}).get("metadata") or {}).get("labels") or {}
+            executor = RunExecutor(self.services, run, plan, on_exit=self.exited,
+                                   workflow_labels=dict(labels))
             self.executors[key] = executor
         return executor
 
@@ -199,7 +203,7 @@ class RunLifecycle:
             await self.end(run, "Timeout", f"the run did not finish within {plan.spec.timeout}")
             return None
         if status.phase == "Running":  # admitted by an earlier leader: resume
-            self.executor_for(run, plan).start()
+            self.executor_for(run, plan, workflow).start()
             return None
         missing = missing_inputs(plan.spec, run.spec.input)
         if missing:  # the webhook refuses these when it knows the Workflow; created before it
@@ -296,7 +300,7 @@ class RunLifecycle:
             status.conditions = set_condition(status.conditions, AGENTS_READY, True, "Ready",
                                               "every agent the run calls is Ready",
                                               run.metadata.generation, now_rfc3339())
-        executor = self.executor_for(run.model_copy(update={"status": status}), plan)
+        executor = self.executor_for(run.model_copy(update={"status": status}), plan, workflow)
         try:
             await executor.schedule()
             await executor.flush()
