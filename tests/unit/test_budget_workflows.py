@@ -86,3 +86,27 @@ async def test_every_step_call_names_its_workflow_and_labels() -> None:
     await runner.task
     [call] = agents.calls
     assert parse_workflow_claim(call["headers"]) == NIGHTLY
+
+
+class Listing:
+    """The controller's cache as covering_budgets reads it."""
+
+    def __init__(self, budgets: list[Budget]) -> None:
+        self.budgets = [b.to_wire() if hasattr(b, "to_wire") else b for b in budgets]
+
+    def list(self, kind: str, namespace: str) -> list[dict[str, object]]:
+        return [{"apiVersion": "kagent.dev/v1alpha1", "kind": "Budget", **b} for b in self.budgets]
+
+    def get(self, kind: str, namespace: str, name: str) -> None:
+        return None
+
+
+def test_the_controller_renders_workflow_budgets_into_every_agent_of_the_namespace() -> None:
+    from kagent.api import Agent
+    from kagent.controller.resolve import covering_budgets
+
+    other_team = _budget("team-b", agentSelector={"matchLabels": {"team": "b"}})
+    agent = Agent.model_validate({"metadata": {"name": "w", "namespace": "ns", "labels": {"team": "a"}},
+                                  "spec": {"model": {"provider": "openai", "name": "m"}}})
+    found = covering_budgets(Listing([WORKFLOWS_ONLY, other_team]), agent)  # type: ignore[arg-type]
+    assert [b.metadata.name for b in found] == ["nightly-runs"]
