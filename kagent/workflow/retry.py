@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kagent.api.workflow import (
-    MAX_RUN_ATTEMPTS,
     RUN_ATTEMPT_HISTORY,
     RunAttempt,
     RunRetryRequest,
@@ -110,8 +109,6 @@ def retry_status(status: WorkflowRunStatus, plan: WorkflowPlan, retry: RunRetryR
     if status.phase not in RETRYABLE_RUN_PHASES:
         raise RetryProblem("spec.retry", f"the run is {status.phase or 'Pending'}; only a Failed "
                            "(or cancelled) run can be retried")
-    if retry.attempt > MAX_RUN_ATTEMPTS:
-        raise RetryProblem("spec.retry.attempt", f"a run may have at most {MAX_RUN_ATTEMPTS} attempts")
     steps = merge_steps(plan.spec, status.steps)
     rerun = steps_to_rerun(plan, steps, retry.from_step)
     again = set(rerun)

@@ -265,3 +265,23 @@ async def test_a_retry_naming_an_unknown_step_is_refused_once_and_the_run_stays_
     status = store.runs[("ns", "r")]["status"]
     assert status["phase"] == "Failed" and status["reason"] == "RetryRefused" and status["attempt"] == 2
     assert "spec.retry.fromStep" in status["message"] and len(agents.calls) == calls
+
+
+async def test_a_retry_taken_up_by_a_leader_that_dies_is_not_taken_up_again_by_the_next() -> None:
+    store = MemoryStore([run_of(None, topic="t")], [workflow_of(SIX)])
+    agents = Agents({**{f"a{i}": answers(str(i)) for i in range(1, 7)}, "a4": RuntimeError("down")})
+    first = engine_of(store, agents)
+    await settle(first)
+    agents.replies["a4"] = answers("4")
+    agents.calls.clear()
+    store.runs[("ns", "r")]["spec"]["retry"] = {"attempt": 2}
+    assert await first.reconcile_run("ns", "r") == 0.0  # taken up: Pending, steps reset
+    await first.shutdown()  # the leader dies before it admits the run
+    assert store.runs[("ns", "r")]["status"]["phase"] == "Pending" and agents.calls == []
+
+    second = engine_of(store, agents)
+    await settle(second)
+    status = store.runs[("ns", "r")]["status"]
+    assert status["phase"] == "Succeeded" and status["attempt"] == 2 and len(status["attempts"]) == 1
+    assert [c["id"] for c in agents.calls] == ["uid-s4-2", "uid-s5-1", "uid-s6-1"]
+    assert [e for e in store.events if e[1] == "Retrying"] == [("Normal", "Retrying")]
