@@ -285,3 +285,33 @@ async def test_a_retry_taken_up_by_a_leader_that_dies_is_not_taken_up_again_by_t
     assert status["phase"] == "Succeeded" and status["attempt"] == 2 and len(status["attempts"]) == 1
     assert [c["id"] for c in agents.calls] == ["uid-s4-2", "uid-s5-1", "uid-s6-1"]
     assert [e for e in store.events if e[1] == "Retrying"] == [("Normal", "Retrying")]
+
+
+# --- the command line -----------------------------------------------------------------------------
+
+
+def test_the_cli_asks_for_the_next_attempt_and_uncancels_guarded_by_the_resource_version() -> None:
+    from kagent.cli.workflow import retry_request
+
+    run = {"metadata": {"name": "r", "resourceVersion": "42"},
+           "spec": {"cancel": True, "retry": {"attempt": 2}},
+           "status": {"phase": "Failed", "attempt": 2}}
+    assert retry_request(run, "s3", ["s1", "s3"]) == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {"retry": {"attempt": 3, "fromStep": "s3"}, "cancel": False}}
+
+
+@pytest.mark.parametrize(("status", "spec_retry", "step", "expected"), [
+    ({"phase": "Running"}, None, None, "run r is Running; only a Failed"),
+    ({}, None, None, "run r is Pending"),
+    ({"phase": "Failed"}, {"attempt": 2}, None, "already has a retry waiting (attempt 2)"),
+    ({"phase": "Failed"}, None, "s9", "--from s9: the run's Workflow has no such step (its steps: s1, s3)"),
+])
+def test_the_cli_refuses_what_cannot_be_retried(status: dict[str, Any], spec_retry: dict[str, Any] | None,
+                                               step: str | None, expected: str) -> None:
+    from kagent.cli.workflow import retry_request
+
+    run = {"metadata": {"name": "r"}, "spec": {"retry": spec_retry}, "status": status}
+    with pytest.raises(ValueError) as caught:
+        retry_request(run, step, ["s1", "s3"])
+    assert expected in str(caught.value)
