@@ -177,6 +177,9 @@ def test_a_run_failed_at_its_fourth_step_is_retried_from_there_and_succeeds(
     steps = steps_of(run)
     assert steps["one"]["attempts"] == 1 and steps["four"]["attempts"] == 2
     assert steps["four"]["taskId"].endswith("-four-2")
+    described = kagent(plane, "describe", "run", name, "-n", ns)
+    assert described.returncode == 0, described.stderr
+    assert "Retries:" in described.stdout and "four, five, six" in described.stdout
 
     # --from a step that succeeded: it and every step after it run again
     again = kagent(plane, "workflow", "retry", name, "-n", ns, "--from", "five")

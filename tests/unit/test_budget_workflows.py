@@ -110,3 +110,15 @@ def test_the_controller_renders_workflow_budgets_into_every_agent_of_the_namespa
                                   "spec": {"model": {"provider": "openai", "name": "m"}}})
     found = covering_budgets(Listing([WORKFLOWS_ONLY, other_team]), agent)  # type: ignore[arg-type]
     assert [b.metadata.name for b in found] == ["nightly-runs"]
+
+
+def test_kagent_get_budgets_wide_shows_the_workflows_a_budget_selects() -> None:
+    from kagent.cli.resources import _wide_columns
+
+    def scope(**spec: object) -> str:
+        return _wide_columns("Budget", {"spec": spec, "status": {}})[0]
+
+    assert scope() == "namespace"
+    assert scope(workflowSelector={"matchLabels": {"schedule": "nightly"}}) == "workflows schedule=nightly"
+    assert scope(agentSelector={"matchLabels": {"team": "a"}}, workflowSelector={"matchLabels": {"x": "y"}},
+                 perCaller=True) == "team=a + workflows x=y per caller"
