@@ -27,7 +27,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -446,3 +446,52 @@ async def ask_agent_with_usage(url: str, agent_name: str, message: str, *,
     answer = await default_agent_client().ask(url, agent_name, message, timeout=timeout,
                                               message_id=message_id)
     return answer.text, answer.usage
+
+
+# --- the Workflow a call is a step of -------------------------------------------------------
+
+
+WORKFLOW_HEADER = "kagent-workflow"
+"""The request header a workflow step's call carries: its Workflow's name and labels (JSON), so
+the agent counts it against the Budgets whose workflowSelector matches the Workflow."""
+WORKFLOW_HEADER_MAX = 8192
+"""Bytes of that header at most (a Workflow's labels fit easily)."""
+
+
+@dataclass(frozen=True)
+class WorkflowClaim:
+    """The Workflow a request says it is a step of."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self) -> str:
+        return json.dumps({"name": self.name, "labels": dict(self.labels)}, sort_keys=True,
+                          separators=(",", ":"))
+
+
+class InvalidWorkflowClaim(ValueError):
+    """A kagent-workflow header that is not what the workflow engine sends."""
+
+
+def parse_workflow_claim(headers: Mapping[str, str]) -> WorkflowClaim | None:
+    """The request's Workflow (None when it names none); raises InvalidWorkflowClaim for a
+    header that is too long or not ``{"name": str, "labels": {str: str}}``: refused rather than
+    ignored, so a step cannot slip past its Workflow's Budgets with a malformed claim."""
+    raw = next((v for k, v in headers.items() if k.lower() == WORKFLOW_HEADER), None)
+    if raw is None:
+        return None
+    if len(raw.encode("utf-8", errors="replace")) > WORKFLOW_HEADER_MAX:
+        raise InvalidWorkflowClaim(f"the {WORKFLOW_HEADER} header is longer than "
+                                   f"{WORKFLOW_HEADER_MAX} bytes")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidWorkflowClaim(f"the {WORKFLOW_HEADER} header is not JSON") from None
+    name = value.get("name") if isinstance(value, dict) else None
+    labels = value.get("labels", {}) if isinstance(value, dict) else None
+    if not isinstance(name, str) or not name or not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise InvalidWorkflowClaim(f'the {WORKFLOW_HEADER} header must be {{"name": "<workflow>", '
+                                   '"labels": {"<key>": "<value>", …}}')
+    return WorkflowClaim(name, labels)

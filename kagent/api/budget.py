@@ -103,10 +103,12 @@ class BudgetSpec(KagentModel):
     ]
     """One limit per window (hour, day, month); each is enforced on its own."""
     agent_selector: LabelSelector | None = None
-    """The Agents the Budget covers. Unset (and no workflowSelector): every Agent of the
-    namespace."""
+    """The Agents the Budget covers: every request to them counts. Unset (and no
+    workflowSelector): every Agent of the namespace."""
     workflow_selector: LabelSelector | None = None
-    """Also (or only) the requests that runs of these Workflows make to agents."""
+    """The Workflows (by their labels) whose runs the Budget covers: every request a step of a
+    matching Workflow makes to any agent of the namespace counts, and a step refused by it fails
+    naming the Budget. With agentSelector too, both sets of requests count."""
     per_caller: bool = False
     """Count and cap each caller (the authenticated identity) separately."""
     warning_percent: Annotated[int, Field(ge=1, le=100)] = 80

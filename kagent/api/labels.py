@@ -49,6 +49,8 @@ SCHEDULED_AT_ANNOTATION = f"{GROUP}/scheduled-at"
 """On a WorkflowRun a schedule started: the slot it was started for (RFC 3339, UTC)."""
 WEBHOOK_CA_ROTATED_ANNOTATION = f"{GROUP}/ca-rotated-at"
 """On the webhook CA Secret: when its newest CA was made (the old one stays trusted meanwhile)."""
+RESUBMITTED_FROM_ANNOTATION = f"{GROUP}/resubmitted-from"
+"""On a WorkflowRun made by ``kagent workflow resubmit``: the run whose input it runs again."""
 LOCAL_READY_ANNOTATION = f"{GROUP}/ready-locally"
 """On an agent pod of ``kagent dev``: its local process answers its readiness probe (kwok's dev
 stage then marks the pod Ready)."""

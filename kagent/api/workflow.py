@@ -367,6 +367,23 @@ class StepStatus(KagentModel):
     """A2A task id of the last attempt (the idempotency key of an in-flight attempt)."""
 
 
+MAX_RUN_ATTEMPTS = 100
+"""Attempts a run may have (its first and its retries); past it, start a new run."""
+RUN_ATTEMPT_HISTORY = 20
+"""Attempts kept in a run's status.attempts (the most recent ones)."""
+
+
+class RunRetryRequest(KagentModel):
+    """A request for another attempt of the run."""
+
+    attempt: Annotated[int, Field(ge=2, le=MAX_RUN_ATTEMPTS)]
+    """The number of the attempt to start: the run's status.attempt + 1 (2 for the first
+    retry). A number the run has already reached is not acted on again."""
+    from_step: StepName | None = None
+    """Also run this step again, and every step that depends on it (directly or not), even if
+    it succeeded. Without it only the failed and unfinished steps and those after them run."""
+
+
 class WorkflowRunSpec(KagentModel):
     """What to run."""
 
@@ -382,6 +399,28 @@ class WorkflowRunSpec(KagentModel):
     cancel: bool = False
     """Set to true to cancel the run: in-flight steps are stopped and the run fails with reason
     Cancelled."""
+    retry: RunRetryRequest | None = None
+    """Ask for another attempt of a Failed (or cancelled) run: its failed and unfinished steps,
+    and every step after them, run again; succeeded steps keep their outputs. Set attempt to
+    the run's status.attempt + 1 (``kagent workflow retry`` does it); the controller acts on
+    each attempt number once."""
+
+
+class RunAttempt(KagentModel):
+    """One attempt of a run: the first, or a retry."""
+
+    model_config = STATUS_CONFIG
+
+    attempt: int
+    """1 for the first attempt, 2 for the first retry, …"""
+    started_at: str | None = None
+    """When the attempt began (for a retry: when the controller acted on it)."""
+    from_step: str | None = None
+    """The spec.retry.fromStep the retry asked for."""
+    steps: Annotated[list[str], Field(max_length=200)] | None = None
+    """The steps the retry ran again (the others kept their outcome and output)."""
+    previous_reason: str | None = None
+    """How the attempt before it ended (its reason)."""
 
 
 class WorkflowRunStatus(KagentModel):
@@ -415,6 +454,12 @@ class WorkflowRunStatus(KagentModel):
     """Conditions of the run."""
     workflow_generation: int | None = None
     """The Workflow's generation the run was started from."""
+    attempt: int | None = None
+    """The attempt the run is on (unset: the first); a spec.retry.attempt not above it has been
+    acted on."""
+    attempts: Annotated[list[RunAttempt], Field(max_length=RUN_ATTEMPT_HISTORY)] | None = None
+    """The run's attempts after the first (the most recent ones): when each began, from which
+    step and which steps it ran again."""
 
 
 class WorkflowRun(Resource):
@@ -427,6 +472,7 @@ class WorkflowRun(Resource):
         PrinterColumn(name="Workflow", json_path=".spec.workflowRef.name"),
         PrinterColumn(name="Phase", json_path=".status.phase"),
         PrinterColumn(name="Reason", json_path=".status.reason", priority=1),
+        PrinterColumn(name="Attempt", json_path=".status.attempt", type="integer", priority=1),
         PrinterColumn(name="Started", json_path=".status.startedAt", type="date"),
         PrinterColumn(name="Duration", json_path=".status.duration"),
         PrinterColumn(name="Input Tokens", json_path=".status.usage.inputTokens", type="integer",

@@ -175,7 +175,12 @@ def _wide_columns(kind: str, doc: dict[str, Any]) -> list[str]:
         return [(_condition(status, "Accepted") or {}).get("message") or "-"]
     if kind == "Budget":
         selector = (spec.get("agentSelector") or {}).get("matchLabels") or {}
-        scope = ",".join(f"{k}={v}" for k, v in selector.items()) or "namespace"
+        workflows = (spec.get("workflowSelector") or {}).get("matchLabels") or {}
+        scope = ",".join(f"{k}={v}" for k, v in selector.items())
+        if spec.get("workflowSelector") is not None:
+            scope += (" + " if scope else "") + "workflows " + (
+                ",".join(f"{k}={v}" for k, v in workflows.items()) or "(expressions)")
+        scope = scope or "namespace"
         if spec.get("perCaller"):
             scope += " per caller"
         return [scope, (_condition(status, "WithinBudget") or {}).get("message") or "-"]
@@ -419,6 +424,21 @@ def _print_steps(status: dict[str, Any]) -> None:
     for step in steps:
         table.add_row(step.get("name", ""), step.get("phase") or "-", str(step.get("attempts", 0)),
                       age(step.get("startedAt")), _run_duration(step), str(step.get("error") or ""))
+    console.print(table)
+    if status.get("attempts"):
+        _print_attempts(status["attempts"])
+
+
+def _print_attempts(attempts: list[dict[str, Any]]) -> None:
+    """The run's retries (status.attempts): when, from which step, what ran again."""
+    console.print("\n[bold]Retries:[/]")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for header in ("ATTEMPT", "STARTED", "FROM", "AFTER", "STEPS RUN AGAIN"):
+        table.add_column(header, overflow="fold")
+    for attempt in attempts:
+        table.add_row(str(attempt.get("attempt", "")), age(attempt.get("startedAt")),
+                      attempt.get("fromStep") or "-", attempt.get("previousReason") or "-",
+                      ", ".join(attempt.get("steps") or []) or "-")
     console.print(table)
 
 

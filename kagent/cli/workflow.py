@@ -1,5 +1,6 @@
-"""`kagent workflow run|watch|output|cancel`: start a Workflow, watch its steps live (or come back
-to a run already going), read its results."""
+"""`kagent workflow run|watch|output|cancel|retry|resubmit`: start a Workflow, watch its steps live
+(or come back to a run already going), read its results, retry a failed run from where it failed
+or run its input again."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from kagent.api.base import API_VERSION
-from kagent.api.labels import WORKFLOW_LABEL
+from kagent.api.labels import RESUBMITTED_FROM_ANNOTATION, WORKFLOW_LABEL
 from kagent.cli.common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -197,6 +198,28 @@ def _follow(kube: Any, workflow: dict[str, Any], run_name: str, namespace: str,
          f"come back to it with `kagent workflow watch {run_name} -n {namespace}`", EXIT_ERROR)
 
 
+def _create_run(kube: Any, ns: str, workflow_name: str, values: dict[str, Any], name: str | None,
+                annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """Create a WorkflowRun of ``workflow_name`` with this input; the run as created."""
+    metadata: dict[str, Any] = {"namespace": ns, "labels": {WORKFLOW_LABEL: workflow_name}}
+    if annotations:
+        metadata["annotations"] = annotations
+    if name:
+        metadata["name"] = name
+    else:
+        metadata["generateName"] = f"{workflow_name}-"
+    body = {"apiVersion": API_VERSION, "kind": "WorkflowRun", "metadata": metadata,
+            "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
+    try:
+        return kube.create(kagent_resource("WorkflowRun")(body)).to_dict()
+    except Exception as error:  # noqa: BLE001
+        from lightkube.core.exceptions import ApiError
+
+        if isinstance(error, ApiError) and error.status.code in (400, 409, 422):
+            fail(f"the run was refused: {error.status.message}", code=EXIT_USAGE)
+        api_failure(error, f"Workflow {workflow_name!r} in namespace {ns!r}", "Workflow", ns)
+
+
 @app.command("run")
 def run(
     workflow_name: str = typer.Argument(..., metavar="WORKFLOW", help="The Workflow to run."),
@@ -216,21 +239,7 @@ def run(
     except ValueError as error:
         fail(str(error), f"see the inputs with `kagent describe workflow {workflow_name} -n {ns}`",
              EXIT_USAGE)
-    metadata: dict[str, Any] = {"namespace": ns, "labels": {WORKFLOW_LABEL: workflow_name}}
-    if name:
-        metadata["name"] = name
-    else:
-        metadata["generateName"] = f"{workflow_name}-"
-    body = {"apiVersion": API_VERSION, "kind": "WorkflowRun", "metadata": metadata,
-            "spec": {"workflowRef": {"name": workflow_name}, "input": values}}
-    try:
-        created = kube.create(kagent_resource("WorkflowRun")(body)).to_dict()
-    except Exception as error:  # noqa: BLE001
-        from lightkube.core.exceptions import ApiError
-
-        if isinstance(error, ApiError) and error.status.code in (400, 409, 422):
-            fail(f"the run was refused: {error.status.message}", code=EXIT_USAGE)
-        api_failure(error, f"Workflow {workflow_name!r} in namespace {ns!r}", "Workflow", ns)
+    created = _create_run(kube, ns, workflow_name, values, name)
     run_name = created["metadata"]["name"]
     console.print(f"workflowrun/{run_name} created", highlight=False)
     if not watch:
@@ -313,3 +322,119 @@ def cancel(
     except Exception as error:  # noqa: BLE001
         api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}", "WorkflowRun", ns)
     console.print(f"workflowrun/{run_name} cancel requested", highlight=False)
+
+
+RETRY_TAKEN_UP_SECONDS = 60.0
+"""How long ``retry --watch`` waits for the controller to take the retry up before watching."""
+
+
+def retry_request(run: dict[str, Any], from_step: str | None,
+                  workflow_steps: list[str] | None) -> dict[str, Any]:
+    """The merge patch asking for the next attempt of ``run`` (pure). Raises ValueError, saying
+    why, when the run cannot be retried: it is not Failed, a retry is already waiting, or
+    ``from_step`` is not a step of its Workflow (``workflow_steps``, when known)."""
+    name = run["metadata"]["name"]
+    status = run.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    if phase != "Failed":
+        raise ValueError(f"run {name} is {phase}; only a Failed (or cancelled) run can be retried")
+    current = status.get("attempt") or 1
+    asked = ((run.get("spec") or {}).get("retry") or {}).get("attempt") or 0
+    if asked > current:
+        raise ValueError(f"run {name} already has a retry waiting (attempt {asked}); watch it with "
+                         f"`kagent workflow watch {name}`")
+    if from_step is not None and workflow_steps is not None and from_step not in workflow_steps:
+        raise ValueError(f"--from {from_step}: the run's Workflow has no such step (its steps: "
+                         f"{', '.join(workflow_steps)})")
+    retry: dict[str, Any] = {"attempt": current + 1, "fromStep": from_step}
+    return {"metadata": {"resourceVersion": run["metadata"].get("resourceVersion")},
+            "spec": {"retry": retry, "cancel": False}}
+
+
+def _wait_taken_up(kube: Any, name: str, namespace: str, attempt: int, timeout: float) -> None:
+    """Wait until the controller has taken the retry up (the run's status.attempt reaches it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _get(kube, "WorkflowRun", name, namespace).get("status") or {}
+        if (status.get("attempt") or 1) >= attempt:
+            return
+        time.sleep(0.5)
+    fail(f"the controller has not taken up the retry of run {name} after {timeout:.0f}s",
+         "is the kagent controller running? `kagent describe run` shows the run's state",
+         EXIT_ERROR)
+
+
+@app.command("retry")
+def retry(
+    run_name: str = typer.Argument(..., metavar="RUN", help="The failed WorkflowRun."),
+    from_step: str = typer.Option(None, "--from", help="Also run this step again (even if it "
+                                  "succeeded) and every step after it."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Retry a Failed (or cancelled) run: its failed and unfinished steps and the steps after
+    them run again; succeeded steps keep their outputs (with --from STEP, that step and the
+    steps after it run again too). The run keeps its name and records the attempt."""
+    from lightkube.core.exceptions import ApiError
+    from lightkube.types import PatchType
+
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    found = _get(kube, "WorkflowRun", run_name, ns)
+    steps = None
+    if from_step is not None:
+        workflow = _workflow_of(kube, found, ns)
+        steps = [s["name"] for s in workflow["spec"].get("steps") or []]
+    try:
+        patch = retry_request(found, from_step, steps)
+    except ValueError as error:
+        fail(str(error), f"see it with `kagent describe run {run_name} -n {ns}`", EXIT_USAGE)
+    attempt = patch["spec"]["retry"]["attempt"]
+    try:
+        kube.patch(kagent_resource("WorkflowRun"), run_name, patch, namespace=ns,
+                   patch_type=PatchType.MERGE)
+    except ApiError as error:
+        if error.status.code == 409:
+            fail(f"run {run_name} changed while the retry was asked for; try again", code=EXIT_ERROR)
+        if error.status.code in (400, 422):
+            fail(f"the retry was refused: {error.status.message}", code=EXIT_USAGE)
+        api_failure(error, f"WorkflowRun {run_name!r} in namespace {ns!r}", "WorkflowRun", ns)
+    where = f" from step {from_step}" if from_step else ""
+    console.print(f"workflowrun/{run_name} retry requested (attempt {attempt}{where})",
+                  highlight=False)
+    if not watch:
+        err_console.print(f"  follow it: kagent workflow watch {run_name} -n {ns}", style="dim",
+                          highlight=False, soft_wrap=True)
+        return
+    _wait_taken_up(kube, run_name, ns, attempt, min(timeout or RETRY_TAKEN_UP_SECONDS,
+                                                     RETRY_TAKEN_UP_SECONDS))
+    _follow(kube, _workflow_of(kube, found, ns), run_name, ns, timeout)
+
+
+@app.command("resubmit")
+def resubmit(
+    run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun to run again."),
+    name: str = typer.Option(None, "--name", help="Name of the new run (default: generated)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
+    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    namespace: str = NamespaceOption,
+    kubeconfig: Path = KubeconfigOption,
+) -> None:
+    """Start a fresh run of RUN's Workflow with the same input (every step runs again); prints
+    the new run's name. With --watch, exit 0 if it Succeeded, 1 if it Failed."""
+    ns = resolve_namespace(namespace, kubeconfig)
+    kube = client(kubeconfig)
+    found = _get(kube, "WorkflowRun", run_name, ns)
+    spec = found.get("spec") or {}
+    workflow_name = (spec.get("workflowRef") or {}).get("name", "")
+    created = _create_run(kube, ns, workflow_name, dict(spec.get("input") or {}), name,
+                          {RESUBMITTED_FROM_ANNOTATION: run_name})
+    new_name = created["metadata"]["name"]
+    console.print(f"workflowrun/{new_name} created", highlight=False)
+    if not watch:
+        err_console.print(f"  follow it: kagent workflow watch {new_name} -n {ns}", style="dim",
+                          highlight=False, soft_wrap=True)
+        return
+    _follow(kube, _get(kube, "Workflow", workflow_name, ns), new_name, ns, timeout)

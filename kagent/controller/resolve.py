@@ -18,7 +18,7 @@ from kagent.api.base import SecretKeySelector
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.controller.render import AgentInputs, NetworkPolicySettings, agent_secret_refs
 from kagent.kube.reconcile import ObjectKey, ObjectReader
-from kagent.runtime.budget import budget_covers_agent
+from kagent.runtime.budget import budget_may_apply
 
 Dependency = ObjectKey
 """(kind, namespace, name) of an object another one depends on."""
@@ -142,7 +142,7 @@ def covering_budgets(cache: ObjectReader, agent: Agent) -> list[Budget]:
             budget = parse_resource({k: v for k, v in raw.items() if k != "status"})
         except ManifestError:
             continue
-        if isinstance(budget, Budget) and budget_covers_agent(budget, agent.metadata.labels or {}):
+        if isinstance(budget, Budget) and budget_may_apply(budget, agent.metadata.labels or {}):
             found.append(budget)
     return sorted(found, key=lambda b: str(b.metadata.name))
 

@@ -56,9 +56,11 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from kagent.agentclient import (
     MODEL_METADATA,
+    InvalidWorkflowClaim,
     TOOL_CALL_METADATA,
     TOOL_RESULT_METADATA,
     USAGE_METADATA,
+    parse_workflow_claim,
 )
 from kagent.runtime.agent import (
     AgentRuntime,
@@ -205,12 +207,17 @@ class KagentExecutor(AgentExecutor):
                    resuming: bool) -> TurnResult | TurnFailed | None:
         """The turn's result or failure (None when it was cancelled); streams the text."""
         headers = context.call_context.state.get("headers") or {}
+        try:
+            workflow = parse_workflow_claim(headers)
+        except InvalidWorkflowClaim as error:
+            return TurnFailed(RequestFailure("invalid_request", str(error), 400, "error"))
         turn = Turn(
             conversation_id=context.context_id,
             text=context.get_user_input(),
             protocol="a2a",
             answers_question=resuming,
             trace_context=incoming_context(headers),
+            workflow=workflow,
         )
         started_artifact = False
         try:

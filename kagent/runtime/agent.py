@@ -42,6 +42,7 @@ from pydantic_ai.exceptions import RunTimedOut
 from pydantic_ai.messages import ModelMessage, TextPart
 from pydantic_ai.toolsets import AbstractToolset
 
+from kagent.agentclient import WorkflowClaim
 from kagent.api.base import parse_duration
 from kagent.api.pricing import price_for
 from kagent.runtime.budget import BudgetRefused, UsageMeter, budget_enforcer, start_metering
@@ -90,6 +91,8 @@ class Turn:
     """True: the text answers the pending human question; False: it is a new request even if
     a question is pending; None: answer a pending question if there is one."""
     trace_context: Context | None = None
+    workflow: WorkflowClaim | None = None
+    """The Workflow the request is a step of (its Budgets by workflowSelector count it too)."""
 
 
 @dataclass(frozen=True)
@@ -479,7 +482,7 @@ class AgentRuntime:
         admission = None
         if self.budgets.enabled:
             try:
-                admission = await self.budgets.admit(caller)
+                admission = await self.budgets.admit(caller, workflow=turn.workflow)
             except BudgetRefused as refused:
                 raise TurnFailed(refused.failure) from None
         meter = start_metering()

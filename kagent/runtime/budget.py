@@ -39,6 +39,7 @@ from pydantic_ai.messages import ModelResponse
 
 from kagent.api.budget import Budget, BudgetCounterStore, BudgetLimit, BudgetWindow, LabelSelector
 from kagent.api.memory import MemoryConfig
+from kagent.agentclient import WorkflowClaim
 from kagent.api.pricing import MICROS, ModelPricing, cost_micros
 from kagent.runtime.errors import RequestFailure
 from kagent.runtime.secrets import SecretResolver
@@ -133,14 +134,31 @@ def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) 
 
 
 def budget_covers_agent(budget: Budget, agent_labels: Mapping[str, str]) -> bool:
-    """Whether ``budget`` counts requests to an agent with these labels.
+    """Whether ``budget`` counts every request to an agent with these labels.
 
     No selector: the whole namespace. An agentSelector: the agents it matches. A Budget with only
-    a workflowSelector covers no agent directly (see docs/budgets.md)."""
+    a workflowSelector covers no agent directly: it counts the requests workflow steps make
+    (:func:`budget_applies`)."""
     spec = budget.spec
     if spec.agent_selector is None and spec.workflow_selector is None:
         return True
     return spec.agent_selector is not None and selector_matches(spec.agent_selector, agent_labels)
+
+
+def budget_may_apply(budget: Budget, agent_labels: Mapping[str, str]) -> bool:
+    """Whether an agent with these labels must know ``budget``: it covers the agent, or it has a
+    workflowSelector (a step of any Workflow may call any agent of the namespace)."""
+    return budget.spec.workflow_selector is not None or budget_covers_agent(budget, agent_labels)
+
+
+def budget_applies(budget: Budget, agent_labels: Mapping[str, str],
+                   workflow: WorkflowClaim | None) -> bool:
+    """Whether one request counts against ``budget``: it covers the agent, or the request is a
+    step of a Workflow its workflowSelector matches."""
+    if budget_covers_agent(budget, agent_labels):
+        return True
+    selector = budget.spec.workflow_selector
+    return selector is not None and workflow is not None and selector_matches(selector, workflow.labels)
 
 
 def limit_micros(limit: BudgetLimit) -> int | None:
@@ -690,9 +708,11 @@ class BudgetEnforcer:
     """The Budgets covering one agent, enforced on each of its requests."""
 
     def __init__(self, budgets: Iterable[Budget], *, namespace: str, agent: str,
-                 secrets: SecretResolver, estimate: Amount = Amount()) -> None:
+                 secrets: SecretResolver, estimate: Amount = Amount(),
+                 agent_labels: Mapping[str, str] | None = None) -> None:
         self.namespace = namespace
         self.agent = agent
+        self.agent_labels = dict(agent_labels or {})
         self.budgets = list(budgets)
         self.estimate = estimate
         self.secrets = secrets
@@ -707,9 +727,14 @@ class BudgetEnforcer:
     def enabled(self) -> bool:
         return bool(self.budgets)
 
-    def claims(self, caller: str, now: datetime) -> dict[tuple[str, str], list[Claim]]:
+    def claims(self, caller: str, now: datetime,
+               workflow: WorkflowClaim | None = None) -> dict[tuple[str, str], list[Claim]]:
+        """The windows one request counts against: every Budget covering the agent, and those
+        whose workflowSelector matches the Workflow the request is a step of."""
         grouped: dict[tuple[str, str], list[Claim]] = {}
         for budget in self.budgets:
+            if not budget_applies(budget, self.agent_labels, workflow):
+                continue
             name = str(budget.metadata.name)
             per_caller = budget.spec.per_caller
             for limit in budget.spec.limits:
@@ -725,10 +750,11 @@ class BudgetEnforcer:
                 grouped.setdefault(store_identity(budget.spec.counter), []).append(claim)
         return grouped
 
-    async def admit(self, caller: str, now: datetime | None = None) -> Admission:
+    async def admit(self, caller: str, now: datetime | None = None,
+                    workflow: WorkflowClaim | None = None) -> Admission:
         """Reserve the request in every covering window, or raise :class:`BudgetRefused`."""
         now = now or datetime.now(UTC)
-        grouped = self.claims(caller, now)
+        grouped = self.claims(caller, now, workflow)
         reserved: list[tuple[tuple[str, str], list[Claim]]] = []
         for identity, claims in grouped.items():
             try:
@@ -826,4 +852,5 @@ def budget_enforcer(config: Any) -> BudgetEnforcer:
         dearest = max(price.input_per_million, price.output_per_million) if price else 0.0
         estimate = Amount(tokens=max_tokens, cost_micros=round(dearest * max_tokens))
     return BudgetEnforcer(config.budgets, namespace=config.namespace, agent=config.name,
-                          secrets=config.secrets, estimate=estimate)
+                          secrets=config.secrets, estimate=estimate,
+                          agent_labels=config.agent.metadata.labels or {})

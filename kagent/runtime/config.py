@@ -19,7 +19,7 @@ from kagent.api import Agent, Budget, Memory, Tool
 from kagent.api.agent import ToolReference
 from kagent.api.manifests import ManifestError, load_files, parse_resource
 from kagent.api.memory import MemorySpec
-from kagent.runtime.budget import budget_covers_agent
+from kagent.runtime.budget import budget_may_apply
 from kagent.runtime.secrets import SecretResolver
 
 IGNORED_KINDS = frozenset({"Workflow", "WorkflowRun"})
@@ -134,7 +134,7 @@ def build_runtime_config(
         memory=memory,
         secrets=SecretResolver(secret_manifests, environ=env),
         namespace=namespace,
-        budgets=[b for b in budgets if budget_covers_agent(b, agent.metadata.labels or {})],
+        budgets=[b for b in budgets if budget_may_apply(b, agent.metadata.labels or {})],
     )
 
 

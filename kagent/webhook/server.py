@@ -32,6 +32,7 @@ from kagent.webhook.validate import (
     defaults,
     new_secret_references,
     references,
+    retry_step_errors,
     run_input_errors,
     validate,
 )
@@ -202,6 +203,8 @@ def register_webhooks(registry: kopf.OperatorRegistry, client: AsyncClient) -> N
             errors: list[Any] = validate(obj, previous)
             if not errors and previous is None and kind_name == "WorkflowRun":
                 errors = await _new_run_errors(client, obj)
+            elif not errors and kind_name == "WorkflowRun":
+                errors = await _retry_errors(client, obj, previous)
             if not errors:
                 errors = await secret_access_errors(client, obj, previous, _plain(userinfo))
             allowed = not errors
@@ -309,6 +312,24 @@ async def _new_run_errors(client: AsyncClient, run: dict[str, Any]) -> list[Any]
             log.warning("looking up Workflow %s for a new run failed: %s", name, error)
         return []
     return run_input_errors(run, workflow)
+
+
+async def _retry_errors(client: AsyncClient, run: dict[str, Any],
+                        old: dict[str, Any] | None) -> list[Any]:
+    """A retry (spec.retry changed) whose fromStep is not a step of the run's Workflow; a
+    Workflow that cannot be read is no refusal here (the engine refuses the retry then)."""
+    retry = (run.get("spec") or {}).get("retry") or {}
+    if not retry.get("fromStep") or retry == ((old or {}).get("spec") or {}).get("retry"):
+        return []
+    namespace = (run.get("metadata") or {}).get("namespace")
+    name = ((run.get("spec") or {}).get("workflowRef") or {}).get("name")
+    try:
+        workflow = (await client.get(KAGENT_RESOURCES["Workflow"], name, namespace=namespace)).to_dict()
+    except ApiError as error:
+        if not is_not_found(error):
+            log.warning("looking up Workflow %s for a retry failed: %s", name, error)
+        return []
+    return retry_step_errors(run, old, workflow)
 
 
 async def _reference_warnings(client: AsyncClient, obj: dict[str, Any]) -> list[str]:

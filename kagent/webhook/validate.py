@@ -23,6 +23,7 @@ from kagent.api.secrets import secret_refs_with_fields
 from kagent.workflow.expressions import STEP_FIELDS, ExpressionError
 from kagent.workflow.expressions import references as expression_references
 from kagent.workflow.plan import PlanError, plan
+from kagent.workflow.retry import retry_request_problems, unknown_step_problem
 from kagent.workflow.schedule import ScheduleError, parse_cron, parse_time_zone
 from kagent.workflow.state import missing_inputs, missing_inputs_message
 
@@ -231,15 +232,37 @@ def run_input_errors(run: dict[str, Any], workflow: dict[str, Any]) -> list[Fiel
 
 def _check_run(run: WorkflowRun, old: WorkflowRun | None) -> list[FieldError]:
     if old is None:
+        if run.spec.retry is not None:
+            return [FieldError("spec.retry", "a new run has nothing to retry; leave retry unset "
+                               "(to run the same input again, create a new run)")]
         return []
     errors = []
     if run.spec.workflow_ref != old.spec.workflow_ref:
         errors.append(FieldError("spec.workflowRef", "is immutable"))
     if run.spec.input != old.spec.input:
         errors.append(FieldError("spec.input", "is immutable; create a new WorkflowRun instead"))
-    if old.spec.cancel and not run.spec.cancel:
-        errors.append(FieldError("spec.cancel", "a cancelled run cannot be resumed"))
+    retrying = run.spec.retry is not None and run.spec.retry != old.spec.retry
+    if old.spec.cancel and not run.spec.cancel and not retrying:
+        errors.append(FieldError("spec.cancel", "a cancelled run cannot be resumed; retry it "
+                                 "instead (spec.retry, or kagent workflow retry)"))
+    errors += [FieldError(p.field, p.message) for p in retry_request_problems(
+        run.spec.retry, old.spec.retry, old.status, run.spec.cancel)]
     return errors
+
+
+def retry_step_errors(run: dict[str, Any], old: dict[str, Any] | None,
+                      workflow: dict[str, Any]) -> list[FieldError]:
+    """A retry whose fromStep names no step of the run's Workflow."""
+    try:
+        retry = WorkflowRun.model_validate(run).spec.retry
+        previous = WorkflowRun.model_validate(old).spec.retry if old else None
+        steps = [s.name for s in Workflow.model_validate(workflow).spec.steps]
+    except ValueError:
+        return []  # an invalid Workflow is reported on the Workflow; the engine refuses the retry
+    if retry == previous:
+        return []
+    problem = unknown_step_problem(retry, steps)
+    return [FieldError(problem.field, problem.message)] if problem else []
 
 
 def validate(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[FieldError]:

@@ -35,10 +35,11 @@ class A2ACaller:
         self._client: AgentClient | None = None
 
     async def __call__(self, url: str, agent: str, message: str, *, timeout: float,
-                       message_id: str) -> Answer:
+                       message_id: str, headers: dict[str, str] | None = None) -> Answer:
         if self._client is None:  # made on first use, inside the engine's event loop
             self._client = AgentClient()
-        return await self._client.ask(url, agent, message, timeout=timeout, message_id=message_id)
+        return await self._client.ask(url, agent, message, timeout=timeout, message_id=message_id,
+                                      headers=headers)
 
     async def aclose(self) -> None:
         if self._client is not None:

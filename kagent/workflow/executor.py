@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
 
-from kagent.agentclient import Answer
+from kagent.agentclient import WORKFLOW_HEADER, Answer, WorkflowClaim
 from kagent.api.base import parse_duration
 from kagent.api.workflow import (
     OutputReference,
@@ -44,6 +44,7 @@ from kagent.workflow import metrics
 from kagent.workflow.expressions import ExpressionError, Expressions, InlineExpressions
 from kagent.workflow.plan import WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady, AgentResolver
+from kagent.workflow.retry import attempt_started
 from kagent.workflow.state import (
     DEPENDENCY_FAILED,
     STEP_OUTPUT_MAX,
@@ -87,7 +88,9 @@ fan-out does not send hundreds of requests at once to one agent."""
 
 class AgentCaller(Protocol):
     async def __call__(self, url: str, agent: str, message: str, *, timeout: float,
-                       message_id: str) -> Answer: ...
+                       message_id: str, headers: dict[str, str] | None = None) -> Answer:
+        """``headers``: extra request headers (the step's Workflow, for the agent's Budgets)."""
+        ...
 
 
 class StepError(Exception):
@@ -128,7 +131,8 @@ class RunExecutor:
     """Executes one run from whatever its status records."""
 
     def __init__(self, services: RunServices, run: WorkflowRun, plan: WorkflowPlan,
-                 on_exit: Callable[[RunExecutor, bool], None] | None = None) -> None:
+                 on_exit: Callable[[RunExecutor, bool], None] | None = None,
+                 workflow_labels: dict[str, str] | None = None) -> None:
         self.services = services
         self.run = run
         self.plan = plan
@@ -137,6 +141,8 @@ class RunExecutor:
         self.name = str(run.metadata.name)
         self.uid = run.metadata.uid or self.name
         self.workflow = run.spec.workflow_ref.name
+        self.headers = {WORKFLOW_HEADER: WorkflowClaim(self.workflow, workflow_labels or {}).header()}
+        """Sent with every call: the agent counts it against Budgets selecting this Workflow."""
         self.input: dict[str, Any] = run_input(self.spec, run.spec.input)
         self.status = (run.status or WorkflowRunStatus()).model_copy(update={"steps": None})
         self.steps = merge_steps(self.spec, run.status.steps if run.status else None)
@@ -162,7 +168,8 @@ class RunExecutor:
         self.read_at = time.monotonic()
         """When the run was last seen as the cluster has it: read, or answered to a status
         write (see RunLifecycle.reconcile)."""
-        self.deadline = run_deadline(run.metadata.creation_timestamp, self.spec.timeout, time.time())
+        self.deadline = run_deadline(attempt_started(run.status) or run.metadata.creation_timestamp,
+                                     self.spec.timeout, time.time())
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -452,7 +459,7 @@ class RunExecutor:
                 log.info("run %s/%s waits: %s", self.namespace, self.name, error)
                 await asyncio.sleep(min(AGENT_WAIT_SECONDS, max(give_up - time.monotonic(), 0.05)))
         return await self.services.caller(url, agent, message, timeout=timeout or NO_STEP_TIMEOUT,
-                                          message_id=message_id)
+                                          message_id=message_id, headers=self.headers)
 
     async def record_success(self, spec_step: WorkflowStep, step: StepStatus, agent: str,
                              answer: Answer) -> None:

@@ -22,6 +22,7 @@ from kagent.workflow import metrics
 from kagent.workflow.executor import RunExecutor, RunServices
 from kagent.workflow.plan import PlanCache, WorkflowPlan
 from kagent.workflow.resolver import AgentNotReady
+from kagent.workflow.retry import RETRYING, RetryProblem, attempt_started, retry_status, wants_retry
 from kagent.workflow.state import (
     FINISHED_RUN_PHASES,
     admit,
@@ -44,6 +45,8 @@ MISSING_WORKFLOW_RECHECK_SECONDS = 10.0
 REPLACE_WAIT_SECONDS = 10.0
 FINISHED_MEMORY = 1024
 RUN_LIST_SECONDS = 1.0
+RETRY_WAIT_SECONDS = 0.5
+"""How soon a run whose retry came while its executor was still writing its end looks again."""
 RUNNING_READ_SECONDS = 5.0
 """How often a run being executed is read again at most, to see a cancel during a long step
 (its executor sees one at once in the answer to each of its status writes). A read is a
@@ -102,11 +105,15 @@ class RunLifecycle:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def executor_for(self, run: WorkflowRun, plan: WorkflowPlan) -> RunExecutor:
+    def executor_for(self, run: WorkflowRun, plan: WorkflowPlan,
+                     workflow: dict[str, Any] | None = None) -> RunExecutor:
+        """The run's executor; ``workflow`` (as stored) gives the labels its calls carry."""
         key = (str(run.metadata.namespace), str(run.metadata.name))
         executor = self.executors.get(key)
         if executor is None:
-            executor = RunExecutor(self.services, run, plan, on_exit=self.exited)
+            labels = ((workflow or {}).get("metadata") or {}).get("labels") or {}
+            executor = RunExecutor(self.services, run, plan, on_exit=self.exited,
+                                   workflow_labels=dict(labels))
             self.executors[key] = executor
         return executor
 
@@ -162,6 +169,10 @@ class RunLifecycle:
         workflow_name = run.spec.workflow_ref.name
         executor = self.executors.get(key)
         if status.phase in FINISHED_RUN_PHASES:
+            if wants_retry(run.spec.retry, status):
+                if executor is not None:  # still writing its end: retried once it has left
+                    return RETRY_WAIT_SECONDS
+                return await self.retry(run, status)
             if executor is not None:  # still posting its last Event: its exit looks again
                 return None
             return await self.collect_garbage(run, self.finished.get(key))
@@ -186,12 +197,13 @@ class RunLifecycle:
             await self.end(run, "Cancelled", "the run was cancelled")
             return None
         now = time.time()
-        deadline = run_deadline(run.metadata.creation_timestamp, plan.spec.timeout, now)
+        deadline = run_deadline(attempt_started(status) or run.metadata.creation_timestamp,
+                                plan.spec.timeout, now)
         if deadline is not None and now >= deadline:
             await self.end(run, "Timeout", f"the run did not finish within {plan.spec.timeout}")
             return None
         if status.phase == "Running":  # admitted by an earlier leader: resume
-            self.executor_for(run, plan).start()
+            self.executor_for(run, plan, workflow).start()
             return None
         missing = missing_inputs(plan.spec, run.spec.input)
         if missing:  # the webhook refuses these when it knows the Workflow; created before it
@@ -288,7 +300,7 @@ class RunLifecycle:
             status.conditions = set_condition(status.conditions, AGENTS_READY, True, "Ready",
                                               "every agent the run calls is Ready",
                                               run.metadata.generation, now_rfc3339())
-        executor = self.executor_for(run.model_copy(update={"status": status}), plan)
+        executor = self.executor_for(run.model_copy(update={"status": status}), plan, workflow)
         try:
             await executor.schedule()
             await executor.flush()
@@ -348,6 +360,39 @@ class RunLifecycle:
         metrics.RUNS.labels(workflow, "Failed", reason).inc()
         self.ended(key, workflow, None)
         await self.store.post_event(run, "Warning", reason, message)
+
+    async def retry(self, run: WorkflowRun, status: WorkflowRunStatus) -> float | None:
+        """Take up ``spec.retry`` of a finished run: one status write puts the run back to
+        Pending with the steps to run again reset and the attempt recorded (so the request is
+        taken up once, by whichever leader), then it is admitted like a new run. A retry that
+        cannot be taken up (its Workflow gone or invalid, an unknown fromStep) is recorded as
+        taken up, and the run stays Failed saying why."""
+        namespace, name = str(run.metadata.namespace), str(run.metadata.name)
+        retry = run.spec.retry
+        assert retry is not None
+        workflow_name = run.spec.workflow_ref.name
+        workflow = await self.store.get_workflow(namespace, workflow_name)
+        now = now_rfc3339()
+        try:
+            if workflow is None:
+                raise RetryProblem("spec.workflowRef", f'Workflow "{workflow_name}" does not exist')
+            try:
+                plan = self.plans.for_workflow(workflow)
+            except ValueError as error:
+                raise RetryProblem("spec.workflowRef", f"Workflow {workflow_name} is invalid: {error}") from None
+            retried = retry_status(status, plan, retry, now)
+        except RetryProblem as problem:
+            refused = WorkflowRunStatus(attempt=retry.attempt, reason="RetryRefused",
+                                        message=bound_error(f"retry {retry.attempt} refused: {problem}"))
+            await self.store.write_run_status(namespace, name, refused)
+            await self.store.post_event(run, "Warning", "RetryRefused", str(refused.message))
+            return None
+        await self.store.write_run_status(namespace, name, retried)
+        self.finished.pop((namespace, name), None)
+        metrics.RUNS_RETRIED.labels(workflow_name).inc()
+        await self.store.post_event(run, "Normal", RETRYING, str(retried.message))
+        self.on_change(namespace, workflow_name)
+        return 0.0  # admit it now, like a new run
 
     async def collect_garbage(self, run: WorkflowRun, plan: WorkflowPlan | None = None) -> float | None:
         """Delete a finished run ``ttlSecondsAfterFinished`` after it finished. ``plan`` is the

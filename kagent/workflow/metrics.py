@@ -19,3 +19,5 @@ STEP_DURATION = Histogram("kagent_workflow_step_duration_seconds",
 QUEUE_DEPTH = Gauge("kagent_workflow_pending_runs",
                     "Runs waiting as Pending (queued or waiting for agents), by workflow.",
                     ["namespace", "workflow"])
+RUNS_RETRIED = Counter("kagent_workflow_runs_retried_total",
+                       "Retries of finished runs taken up (spec.retry), by workflow.", ["workflow"])

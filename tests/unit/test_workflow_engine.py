@@ -25,11 +25,11 @@ class Agents:
         self.calls: list[dict[str, Any]] = []
 
     async def __call__(self, url: str, agent: str, message: str, *, timeout: float,
-                       message_id: str) -> Answer:
-        headers: dict[str, str] = {}
-        propagate.inject(headers)
+                       message_id: str, headers: dict[str, str] | None = None) -> Answer:
+        trace: dict[str, str] = {}
+        propagate.inject(trace)
         self.calls.append({"agent": agent, "message": message, "id": message_id,
-                           "traceparent": headers.get("traceparent")})
+                           "traceparent": trace.get("traceparent"), "headers": headers})
         reply = self.replies[agent]
         if isinstance(reply, Exception):
             raise reply
