@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from hack.image import build as image_build
+from kagent.api.labels import AGENT_TOKEN_AUDIENCE
 from kagent.local import nodeconfig, nodehost, oci, realnode
 from kagent.local.binaries import KUBERNETES_VERSION, helm
 from kagent.local.controlplane import ControlPlane
@@ -71,6 +72,29 @@ class Cluster:
     def pods(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         args = ["get", "pods", "-n", namespace] + (["-l", selector] if selector else [])
         return self.json(*args)["items"]
+
+    def caller_token(self, namespace: str) -> str:
+        """A token of a ServiceAccount that may invoke the namespace's agents (agents check
+        every caller: TokenReview, then SubjectAccessReview for `invoke`)."""
+        if namespace not in self.notes.setdefault("tokens", {}):
+            rbac = "rbac.authorization.k8s.io/v1"
+            self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": "test-caller", "namespace": namespace}},
+                {"apiVersion": rbac, "kind": "Role",
+                 "metadata": {"name": "test-caller", "namespace": namespace},
+                 "rules": [{"apiGroups": ["kagent.dev"], "resources": ["agents"],
+                            "verbs": ["invoke"]}]},
+                {"apiVersion": rbac, "kind": "RoleBinding",
+                 "metadata": {"name": "test-caller", "namespace": namespace},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                             "name": "test-caller"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "test-caller",
+                               "namespace": namespace}]}]))
+            self.notes["tokens"][namespace] = self.kubectl(
+                "create", "token", "test-caller", "-n", namespace, "--audience",
+                AGENT_TOKEN_AUDIENCE, "--duration", "2h").strip()
+        return str(self.notes["tokens"][namespace])
 
 
 @pytest.fixture(scope="module")
@@ -308,9 +332,11 @@ def service_url(cluster: Cluster, name: str, namespace: str = AGENTS_NS) -> str:
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
-def ask(url: str, agent: str, text: str, timeout: float = 60) -> httpx.Response:
-    """The agent's OpenAI-compatible API (the model name is the agent's)."""
+def ask(url: str, agent: str, text: str, token: str, timeout: float = 60) -> httpx.Response:
+    """The agent's OpenAI-compatible API (the model name is the agent's), as a caller allowed
+    to invoke it."""
     return httpx.post(f"{url}/v1/chat/completions", timeout=timeout, trust_env=False,
+                      headers={"Authorization": f"Bearer {token}"},
                       json={"model": agent, "messages": [{"role": "user", "content": text}]})
 
 
@@ -327,7 +353,11 @@ def test_the_seeds_agents_run_as_real_pods_behind_services(seeded: Cluster) -> N
             assert pod["status"]["podIP"] in ready_ips
     support = seeded.pods(AGENTS_NS, "kagent.dev/agent=customer-support-agent")
     assert len(support) == 2  # the seed's minReplicas
-    answer = ask(service_url(seeded, "researcher"), "researcher", "AI agents on Kubernetes")
+    anonymous = httpx.post(f"{service_url(seeded, 'researcher')}/v1/chat/completions",
+                           timeout=30, trust_env=False, json={"model": "researcher", "messages": []})
+    assert anonymous.status_code == 401, anonymous.text
+    answer = ask(service_url(seeded, "researcher"), "researcher", "AI agents on Kubernetes",
+                 seeded.caller_token(AGENTS_NS))
     assert answer.status_code == 200, answer.text
     assert "Kubernetes operators manage applications" in answer.json()["choices"][0]["message"]["content"]
 
@@ -498,9 +528,11 @@ class Traffic(threading.Thread):
 def test_helm_upgrade_rolls_controller_and_agents_without_a_failed_request(seeded: Cluster) -> None:
     new_image = changed_image(seeded)
     writer = service_url(seeded, "writer")
+    token = seeded.caller_token(AGENTS_NS)
 
     def call_agent() -> str:
-        response = ask(writer, "writer", "Write a report on AI agents on Kubernetes.", timeout=30)
+        response = ask(writer, "writer", "Write a report on AI agents on Kubernetes.", token,
+                       timeout=30)
         return "" if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
 
     admission = {"apiVersion": "kagent.dev/v1alpha1", "kind": "Agent",

@@ -104,10 +104,16 @@ def test_an_agent_runs_from_the_image(podman: list[str], image_archive: Path, tm
                  if d["metadata"]["name"] == "researcher")
     with MockLLM(EXAMPLES / "research-report/mockllm.yaml") as model:
         agent["spec"]["model"]["endpoint"] = f"{model.url}/v1"
+        api_key = "image-test-key-0123456789"
+        agent["spec"]["auth"] = {"apiKeys": [{"name": "image-test", "secretKeyRef": {
+            "name": "caller-keys", "key": "image-test"}}]}
         secret = {"apiVersion": "v1", "kind": "Secret",
                   "metadata": {"name": "openai-api-key", "namespace": "ai-agents"},
                   "stringData": {"api-key": "scripted"}}
-        (tmp_path / "agent.yaml").write_text(yaml.safe_dump_all([agent, secret]))
+        keys = {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "caller-keys", "namespace": "ai-agents"},
+                "stringData": {"image-test": api_key}}
+        (tmp_path / "agent.yaml").write_text(yaml.safe_dump_all([agent, secret, keys]))
         (tmp_path / "agent.yaml").chmod(0o644)
         tmp_path.chmod(0o755)
         port = free_port()
@@ -122,7 +128,8 @@ def test_an_agent_runs_from_the_image(podman: list[str], image_archive: Path, tm
             wait_for(lambda: _ok(f"{url}/readyz") or process.poll() is not None, timeout=120,
                      what="the agent's /readyz")
             assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            answer = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+            answer = httpx.post(f"{url}/v1/chat/completions", timeout=60,
+                                headers={"Authorization": f"Bearer {api_key}"}, json={
                 "model": "researcher", "messages": [{"role": "user", "content": "AI agents"}]})
             assert answer.status_code == 200, answer.text
             assert "Kubernetes operators manage applications" in answer.json()["choices"][0]["message"]["content"]
