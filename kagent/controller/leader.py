@@ -10,7 +10,10 @@ two replicas from working at once, whatever their clocks say (as client-go's lea
   ``renew_deadline`` (shorter than the lease) has passed since its last successful renewal —
   before any follower can consider the lease expired;
 - the moment leadership is lost, all the leader's work is cancelled;
-- every write of the Lease is a compare-and-swap on its resourceVersion.
+- every write of the Lease is a compare-and-swap on its resourceVersion;
+- the elector talks to the API server through its own client (:func:`election_client`, its own
+  connection pool), so a renewal never waits for a connection behind the controller's other
+  traffic (large WorkflowRun status writes, a busy pool) and lags past its deadline.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -28,12 +32,24 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from kagent.kube import async_client
 from kagent.kube.incluster import owner_references
 
 log = logging.getLogger("kagent.controller.leader")
 
 STOP_TIMEOUT = 30.0
 """How long the cancelled work may take to unwind once leadership is lost."""
+
+
+ELECTION_REQUEST_TIMEOUT = 10.0
+"""A Lease request's own timeout; each attempt is bounded tighter still by the renew deadline."""
+
+
+def election_client(kubeconfig: Path | None = None) -> AsyncClient:
+    """A client for leader election alone. Sharing the controller's client would put Lease
+    renewals in the same connection pool as the status writes of every run: with the pool busy
+    a renewal waits for a connection and the leader loses the Lease while it is healthy."""
+    return async_client(kubeconfig, timeout=ELECTION_REQUEST_TIMEOUT)
 
 
 def _wall_clock() -> datetime:

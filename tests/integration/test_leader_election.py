@@ -14,10 +14,16 @@ import lightkube
 import pytest
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap
 
+from kagent.api.labels import LEASE_NAME
+from kagent.controller import operator
 from kagent.controller.leader import LeaderElector
+from kagent.controller.settings import ControllerSettings
+from kagent.kube import async_client
 from kagent.kube.client import patch_if_unchanged
+from kagent.local.controlplane import ControlPlane, install_crds
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +113,57 @@ async def test_a_deposed_leaders_late_write_is_refused(kube_client: lightkube.As
     assert refused.value.status.code == 409
     current = await kube_client.get(ConfigMap, "state", namespace=namespace)
     assert current.data == {"written-by": "new"}
+
+
+POOL_SIZE = 100
+"""httpx's default connection limit, which the controller's client keeps."""
+
+
+async def test_the_lease_is_renewed_while_the_controllers_own_client_is_saturated(
+        control_plane: ControlPlane, kube_client: lightkube.AsyncClient, namespace: str) -> None:
+    """The controller runs in this process with its main client's every connection held by a
+    long request (as ~300 KB WorkflowRun status writes hold them): the Lease, written through
+    leader election's own client, is still taken and renewed again and again."""
+    install_crds(control_plane)
+    main = async_client(control_plane.kubeconfig, timeout=60)
+
+    async def hold_a_connection() -> None:
+        async for _ in main.watch(ConfigMap, namespace=namespace):
+            pass
+
+    holders = [asyncio.create_task(hold_a_connection()) for _ in range(POOL_SIZE)]
+    settings = ControllerSettings(namespace=namespace, identity="saturated", metrics_port=None,
+                                  kubeconfig=control_plane.kubeconfig, webhook=None,
+                                  lease_seconds=3)
+    controller = asyncio.create_task(operator.run(settings, client=main))
+    try:
+        await asyncio.sleep(1)
+        # The main client has no connection left: its requests wait for the pool.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(main.get(ConfigMap, "kube-root-ca.crt", namespace=namespace), 3)
+        renewals: list[datetime] = []
+        deadline = time.monotonic() + 60
+        while len(renewals) < 5:
+            assert time.monotonic() < deadline, f"the Lease was renewed only at {renewals}"
+            assert not controller.done(), controller
+            try:
+                lease = await kube_client.get(Lease, LEASE_NAME, namespace=namespace)
+            except ApiError as error:
+                if error.status.code != 404:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
+            assert lease.spec.holderIdentity == "saturated"
+            renewed = lease.spec.renewTime
+            if not renewals or renewed != renewals[-1]:
+                renewals.append(renewed)
+            await asyncio.sleep(0.3)
+        assert renewals == sorted(renewals) and len(set(renewals)) == len(renewals)
+        assert all(not h.done() for h in holders), "a held connection was let go"
+    finally:
+        controller.cancel()
+        await asyncio.gather(controller, return_exceptions=True)
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await main.close()
