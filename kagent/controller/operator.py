@@ -21,7 +21,7 @@ from lightkube import AsyncClient
 from kagent.agentclient import Credentials, MintedToken, default_credentials, set_default_credentials
 from kagent.api.labels import AGENT_TOKEN_AUDIENCE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.controller.health import LoopHeartbeat, start_health_server
-from kagent.controller.leader import LeaderElector, election_client
+from kagent.controller.leader import ElectionThread, LeaderElector, election_client
 from kagent.controller.manager import Controller
 from kagent.controller.mcp_discovery import mcp_discoverer
 from kagent.controller.settings import ControllerSettings, WebhookSettings
@@ -112,9 +112,9 @@ async def run(settings: ControllerSettings, client: AsyncClient | None = None) -
         # The chart made them: only their CA bundle is ours to write, by name.
         webhook_server = CaBundleInjector(webhook_server, client)
         kopf_manages = False
-    lease_client = election_client(settings.kubeconfig)
-    elector = LeaderElector(lease_client, settings.namespace, LEASE_NAME, settings.identity,
-                            lease_seconds=settings.lease_seconds)
+    elector = ElectionThread(lambda: LeaderElector(
+        election_client(settings.kubeconfig), settings.namespace, LEASE_NAME, settings.identity,
+        lease_seconds=settings.lease_seconds))
     election = asyncio.create_task(elector.run(controller.lead))
     try:
         if webhook_server is None:
@@ -136,8 +136,6 @@ async def run(settings: ControllerSettings, client: AsyncClient | None = None) -
         await asyncio.gather(election, beating, return_exceptions=True)
         if health is not None:
             health.shutdown()
-        await elector.release()
-        await lease_client.close()
         await http.aclose()
         if owns_client:
             await client.close()

@@ -5,6 +5,7 @@ write is refused by its resourceVersion precondition."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -119,11 +120,14 @@ POOL_SIZE = 100
 """httpx's default connection limit, which the controller's client keeps."""
 
 
-async def test_the_lease_is_renewed_while_the_controllers_own_client_is_saturated(
-        control_plane: ControlPlane, kube_client: lightkube.AsyncClient, namespace: str) -> None:
-    """The controller runs in this process with its main client's every connection held by a
-    long request (as ~300 KB WorkflowRun status writes hold them): the Lease, written through
-    leader election's own client, is still taken and renewed again and again."""
+async def test_the_lease_is_renewed_while_the_controller_is_saturated_or_its_loop_is_busy(
+        control_plane: ControlPlane, kube_client: lightkube.AsyncClient,
+        kube_sync_client: lightkube.Client, namespace: str) -> None:
+    """The controller runs in this process. First its main client's every connection is held by
+    a long request (as ~300 KB WorkflowRun status writes hold them): the Lease is still taken
+    and renewed again and again. Then its event loop is kept busy for longer than the renew
+    deadline (as parsing large answers keeps it): the Lease is renewed all along, by the same
+    holder, with no new transition."""
     install_crds(control_plane)
     main = async_client(control_plane.kubeconfig, timeout=60)
 
@@ -160,6 +164,29 @@ async def test_the_lease_is_renewed_while_the_controllers_own_client_is_saturate
             await asyncio.sleep(0.3)
         assert renewals == sorted(renewals) and len(set(renewals)) == len(renewals)
         assert all(not h.done() for h in holders), "a held connection was let go"
+
+        # The event loop busy for 2.5 renew deadlines: a thread watches the Lease meanwhile.
+        seen: list[tuple[str, datetime, int]] = []
+        busy = threading.Event()
+
+        def watch_lease() -> None:
+            while busy.is_set():
+                spec = kube_sync_client.get(Lease, LEASE_NAME, namespace=namespace).spec
+                seen.append((spec.holderIdentity, spec.renewTime, spec.leaseTransitions or 0))
+                time.sleep(0.2)
+
+        transitions = (await kube_client.get(Lease, LEASE_NAME, namespace=namespace)).spec.leaseTransitions
+        busy.set()
+        watcher = threading.Thread(target=watch_lease)
+        watcher.start()
+        time.sleep(settings.lease_seconds * 2 / 3 * 2.5)  # blocks this loop, the controller's
+        busy.clear()
+        watcher.join()
+        assert {holder for holder, _, _ in seen} == {"saturated"}
+        assert {count for _, _, count in seen} == {transitions or 0}
+        during = sorted({renewed for _, renewed, _ in seen})
+        assert len(during) >= 3, f"renewed only at {during} while the loop was busy"
+        assert not controller.done(), controller
     finally:
         controller.cancel()
         await asyncio.gather(controller, return_exceptions=True)
@@ -167,3 +194,6 @@ async def test_the_lease_is_renewed_while_the_controllers_own_client_is_saturate
             holder.cancel()
         await asyncio.gather(*holders, return_exceptions=True)
         await main.close()
+    # Cancelled, the controller handed the Lease back.
+    released = await kube_client.get(Lease, LEASE_NAME, namespace=namespace)
+    assert released.spec.holderIdentity is None
