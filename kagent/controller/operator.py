@@ -18,7 +18,12 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from kagent.agentclient import Credentials, MintedToken, default_credentials, set_default_credentials
+from kagent.agentclient import (
+    Credentials,
+    MintedToken,
+    default_credentials,
+    set_default_credentials,
+)
 from kagent.api.labels import AGENT_TOKEN_AUDIENCE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.controller.health import LoopHeartbeat, start_health_server
 from kagent.controller.leader import ElectionThread, LeaderElector, election_client

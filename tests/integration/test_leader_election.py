@@ -122,13 +122,18 @@ POOL_SIZE = 100
 
 async def test_the_lease_is_renewed_while_the_controller_is_saturated_or_its_loop_is_busy(
         control_plane: ControlPlane, kube_client: lightkube.AsyncClient,
-        kube_sync_client: lightkube.Client, namespace: str) -> None:
+        kube_sync_client: lightkube.Client, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller runs in this process. First its main client's every connection is held by
     a long request (as ~300 KB WorkflowRun status writes hold them): the Lease is still taken
     and renewed again and again. Then its event loop is kept busy for longer than the renew
     deadline (as parsing large answers keeps it): the Lease is renewed all along, by the same
     holder, with no new transition."""
+    from kagent import agentclient
+
     install_crds(control_plane)
+    # What the controller sets for its process, put back after the test.
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    monkeypatch.setattr(agentclient, "_default_credentials", agentclient._default_credentials)
     main = async_client(control_plane.kubeconfig, timeout=60)
 
     async def hold_a_connection() -> None:
@@ -179,7 +184,7 @@ async def test_the_lease_is_renewed_while_the_controller_is_saturated_or_its_loo
         busy.set()
         watcher = threading.Thread(target=watch_lease)
         watcher.start()
-        time.sleep(settings.lease_seconds * 2 / 3 * 2.5)  # blocks this loop, the controller's
+        time.sleep(settings.lease_seconds * 2 / 3 * 2.5)  # noqa: ASYNC251 - blocks the controller's loop
         busy.clear()
         watcher.join()
         assert {holder for holder, _, _ in seen} == {"saturated"}

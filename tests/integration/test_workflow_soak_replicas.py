@@ -16,6 +16,7 @@ under a new message id, runs it again at once and fails the test."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -182,7 +183,7 @@ def test_soak_with_two_replicas_per_agent_and_agent_pods_and_the_controller_kill
                                     ("writer", f"analysis[findings[{topic}]]")):
                 calls = sorted(c.timestamp for c in env.llm.calls if c.last_user == expected)
                 assert calls, f"seed {seed}: {expected!r} never reached the model"
-                for before, after in zip(calls, calls[1:], strict=False):
+                for before, after in itertools.pairwise(calls):
                     explained = any(before <= when <= after - LAPSE_AFTER_KILL
                                     for when, killed, _ in pod_kills if killed == agent)
                     assert explained, (f"seed {seed}: {expected!r} was sent to the model again "
