@@ -74,6 +74,24 @@ class AgentCallError(Exception):
     """The agent could not be reached, failed the task, or sent no answer."""
 
 
+class AnswerLost(AgentCallError):
+    """The request may have reached the agent but no answer came back (the connection broke,
+    or a proxy answered 502/503/504 for it): whether the agent ran it is unknown. Re-send it
+    with the same message id, so an agent that did run it answers from its record."""
+
+
+def answer_lost(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is a transport failure or a gateway's 502/503/504."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, httpx.TransportError):
+            return True
+        if isinstance(seen, httpx.HTTPStatusError) and seen.response.status_code in (502, 503, 504):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Credentials(Protocol):
     """Where a caller's bearer token comes from (read again whenever it may have changed)."""
 
@@ -396,7 +414,9 @@ class AgentClient:
                     raise AgentCallError(f"agent {agent_name} refused the call ({status} "
                                          f"{what}): {reason}") from None
                 self.forget(url)
-                raise AgentCallError(f"agent {agent_name} failed: {exc}") from None
+                lost = answer_lost(exc)
+                raise (AnswerLost if lost else AgentCallError)(
+                    f"agent {agent_name} failed: {exc}") from None
         if final is None:
             raise AgentCallError(f"agent {agent_name} sent no answer")
         metadata = _answer_metadata(final)

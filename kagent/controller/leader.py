@@ -10,17 +10,26 @@ two replicas from working at once, whatever their clocks say (as client-go's lea
   ``renew_deadline`` (shorter than the lease) has passed since its last successful renewal —
   before any follower can consider the lease expired;
 - the moment leadership is lost, all the leader's work is cancelled;
-- every write of the Lease is a compare-and-swap on its resourceVersion.
+- every write of the Lease is a compare-and-swap on its resourceVersion;
+- the elector runs on its own thread, with its own event loop and its own client
+  (:class:`ElectionThread`, :func:`election_client`): a renewal never waits for a connection
+  behind the controller's other traffic (large WorkflowRun status writes, a busy pool), nor for
+  the controller's event loop to finish parsing a large answer, and so never lags past its
+  deadline while the controller is merely busy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -28,12 +37,24 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from kagent.kube import async_client
 from kagent.kube.incluster import owner_references
 
 log = logging.getLogger("kagent.controller.leader")
 
 STOP_TIMEOUT = 30.0
 """How long the cancelled work may take to unwind once leadership is lost."""
+
+
+ELECTION_REQUEST_TIMEOUT = 10.0
+"""A Lease request's own timeout; each attempt is bounded tighter still by the renew deadline."""
+
+
+def election_client(kubeconfig: Path | None = None) -> AsyncClient:
+    """A client for leader election alone. Sharing the controller's client would put Lease
+    renewals in the same connection pool as the status writes of every run: with the pool busy
+    a renewal waits for a connection and the leader loses the Lease while it is healthy."""
+    return async_client(kubeconfig, timeout=ELECTION_REQUEST_TIMEOUT)
 
 
 def _wall_clock() -> datetime:
@@ -203,3 +224,99 @@ class LeaderElector:
                 await self.client.replace(lease)
         except ApiError:
             log.warning("could not release the lease")
+
+
+class ElectionThread:
+    """A :class:`LeaderElector` on a thread of its own, leading on the caller's event loop.
+
+    The elector (made by ``make_elector`` on the election thread, with a client of its own) runs
+    there; ``lead()`` runs on the loop that called :meth:`run`. Losing the Lease cancels
+    ``lead()`` there and waits for it to unwind, exactly as a same-loop elector does; cancelling
+    :meth:`run` stops the elector and hands the Lease back."""
+
+    def __init__(self, make_elector: Callable[[], LeaderElector]) -> None:
+        self.make_elector = make_elector
+        self.elector: LeaderElector | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is not None and self.elector.is_leader
+
+    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+        main = asyncio.get_running_loop()
+        stop = threading.Event()
+        failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+        thread = threading.Thread(target=self._thread_main, args=(main, lead, stop, failed),
+                                  name="leader-election", daemon=True)
+        thread.start()
+        try:
+            await asyncio.wrap_future(failed)  # only an elector that crashed ends this
+        finally:
+            stop.set()
+            # The thread waits for lead() to unwind on this loop: keep the loop free meanwhile.
+            await asyncio.to_thread(thread.join, STOP_TIMEOUT + 10)
+
+    def _thread_main(self, main: asyncio.AbstractEventLoop, lead: Callable[[], Awaitable[None]],
+                     stop: threading.Event, failed: concurrent.futures.Future[None]) -> None:
+        try:
+            asyncio.run(self._elect(main, lead, stop))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's loop
+            if not failed.done():
+                failed.set_exception(error)
+            return
+        if not failed.done():
+            failed.set_exception(RuntimeError("leader election stopped"))
+
+    async def _elect(self, main: asyncio.AbstractEventLoop, lead: Callable[[], Awaitable[None]],
+                     stop: threading.Event) -> None:
+        elector = self.elector = self.make_elector()
+        try:
+            election = asyncio.create_task(elector.run(lambda: run_on(main, lead)))
+            while not stop.is_set() and not election.done():
+                await asyncio.wait({election}, timeout=0.1)
+            if election.done():
+                election.result()  # raises what stopped it
+                return
+            election.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await election
+            await elector.release()
+        finally:
+            await elector.client.close()
+
+
+async def run_on(loop: asyncio.AbstractEventLoop, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work()`` on another thread's ``loop`` as if it ran here: it ends when it ends there,
+    and cancelling this cancels it there and waits until it has unwound."""
+    here = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = here.create_future()
+    started: concurrent.futures.Future[asyncio.Task[None]] = concurrent.futures.Future()
+
+    def settle(task: asyncio.Task[None]) -> None:
+        if finished.done():
+            return
+        if task.cancelled():
+            finished.cancel()
+        elif task.exception() is not None:
+            finished.set_exception(task.exception())  # type: ignore[arg-type]
+        else:
+            finished.set_result(None)
+
+    def launch() -> None:
+        async def wrapped() -> None:
+            await work()
+
+        task = loop.create_task(wrapped(), name="leader-work")
+        task.add_done_callback(lambda t: here.call_soon_threadsafe(settle, t))
+        started.set_result(task)
+
+    loop.call_soon_threadsafe(launch)
+    try:
+        await asyncio.shield(finished)
+    except asyncio.CancelledError:
+        if not finished.done():
+            task = await asyncio.wrap_future(started)
+            loop.call_soon_threadsafe(task.cancel)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await finished
+        raise

@@ -18,10 +18,15 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from kagent.agentclient import Credentials, MintedToken, default_credentials, set_default_credentials
+from kagent.agentclient import (
+    Credentials,
+    MintedToken,
+    default_credentials,
+    set_default_credentials,
+)
 from kagent.api.labels import AGENT_TOKEN_AUDIENCE, LEASE_NAME, WEBHOOK_CONFIGURATION_NAME
 from kagent.controller.health import LoopHeartbeat, start_health_server
-from kagent.controller.leader import LeaderElector
+from kagent.controller.leader import ElectionThread, LeaderElector, election_client
 from kagent.controller.manager import Controller
 from kagent.controller.mcp_discovery import mcp_discoverer
 from kagent.controller.settings import ControllerSettings, WebhookSettings
@@ -88,13 +93,17 @@ def controller_credentials(client: AsyncClient) -> Credentials | None:
                                              audiences=[AGENT_TOKEN_AUDIENCE]))
 
 
-async def run(settings: ControllerSettings) -> None:
-    """Run the controller until cancelled."""
+async def run(settings: ControllerSettings, client: AsyncClient | None = None) -> None:
+    """Run the controller until cancelled. ``client`` is the one the reconcilers and the
+    workflow engine share (made from the settings when not given); leader election always
+    makes its own."""
     if settings.kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(settings.kubeconfig)  # kopf's own login reads it
     # The API server gives up on a request after 60 s; so does the controller (a shorter timeout
     # only turns a slow, busy API server into retries that load it more).
-    client = async_client(settings.kubeconfig, timeout=API_TIMEOUT_SECONDS)
+    owns_client = client is None
+    if client is None:
+        client = async_client(settings.kubeconfig, timeout=API_TIMEOUT_SECONDS)
     set_default_credentials(controller_credentials(client))
     http = watch_http_client(settings.kubeconfig)
     heartbeat = LoopHeartbeat(settings.loop_stall_seconds)
@@ -108,8 +117,9 @@ async def run(settings: ControllerSettings) -> None:
         # The chart made them: only their CA bundle is ours to write, by name.
         webhook_server = CaBundleInjector(webhook_server, client)
         kopf_manages = False
-    elector = LeaderElector(client, settings.namespace, LEASE_NAME, settings.identity,
-                            lease_seconds=settings.lease_seconds)
+    elector = ElectionThread(lambda: LeaderElector(
+        election_client(settings.kubeconfig), settings.namespace, LEASE_NAME, settings.identity,
+        lease_seconds=settings.lease_seconds))
     election = asyncio.create_task(elector.run(controller.lead))
     try:
         if webhook_server is None:
@@ -131,6 +141,6 @@ async def run(settings: ControllerSettings) -> None:
         await asyncio.gather(election, beating, return_exceptions=True)
         if health is not None:
             health.shutdown()
-        await elector.release()
         await http.aclose()
-        await client.close()
+        if owns_client:
+            await client.close()

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
 
-from kagent.agentclient import WORKFLOW_HEADER, Answer, WorkflowClaim
+from kagent.agentclient import WORKFLOW_HEADER, Answer, AnswerLost, WorkflowClaim
 from kagent.api.base import parse_duration
 from kagent.api.workflow import (
     OutputReference,
@@ -380,8 +380,9 @@ class RunExecutor:
                         await self.flush()
                         await asyncio.sleep(backoff_delay(policy, failures))
                         step = self.step(name)
-                        begin_attempt(step, self.uid, now_rfc3339(), spec_step.agent)
-                        await self.flush()
+                        if not isinstance(error, AnswerLost):  # else the same message id again:
+                            begin_attempt(step, self.uid, now_rfc3339(), spec_step.agent)
+                        await self.flush()  # an agent that ran it answers from its record
                         continue
                     step.phase, step.finished_at = "Failed", now_rfc3339()
                     return False

@@ -5,6 +5,7 @@ write is refused by its resourceVersion precondition."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,16 @@ import lightkube
 import pytest
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap
 
+from kagent.api.labels import LEASE_NAME
+from kagent.controller import operator
 from kagent.controller.leader import LeaderElector
+from kagent.controller.settings import ControllerSettings
+from kagent.kube import async_client
 from kagent.kube.client import patch_if_unchanged
+from kagent.local.controlplane import ControlPlane, install_crds
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +114,91 @@ async def test_a_deposed_leaders_late_write_is_refused(kube_client: lightkube.As
     assert refused.value.status.code == 409
     current = await kube_client.get(ConfigMap, "state", namespace=namespace)
     assert current.data == {"written-by": "new"}
+
+
+POOL_SIZE = 100
+"""httpx's default connection limit, which the controller's client keeps."""
+
+
+async def test_the_lease_is_renewed_while_the_controller_is_saturated_or_its_loop_is_busy(
+        control_plane: ControlPlane, kube_client: lightkube.AsyncClient,
+        kube_sync_client: lightkube.Client, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller runs in this process. First its main client's every connection is held by
+    a long request (as ~300 KB WorkflowRun status writes hold them): the Lease is still taken
+    and renewed again and again. Then its event loop is kept busy for longer than the renew
+    deadline (as parsing large answers keeps it): the Lease is renewed all along, by the same
+    holder, with no new transition."""
+    from kagent import agentclient
+
+    install_crds(control_plane)
+    # What the controller sets for its process, put back after the test.
+    monkeypatch.setenv("KUBECONFIG", str(control_plane.kubeconfig))
+    monkeypatch.setattr(agentclient, "_default_credentials", agentclient._default_credentials)
+    main = async_client(control_plane.kubeconfig, timeout=60)
+
+    async def hold_a_connection() -> None:
+        async for _ in main.watch(ConfigMap, namespace=namespace):
+            pass
+
+    holders = [asyncio.create_task(hold_a_connection()) for _ in range(POOL_SIZE)]
+    settings = ControllerSettings(namespace=namespace, identity="saturated", metrics_port=None,
+                                  kubeconfig=control_plane.kubeconfig, webhook=None,
+                                  lease_seconds=3)
+    controller = asyncio.create_task(operator.run(settings, client=main))
+    try:
+        await asyncio.sleep(1)
+        # The main client has no connection left: its requests wait for the pool.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(main.get(ConfigMap, "kube-root-ca.crt", namespace=namespace), 3)
+        renewals: list[datetime] = []
+        deadline = time.monotonic() + 60
+        while len(renewals) < 5:
+            assert time.monotonic() < deadline, f"the Lease was renewed only at {renewals}"
+            assert not controller.done(), controller
+            try:
+                lease = await kube_client.get(Lease, LEASE_NAME, namespace=namespace)
+            except ApiError as error:
+                if error.status.code != 404:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
+            assert lease.spec.holderIdentity == "saturated"
+            renewed = lease.spec.renewTime
+            if not renewals or renewed != renewals[-1]:
+                renewals.append(renewed)
+            await asyncio.sleep(0.3)
+        assert renewals == sorted(renewals) and len(set(renewals)) == len(renewals)
+        assert all(not h.done() for h in holders), "a held connection was let go"
+
+        # The event loop busy for 2.5 renew deadlines: a thread watches the Lease meanwhile.
+        seen: list[tuple[str, datetime, int]] = []
+        busy = threading.Event()
+
+        def watch_lease() -> None:
+            while busy.is_set():
+                spec = kube_sync_client.get(Lease, LEASE_NAME, namespace=namespace).spec
+                seen.append((spec.holderIdentity, spec.renewTime, spec.leaseTransitions or 0))
+                time.sleep(0.2)
+
+        transitions = (await kube_client.get(Lease, LEASE_NAME, namespace=namespace)).spec.leaseTransitions
+        busy.set()
+        watcher = threading.Thread(target=watch_lease)
+        watcher.start()
+        time.sleep(settings.lease_seconds * 2 / 3 * 2.5)  # noqa: ASYNC251 - blocks the controller's loop
+        busy.clear()
+        watcher.join()
+        assert {holder for holder, _, _ in seen} == {"saturated"}
+        assert {count for _, _, count in seen} == {transitions or 0}
+        during = sorted({renewed for _, renewed, _ in seen})
+        assert len(during) >= 3, f"renewed only at {during} while the loop was busy"
+        assert not controller.done(), controller
+    finally:
+        controller.cancel()
+        await asyncio.gather(controller, return_exceptions=True)
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+        await main.close()
+    # Cancelled, the controller handed the Lease back.
+    released = await kube_client.get(Lease, LEASE_NAME, namespace=namespace)
+    assert released.spec.holderIdentity is None

@@ -12,12 +12,15 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from lightkube.resources.core_v1 import ConfigMap
 
 from kagent.agentclient import AgentClient
+from kagent.kube import sync_client
 from kagent.local.controller import ControllerProcess
 from kagent.local.controlplane import ControlPlane, install_crds
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
+from kagent.workflow.state import STEP_OUTPUT_MAX
 from tests.integration.test_controller_agents import wait_for
 from tests.integration.test_runtime_tracing import Receiver, receiver, tracing  # noqa: F401
 from tests.runtime_manifests import agent, model, secret
@@ -25,7 +28,11 @@ from tests.runtime_manifests import agent, model, secret
 pytestmark = pytest.mark.integration
 
 ROLES = ["researcher", "analyst", "writer", "reviewer", "critic", "flaky", "slow", "router",
-         "billing", "support"]
+         "billing", "support", "big"]
+
+BIG_CHARACTERS = (STEP_OUTPUT_MAX - 8) // 4
+"""Four-byte characters in the "big" agent's answer: with the step's input before it, the most
+a step may keep."""
 
 SCRIPT = {
     "rules": [
@@ -41,6 +48,7 @@ SCRIPT = {
         {"name": "router", "system_contains": "ROLE router", "content": "billing"},
         {"name": "billing", "system_contains": "ROLE billing", "content": "billing[{{last_user}}]"},
         {"name": "support", "system_contains": "ROLE support", "content": "support[{{last_user}}]"},
+        {"name": "big", "system_contains": "ROLE big", "content": "{{last_user}}|" + "😀" * BIG_CHARACTERS},
     ],
 }
 
@@ -566,3 +574,73 @@ def test_random_controller_kills_across_fifty_runs(
                 assert len(calls) == 1, f"seed {seed}: {expected!r} was sent {len(calls)} times"
     finally:
         survivor.stop()
+
+
+ETCD_OBJECT_LIMIT = int(1.5 * 1024 * 1024)
+"""etcd refuses a request over 1.5 MiB: a run whose status grows past it is wedged."""
+
+
+def test_two_hundred_steps_of_maximal_output_stay_under_the_object_limit_and_succeed(
+        plane: ControlPlane, ns: str, llm: MockLLM, controller: ControllerProcess,
+        runtimes: dict[str, RuntimeProcess]) -> None:
+    """200 parallel steps each answer the most a step may keep, in four-byte characters (about
+    180 MB in all). The run succeeds, its WorkflowRun stays far under etcd's object limit the
+    whole time, every full answer is read back from the ConfigMap its step names, and the
+    controller's Lease is renewed throughout by the one leader."""
+    for process in (controller, *_CONTROLLERS):
+        process.kill()
+    # The chart's lease (15 s): this test measures sizes, not how fast a failover is.
+    wide = ControllerProcess(plane, identity="wide", webhook=False, lease_seconds=15,
+                             env=controller_env(runtimes)).start()
+    _CONTROLLERS.append(wide)
+    try:
+        wait_for(wide.is_leader, what="leadership")
+        check_two_hundred_steps(plane, ns, llm, wide)
+    finally:
+        wide.stop()
+
+
+def check_two_hundred_steps(plane: ControlPlane, ns: str, llm: MockLLM,
+                            controller: ControllerProcess) -> None:
+    steps = [{"name": f"s{i}", "agent": "big", "dependsOn": [], "input": str(i)} for i in range(200)]
+    apply_workflow(plane, ns, "wide", {"input": [{"name": "t"}], "steps": steps,
+                                       "output": {"last": "{{ steps.s199.output }}"}},
+                   {"wide-1": {"t": "x"}})
+    holders, renewals, sizes = set(), [], []
+
+    def finished() -> dict[str, Any] | None:
+        holder, renewed = lease()
+        holders.add(holder)
+        if not renewals or renewals[-1] != renewed:
+            renewals.append(renewed)
+        raw = plane.kubectl("get", "workflowrun", "wide-1", "-n", ns, "-o", "json").stdout
+        sizes.append(len(raw.encode()))
+        run = json.loads(raw)
+        return run if (run.get("status") or {}).get("phase") in ("Succeeded", "Failed") else None
+
+    started = time.monotonic()
+    run = wait_for(finished, timeout=240, interval=1, what="the wide run to finish")
+    took = time.monotonic() - started
+    status = run["status"]
+    assert status["phase"] == "Succeeded", (status.get("reason"), status.get("message"))
+    assert len(status["steps"]) == 200
+    compact = json.dumps(run, separators=(",", ":"), ensure_ascii=False).encode()
+    assert max(*sizes, len(compact)) < 512 * 1024 < ETCD_OBJECT_LIMIT, max(sizes)
+    assert holders == {controller.identity}
+    assert len(renewals) >= max(3, int(took / 10)), renewals  # renewed throughout the run
+
+    client = sync_client(plane.kubeconfig)
+    maps: dict[str, dict[str, str]] = {}
+    for step in status["steps"]:
+        ref = step["outputRef"]
+        if ref["configMap"] not in maps:
+            data = client.get(ConfigMap, ref["configMap"], namespace=ns).data or {}
+            assert sum(len(v.encode()) for v in data.values()) <= 900 * 1024
+            maps[ref["configMap"]] = data
+        full = maps[ref["configMap"]][ref["key"]]
+        index = step["name"][1:]
+        assert full == f"{index}|" + "😀" * BIG_CHARACTERS, step["name"]
+        assert full.startswith(step["output"]) and len(step["output"].encode()) < 4096
+    assert llm.rule_counts() == {"big": 200}
+    print(f"200 maximal steps: {took:.0f}s, WorkflowRun at most {max(*sizes, len(compact))} bytes, "
+          f"{len(maps)} outputs ConfigMaps, {len(renewals)} Lease renewals seen")

@@ -361,3 +361,51 @@ async def test_a_wide_fan_out_runs_a_bounded_number_of_steps_at_once_and_writes_
     assert store.status["phase"] == "Succeeded"
     assert most == MAX_RUNNING_STEPS
     assert len(store.writes) < 50  # 100 steps finishing in bursts: far fewer writes than steps
+
+
+# --- a lost answer is re-sent with the same message id ------------------------------------------
+
+
+async def test_a_lost_answer_is_resent_with_the_same_message_id_and_a_refusal_gets_a_new_one() -> None:
+    """A broken connection (or a proxy's 502) says nothing about whether the agent ran the
+    step: the retry re-sends the same message id, so an agent that did run it answers from its
+    idempotency record instead of calling the model again. An answer that is a failure starts a
+    new attempt with a new id, so the agent runs it afresh."""
+    from kagent.agentclient import AgentCallError, AnswerLost
+
+    for error, same_id in ((AnswerLost("agent a failed: connection reset"), True),
+                           (AgentCallError("agent a failed the task: bad request"), False)):
+        failures = [error]
+
+        def reply(message: str, failures: list[Exception] = failures) -> str:
+            if failures:
+                raise failures.pop()
+            return "ok"
+
+        agents = Agents({"a": reply})
+        spec = {"input": [{"name": "t"}],
+                "steps": [{"name": "s", "agent": "a", "retry": {"limit": 2, "backoff": {"duration": "10ms"}}}]}
+        store = await execute(spec, agents, run_of(t="x"))
+        step = steps(store)["s"]
+        assert store.status["phase"] == "Succeeded" and step["output"] == "ok"
+        ids = [c["id"] for c in agents.calls]
+        assert len(ids) == 2 and (ids[0] == ids[1]) is same_id, (error, ids)
+        assert step["attempts"] == (1 if same_id else 2) and step["taskId"] == ids[1]
+
+
+def test_which_failures_lose_the_answer() -> None:
+    import httpx
+
+    from kagent.agentclient import answer_lost
+
+    request = httpx.Request("POST", "http://agent")
+
+    def status(code: int) -> httpx.HTTPStatusError:
+        return httpx.HTTPStatusError("x", request=request, response=httpx.Response(code, request=request))
+
+    for lost in (httpx.ReadError("reset"), httpx.RemoteProtocolError("eof"), status(502), status(503)):
+        wrapped = RuntimeError("wrapped")
+        wrapped.__cause__ = lost
+        assert answer_lost(lost) and answer_lost(wrapped), lost
+    for answered in (status(400), status(401), status(500), ValueError("bad card")):
+        assert not answer_lost(answered), answered
