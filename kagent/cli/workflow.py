@@ -34,6 +34,10 @@ from kagent.cli.common import (
 )
 from kagent.cli.tables import REFERENCE, TEXT, Column, build_table
 
+WatchOption = typer.Option(False, "--watch", "-w", help="Show the steps live until the end.")
+WatchTimeoutOption = typer.Option(None, "--timeout",
+                                  help="Stop watching after this many seconds.")
+
 app = typer.Typer(help="Run Workflows and read their results.", no_args_is_help=True)
 
 FINISHED = ("Succeeded", "Failed")
@@ -225,8 +229,8 @@ def run(
     workflow_name: str = typer.Argument(..., metavar="WORKFLOW", help="The Workflow to run."),
     inputs: list[str] = typer.Option(None, "--input", "-i", help="NAME=VALUE; repeat for more."),
     name: str = typer.Option(None, "--name", help="Name of the WorkflowRun (default: generated)."),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
-    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    watch: bool = WatchOption,
+    timeout: float = WatchTimeoutOption,
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,
 ) -> None:
@@ -252,7 +256,7 @@ def run(
 @app.command("watch")
 def watch(
     run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun."),
-    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    timeout: float = WatchTimeoutOption,
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,
 ) -> None:
@@ -369,8 +373,8 @@ def retry(
     run_name: str = typer.Argument(..., metavar="RUN", help="The failed WorkflowRun."),
     from_step: str = typer.Option(None, "--from", help="Also run this step again (even if it "
                                   "succeeded) and every step after it."),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
-    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    watch: bool = WatchOption,
+    timeout: float = WatchTimeoutOption,
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,
 ) -> None:
@@ -417,8 +421,8 @@ def retry(
 def resubmit(
     run_name: str = typer.Argument(..., metavar="RUN", help="The WorkflowRun to run again."),
     name: str = typer.Option(None, "--name", help="Name of the new run (default: generated)."),
-    watch: bool = typer.Option(False, "--watch", "-w", help="Show the steps live until the end."),
-    timeout: float = typer.Option(None, "--timeout", help="Stop watching after this many seconds."),
+    watch: bool = WatchOption,
+    timeout: float = WatchTimeoutOption,
     namespace: str = NamespaceOption,
     kubeconfig: Path = KubeconfigOption,
 ) -> None:

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from kagent.local.controlplane import install_crds
 from kagent.controller.render import CONFIG_HASH_ANNOTATION
 from kagent.local.controller import ControllerProcess, remove_webhook_configurations
 from kagent.local.controlplane import ControlPlane
 from tests.integration.test_controller_agents import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        install_crds(cp)
-        yield cp
 
 
 def agent_docs(namespace: str, names: list[str], prompt: str = "Be helpful.") -> str:

@@ -8,27 +8,19 @@ import datetime
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography import x509
 
+from kagent.api.labels import WEBHOOK_CA_SECRET as CA_SECRET
 from kagent.kube.certs import make_ca
 from kagent.local.controller import CONTROLLER_NAMESPACE, ControllerProcess
-from kagent.local.controlplane import ControlPlane, install_crds
-from kagent.api.labels import WEBHOOK_CA_SECRET as CA_SECRET
+from kagent.local.controlplane import ControlPlane
 from kagent.webhook.certificates import PREVIOUS_CERT_KEY
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        install_crds(cp)
-        yield cp
 
 
 def _secret_data(plane: ControlPlane) -> dict[str, bytes]:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from kagent.local.controller import ControllerProcess
-from kagent.local.controlplane import ControlPlane, install_crds
+from kagent.local.controlplane import ControlPlane
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeServer
 from tests.helpers import wait_for
@@ -78,13 +78,6 @@ def runtimes(llm: MockLLM, redis_server: Any) -> Iterator[dict[str, RuntimeServe
     finally:
         for server in started.values():
             server.stop()
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        install_crds(cp)
-        yield cp
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import yaml
 
 from kagent.api.labels import SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION
 from kagent.local.controller import ControllerProcess, remove_webhook_configurations
-from kagent.local.controlplane import ControlPlane, install_crds
+from kagent.local.controlplane import ControlPlane
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from kagent.workflow.schedule import parse_time, rfc3339, scheduled_run_name
@@ -42,13 +42,6 @@ SCRIPT = {"rules": [
     {"name": "slow", "system_contains": "ROLE slow", "delay": 25, "content": "slow"},
 ]}
 ROLES = ("quick", "slow")
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        install_crds(cp)
-        yield cp
 
 
 @pytest.fixture(scope="module")

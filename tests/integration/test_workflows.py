@@ -17,7 +17,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from kagent.agentclient import AgentClient
 from kagent.kube import sync_client
 from kagent.local.controller import ControllerProcess
-from kagent.local.controlplane import ControlPlane, install_crds
+from kagent.local.controlplane import ControlPlane
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from kagent.workflow.state import STEP_OUTPUT_MAX
@@ -75,13 +75,6 @@ def runtimes(llm: MockLLM, receiver: Receiver) -> Iterator[dict[str, RuntimeProc
     finally:
         for process in started.values():
             process.cleanup()
-
-
-@pytest.fixture(scope="module")
-def plane() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        install_crds(cp)
-        yield cp
 
 
 AGENT_WAIT = 30
