@@ -24,12 +24,6 @@ from typing import Any
 import httpx2 as httpx
 import typer
 
-from kagent.cli.credentials import (
-    PROXY_TOKEN_HEADER,
-    SERVICE_ACCOUNT_ENV,
-    TOKEN_ENV,
-    agent_token,
-)
 from kagent.cli.common import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -40,6 +34,12 @@ from kagent.cli.common import (
     fail,
     load_config,
     resolve_namespace,
+)
+from kagent.cli.credentials import (
+    PROXY_TOKEN_HEADER,
+    SERVICE_ACCOUNT_ENV,
+    TOKEN_ENV,
+    agent_token,
 )
 
 CONVERSATION_HEADER = "X-Conversation-Id"
@@ -148,9 +148,11 @@ def _check_agent_exists(agent: str, namespace: str, kubeconfig: Path | None) -> 
 
 
 def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
+    kind = ""
     try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        error = response.json()["error"]
+        message, kind = error["message"], str(error.get("code") or "")
+    except (ValueError, KeyError, TypeError, AttributeError):
         message = response.text.strip()[:500] or response.reason_phrase
     if response.status_code == 404:
         fail(f"agent {target.agent!r} answered 404: {message}",
@@ -167,6 +169,10 @@ def _http_failure(target: AgentTarget, response: httpx.Response) -> None:
              f"--verb=invoke --resource=agents.kagent.dev --resource-name={target.agent}, then "
              f"kubectl create rolebinding … -n {ns} --role=invoke-{target.agent} for your user "
              "or ServiceAccount (docs/security.md)")
+    if response.status_code == 503 and kind == "budget_unavailable":
+        fail(f"agent {target.agent!r} cannot count its Budget right now: {message}",
+             f"the Budget's counter store (Redis or PostgreSQL) did not answer; see "
+             f"`kagent describe budget{target.in_namespace}` and check that store")
     if response.status_code == 503:
         fail(f"agent {target.agent!r} is not reachable yet: {message}",
              f"is it Ready? see `kagent describe agent {target.agent}{target.in_namespace}`")

@@ -37,8 +37,9 @@ def _report_width() -> int | None:
 
 console = Console(width=_report_width())
 """stdout: the report."""
-err_console = Console(stderr=True)
-"""stderr: progress, hints, warnings, errors."""
+err_console = Console(stderr=True, soft_wrap=True)
+"""stderr: progress, hints, warnings, errors (never wrapped by us: a message or a command in a
+hint stays on one line, for copying and grep; a terminal wraps what is too long itself)."""
 
 
 class Output(str, Enum):

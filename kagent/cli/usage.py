@@ -100,7 +100,10 @@ def usage_totals(rows: Iterable[Any], by: By) -> list[UsageTotal]:
 
 
 def _dollars(micros: int) -> str:
-    return f"${micros / 1_000_000:,.4f}"
+    """Cents and above to four decimals; below a cent to the micro-dollar the ledger keeps, so a
+    cheap model's spend does not show as $0.0000."""
+    dollars = micros / 1_000_000
+    return f"${dollars:,.4f}" if micros == 0 or micros >= 10_000 else f"${dollars:.6f}"
 
 
 def usage(
@@ -126,7 +129,11 @@ def usage(
                           "counters, so there is nothing to report.", highlight=False)
         return
     until = datetime.now(UTC)
-    rows = asyncio.run(_read(stores, ns, until - span, until))
+    rows, unread = asyncio.run(_read(stores, ns, until - span, until))
+    if unread == len(stores):
+        fail(f"no usage ledger of namespace {ns!r} could be read (see the warnings above)",
+             "check the counter stores the Budgets declare (`kagent get budgets -o wide`), or "
+             "read one through --counter-url")
     totals = usage_totals(rows, by)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for header in (by.value.upper(), "REQUESTS", "INPUT", "OUTPUT", "TOKENS", "COST"):
@@ -141,6 +148,9 @@ def usage(
                   f"{sum(t.tokens for t in overall):,}",
                   _dollars(sum(t.cost_micros for t in overall)), style="bold")
     console.print(table)
+    if unread:
+        fail(f"the totals above are incomplete: {unread} of {len(stores)} counter stores could "
+             "not be read (see the warnings above)")
 
 
 def _counter_stores(namespace: str, kubeconfig: Path | None,
@@ -182,17 +192,20 @@ def _counter_stores(namespace: str, kubeconfig: Path | None,
 
 
 async def _read(stores: list[tuple[Any, str | None]], namespace: str, since: datetime,
-                until: datetime) -> list[Any]:
+                until: datetime) -> tuple[list[Any], int]:
+    """The merged ledger rows, and how many stores could not be read."""
     from kagent.runtime.budget import CounterStoreError, connection_address, open_counter_store
 
     ledgers = []
+    unread = 0
     for spec, password in stores:
         store = open_counter_store(spec, password)
         try:
             ledgers.append(await store.usage(namespace, since, until))
         except CounterStoreError as error:
+            unread += 1
             err_console.print(f"[yellow]warning:[/] cannot read the usage ledger at "
                               f"{connection_address(spec)}: {error}", highlight=False)
         finally:
             await store.close()
-    return merge_ledgers(ledgers)
+    return merge_ledgers(ledgers), unread

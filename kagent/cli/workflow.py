@@ -341,7 +341,10 @@ def retry_request(run: dict[str, Any], from_step: str | None,
     status = run.get("status") or {}
     phase = status.get("phase") or "Pending"
     if phase != "Failed":
-        raise ValueError(f"run {name} is {phase}; only a Failed (or cancelled) run can be retried")
+        again = (f"; to run it again from the start with the same input: "
+                 f"`kagent workflow resubmit {name}`") if phase == "Succeeded" else ""
+        raise ValueError(f"run {name} is {phase}; only a Failed (or cancelled) run can be "
+                         f"retried{again}")
     current = status.get("attempt") or 1
     asked = ((run.get("spec") or {}).get("retry") or {}).get("attempt") or 0
     if asked > current:

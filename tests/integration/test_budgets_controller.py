@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from kagent.local.services import AsgiServer, RedisServer
+from kagent.local.services import AsgiServer, RedisServer, free_port
 from kagent.mockllm import MockLLM
 from kagent.runtime.app import create_app
 from kagent.runtime.config import build_runtime_config
@@ -130,9 +130,13 @@ def test_budget_status_warning_event_and_usage_report(kagent_controller: Any, na
         assert rows[name][1:5] == ["7", "700", "350", "1,050"]
         assert rows["TOTAL"][4] == f"{spent:,}"
         # gpt-4o at the default price: 700 x $2.50 + 350 x $10 per million = $0.00525
-        assert rows[name][5] == "$0.0053"
+        assert rows[name][5] == "$0.005250"
         by_model = kagent(plane, "usage", "-n", namespace, "--by", "model")
         assert "openai/gpt-4o" in by_model.stdout
+        # A ledger that cannot be read is an error, never a report of zero spend.
+        unread = kagent(plane, "usage", "-n", namespace, "--counter-url",
+                        f"redis://127.0.0.1:{free_port()}")
+        assert unread.returncode == 1 and "could be read" in unread.stderr, unread.stderr
         listed = kagent(plane, "get", "budgets", "-n", namespace)
         assert listed.returncode == 0, listed.stderr
         assert f"{budget_name}" in listed.stdout and "day 105%" in listed.stdout

@@ -177,6 +177,7 @@ def test_a_run_failed_at_its_fourth_step_is_retried_from_there_and_succeeds(
     # --from a step that succeeded: it and every step after it run again
     again = kagent(plane, "workflow", "retry", name, "-n", ns, "--from", "five")
     assert again.returncode == 2 and "only a Failed (or cancelled) run" in again.stderr
+    assert "kagent workflow resubmit" in again.stderr  # what to do instead
     refused = plane.kubectl("patch", "workflowrun", name, "-n", ns, "--type", "merge", "-p",
                             json.dumps({"spec": {"retry": {"attempt": 3}}}), check=False)
     assert refused.returncode != 0 and "spec.retry: the run is Succeeded" in refused.stderr

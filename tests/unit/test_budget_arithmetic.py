@@ -206,3 +206,12 @@ def test_workflow_step_and_run_usage_gain_cost() -> None:
     assert second is not None and second.cost == 0.005251
     run = sum_usage([StepStatus(name="a", usage=second), StepStatus(name="b", usage=first)])
     assert run.cost == 0.010501 and run.input_tokens == 1401
+
+
+def test_usage_costs_below_a_cent_keep_their_micro_dollars() -> None:
+    from kagent.cli.usage import _dollars
+
+    assert _dollars(0) == "$0.0000"
+    assert _dollars(46) == "$0.000046"  # a cheap model's few calls: not $0.0000
+    assert _dollars(5_250) == "$0.005250"
+    assert _dollars(1_234_567) == "$1.2346"
