@@ -71,7 +71,19 @@ REFRESH_AT = 0.8
 
 
 class AgentCallError(Exception):
-    """The agent could not be reached, failed the task, or sent no answer."""
+    """The agent could not be reached, failed the task, or sent no answer; ``code`` is the
+    failure's kind when the agent said (``budget_exceeded``, ``limit_exceeded``, …)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+FAILURE_METADATA = "kagent.error"
+"""Metadata key of a failed task's status message: the kind of failure (a RequestFailure code)."""
+FINAL_FAILURES = frozenset({"budget_exceeded"})
+"""Failure kinds a prompt retry cannot fix: a Budget used up stays used up until its window
+resets (hours away), so a workflow step fails at once instead of spending its retries."""
 
 
 class AnswerLost(AgentCallError):
@@ -230,7 +242,9 @@ def answer_text(agent_name: str, response: Any) -> str:
         return f"Agent {agent_name} needs more information: {status_text or '(no question given)'}"
     name = TaskState.Name(state).removeprefix("TASK_STATE_").lower()
     detail = f": {status_text}" if status_text else ""
-    raise AgentCallError(f"agent {agent_name} {name} the task{detail}")
+    code = _answer_metadata(response).get(FAILURE_METADATA)
+    raise AgentCallError(f"agent {agent_name} {name} the task{detail}",
+                         code=code if isinstance(code, str) else None)
 
 
 def _answer_metadata(response: Any) -> dict[str, Any]:

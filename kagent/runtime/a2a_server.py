@@ -55,11 +55,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from kagent.agentclient import (
+    FAILURE_METADATA,
     MODEL_METADATA,
-    InvalidWorkflowClaim,
     TOOL_CALL_METADATA,
     TOOL_RESULT_METADATA,
     USAGE_METADATA,
+    InvalidWorkflowClaim,
     parse_workflow_claim,
 )
 from kagent.runtime.agent import (
@@ -253,8 +254,9 @@ class KagentExecutor(AgentExecutor):
         failure = failed.failure
         await updater.update_status(
             TaskState.TASK_STATE_FAILED,
-            message=updater.new_agent_message([Part(text=failure.message)]),
-            metadata={"kagent.error": failure.code},
+            message=updater.new_agent_message([Part(text=failure.message)],
+                                              metadata={FAILURE_METADATA: failure.code}),
+            metadata={FAILURE_METADATA: failure.code},
         )
 
     async def _finish(self, updater: TaskUpdater, result: TurnResult) -> None:

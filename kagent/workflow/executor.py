@@ -29,7 +29,14 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Tracer
 
-from kagent.agentclient import WORKFLOW_HEADER, Answer, AnswerLost, WorkflowClaim
+from kagent.agentclient import (
+    FINAL_FAILURES,
+    WORKFLOW_HEADER,
+    AgentCallError,
+    Answer,
+    AnswerLost,
+    WorkflowClaim,
+)
 from kagent.api.base import parse_duration
 from kagent.api.workflow import (
     OutputReference,
@@ -374,7 +381,8 @@ class RunExecutor:
                     step = self.step(name)  # a loop may have reset it meanwhile
                     metrics.STEP_DURATION.labels(self.workflow, "failure").observe(time.perf_counter() - started)
                     failures += 1
-                    retryable = not isinstance(error, StepError) or error.retryable
+                    retryable = (not isinstance(error, StepError) or error.retryable) and not (
+                        isinstance(error, AgentCallError) and error.code in FINAL_FAILURES)
                     step.error = str(error) or type(error).__name__
                     if retryable and failures <= policy.limit:
                         await self.flush()

@@ -46,7 +46,9 @@ PIPELINE = {"input": [{"name": "topic", "type": "string", "required": True}],
                       *({"name": n, "agent": s} for n, s in zip(
                           ["two", "three", "four", "five", "six"], STEPS[1:], strict=True))]}
 CAPPED = {"steps": [{"name": "first", "agent": "s1", "input": "go"},
-                    {"name": "second", "agent": "s2"}]}
+                    {"name": "second", "agent": "s2"}],
+          # Retries allowed, yet a Budget's refusal is final: no retry can fix it for hours.
+          "errorHandling": {"strategy": "retry", "retry": {"limit": 3}}}
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +229,7 @@ def test_a_budget_selecting_a_workflow_stops_its_step_naming_the_budget(
     assert steps["first"]["phase"] == "Succeeded"
     assert steps["second"]["phase"] == "Failed", steps
     assert f'Budget "{BUDGET}" is used up' in steps["second"]["error"]
+    assert steps["second"]["attempts"] == 1, steps["second"]  # refused once, not retried
     assert run["status"]["phase"] == "Failed" and BUDGET in run["status"]["message"]
     assert calls(llm)["s2"] == 0  # refused before the model was called
     # the same agents, in a Workflow the Budget does not select, are not counted by it
