@@ -28,11 +28,13 @@ from pydantic import BaseModel
 from kagent.api.base import parse_duration
 from kagent.api.rollout import (
     AnalysisSpec,
+    EvaluationResult,
     RolloutAnalysis,
     RolloutSpec,
     RolloutStatus,
     canary_steps,
 )
+from kagent.controller.rollout.evaluation import evaluation_verdict
 from kagent.controller.rollout.metrics import Counts, judge, result
 
 Action = Literal["promote", "promote-full", "abort"]
@@ -62,6 +64,14 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Both revisions' results on the evaluation dataset."""
+
+    canary: EvaluationResult
+    stable: EvaluationResult | None
+
+
+@dataclass(frozen=True)
 class Observed:
     spec: RolloutSpec
     total: int
@@ -79,6 +89,9 @@ class Observed:
     action: Action | None = None
     """A ``kagent rollout promote|abort`` not yet acted on."""
     measurement: Measurement | None = None
+    evaluation: Evaluation | None = None
+    """The evaluation dataset's results, once the shell has run it (analysis with an
+    evaluation waits for them)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,11 @@ class Plan:
     open_window: bool = False
     """An analysis window starts now: remember every pod's counters."""
     action_done: bool = False
-    """The requested action was acted on (forget it)."""
+    """The requested action was acted on now (the status records it as handled)."""
+    forget_action: bool = False
+    """The status read back already records the requested action as handled: remove its
+    annotation now (never earlier, or a reconcile reading the Agent in between would see
+    neither the request nor its outcome)."""
     decision: Decision | None = None
     requeue: float | None = None
     in_progress: bool = False
@@ -161,6 +178,17 @@ def _matches(state: DeploymentState | None, config_hash: str, replicas: int | No
 
 
 def plan(o: Observed) -> Plan:
+    """The next action. A ``kagent rollout`` request is acted on once: the status records it
+    as handled, and its annotation is removed only after that status has been read back."""
+    previous = o.previous or RolloutStatus()
+    recorded = o.action is not None and o.action == previous.handled_action
+    result = _plan(replace(o, action=None) if recorded else o)
+    handled = o.action if result.action_done else (o.action if recorded else None)
+    return replace(result, status=replace(result.status, handled_action=handled),
+                   forget_action=recorded)
+
+
+def _plan(o: Observed) -> Plan:
     previous = o.previous or RolloutStatus()
     stable_hash = previous.stable_hash or (o.stable.config_hash if o.stable else None) or o.desired_hash
     base = RolloutStatus(strategy=o.spec.strategy, stable_hash=stable_hash,
@@ -245,13 +273,27 @@ def _analyse(o: Observed, status: RolloutStatus, analysis: AnalysisSpec, waited:
         return None
     m = o.measurement
     judgement = judge(analysis, m.canary, m.stable)
-    verdict = judgement.verdict
+    verdict, message = judgement.verdict, judgement.message
+    canary, stable = result(m.canary), result(m.stable)
+    if analysis.evaluation is not None and o.evaluation is None:
+        if verdict != "Failed":
+            verdict, message = "Inconclusive", f"evaluating the dataset; {message}"
+    elif analysis.evaluation is not None and o.evaluation is not None:
+        # a failed evaluation is decisive, whatever the traffic so far says
+        passed, said = evaluation_verdict(analysis.evaluation, o.evaluation.canary,
+                                          o.evaluation.stable)
+        canary = replace(canary, evaluation=o.evaluation.canary)
+        stable = replace(stable, evaluation=o.evaluation.stable)
+        if not passed:
+            message = said if verdict != "Failed" else f"{said}; {message}"
+            verdict = "Failed"
+        else:
+            message = f"{message}; {said}"
     if verdict == "Inconclusive" and waited >= parse_duration(analysis.timeout).total_seconds():
         verdict = "Failed"
-        judgement = replace(judgement, message=judgement.message + f" within {analysis.timeout}")
+        message += f" within {analysis.timeout}"
     report = RolloutAnalysis(step=step, window_start=m.window_start, window_end=m.window_end,
-                             canary=result(m.canary), stable=result(m.stable), verdict=verdict,
-                             message=judgement.message)
+                             canary=canary, stable=stable, verdict=verdict, message=message)
     return verdict, replace(status, analysis=report)
 
 

@@ -31,9 +31,10 @@ from kagent.api.labels import (
     CONFIG_HASH_ANNOTATION,
     ROLLOUT_ACTION_ANNOTATION,
 )
-from kagent.api.rollout import RolloutStatus
+from kagent.api.rollout import RolloutSpec, RolloutStatus
 from kagent.controller.cache import ControllerCache
 from kagent.controller.render import AgentInputs, RenderedAgent, render_agent
+from kagent.controller.rollout.evaluate import EvaluationRunner
 from kagent.controller.rollout.metrics import MAX_SCRAPE_BYTES, Counts, parse_counts, window
 from kagent.controller.rollout.objects import (
     StoredRevision,
@@ -45,6 +46,7 @@ from kagent.controller.rollout.objects import (
 )
 from kagent.controller.rollout.plan import (
     DeploymentState,
+    Evaluation,
     Measurement,
     Observed,
     Plan,
@@ -115,6 +117,7 @@ class RolloutShell:
         self.client = client
         self.cache = cache
         self.local_pods_url = os.environ.get(LOCAL_PODS_ENV) or None
+        self.evaluations = EvaluationRunner(client)
         self._windows: dict[tuple[str, str, str], tuple[str, dict[str, Counts]]] = {}
         """(namespace, agent, window id) → (start time, counters per pod at the start)."""
 
@@ -155,8 +158,9 @@ class RolloutShell:
             if measurement is None:
                 await self._open_window(window_id, result)
             else:
-                result = plan(replace(observed, measurement=measurement))
-        if result.action_done and action:
+                evaluation = self._evaluation(namespace, name, spec, result)
+                result = plan(replace(observed, measurement=measurement, evaluation=evaluation))
+        if result.forget_action:
             await self._forget_action(namespace, name)
         stable = revisions.get(result.stable_hash)
         objects = rollout_objects(rendered, result, stable, spec.strategy, autoscaled)
@@ -176,6 +180,17 @@ class RolloutShell:
             message=result.status.message or "", transitions=transitions,
             requeue=result.requeue if result.requeue is not None else (5.0 if result.in_progress else None),
             unwanted=unwanted)
+
+    def _evaluation(self, namespace: str, name: str, spec: RolloutSpec, result: Plan
+                    ) -> Evaluation | None:
+        """The evaluation of the two revisions in flight (started now if it is not running)."""
+        settings = spec.canary if spec.strategy == "Canary" else spec.blue_green
+        analysis = settings.analysis if settings is not None else None
+        if analysis is None or analysis.evaluation is None or result.status.canary_hash is None:
+            return None
+        key = (namespace, name, result.status.canary_hash, result.status.stable_hash)
+        return self.evaluations.result(key, analysis.evaluation, name,
+                                       lambda: self._revision_urls(namespace, name))
 
     # --- revisions ----------------------------------------------------------------------------
 
@@ -242,39 +257,56 @@ class RolloutShell:
         stable = window(by_hash.get(stable_hash or "", {}), start)
         return Measurement(canary, stable, start_time, _now_text())
 
-    async def _scrape(self, namespace: str, name: str) -> dict[str, tuple[str, Counts]]:
-        """Pod → (config hash, counters) for every running pod of the Agent that answered."""
+    async def _pods(self, http: httpx.AsyncClient, namespace: str, name: str,
+                    *port_names: str) -> dict[str, tuple[str, str]]:
+        """Pod → (config hash, base URL at the first of ``port_names`` it has) for every
+        running pod of the Agent (bounded in number)."""
         pods = [p.to_dict() async for p in self.client.list(Pod, namespace=namespace,
                                                              labels={AGENT_LABEL: name})]
-        targets: dict[str, tuple[str, str]] = {}
         local_ports: dict[str, dict[str, int]] = {}
-        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+        if self.local_pods_url:
+            try:
+                listed = (await http.get(f"{self.local_pods_url.rstrip('/')}/_pods")).json()["pods"]
+                local_ports = {p["pod"]: p.get("ports") or {} for p in listed
+                               if p.get("namespace") == namespace}
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                log.warning("cannot list local pods: %s", error)
+        targets: dict[str, tuple[str, str]] = {}
+        for pod in pods[:MAX_SCRAPED_PODS]:
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            config_hash = (meta.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+            if not config_hash or meta.get("deletionTimestamp"):
+                continue
             if self.local_pods_url:
-                try:
-                    listed = (await http.get(f"{self.local_pods_url.rstrip('/')}/_pods")).json()["pods"]
-                    local_ports = {p["pod"]: p.get("ports") or {} for p in listed
-                                   if p.get("namespace") == namespace}
-                except (httpx.HTTPError, ValueError, KeyError) as error:
-                    log.warning("cannot list local pods: %s", error)
-            for pod in pods[:MAX_SCRAPED_PODS]:
-                meta, spec = pod["metadata"], pod.get("spec") or {}
-                config_hash = (meta.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
-                if not config_hash or meta.get("deletionTimestamp"):
-                    continue
+                ports = local_ports.get(meta["name"]) or {}
+                host = "127.0.0.1"
+            else:
                 ports = {p.get("name"): p.get("containerPort") for c in spec.get("containers") or []
                          for p in c.get("ports") or []}
-                if self.local_pods_url:
-                    local = local_ports.get(meta["name"]) or {}
-                    port = local.get("metrics") or local.get("http")
-                    host = "127.0.0.1"
-                else:
-                    port = ports.get("metrics") or ports.get("http")
-                    host = (pod.get("status") or {}).get("podIP")
-                if port and host:
-                    targets[meta["name"]] = (config_hash, f"http://{host}:{port}/metrics")
-            results = await asyncio.gather(*(self._get(http, url) for _, url in targets.values()))
+                host = (pod.get("status") or {}).get("podIP")
+            port = next((ports[n] for n in port_names if ports.get(n)), None)
+            if port and host:
+                targets[meta["name"]] = (config_hash, f"http://{host}:{port}")
+        return targets
+
+    async def _scrape(self, namespace: str, name: str) -> dict[str, tuple[str, Counts]]:
+        """Pod → (config hash, counters) for every running pod of the Agent that answered."""
+        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+            targets = await self._pods(http, namespace, name, "metrics", "http")
+            results = await asyncio.gather(*(self._get(http, f"{url}/metrics")
+                                             for _, url in targets.values()))
         return {pod: (config_hash, counts) for (pod, (config_hash, _)), counts
                 in zip(targets.items(), results, strict=True) if counts is not None}
+
+    async def _revision_urls(self, namespace: str, name: str) -> dict[str, str]:
+        """Config hash → the agent port of one running pod of that revision (the evaluation
+        asks each revision directly)."""
+        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+            targets = await self._pods(http, namespace, name, "http")
+        urls: dict[str, str] = {}
+        for config_hash, url in sorted(targets.values()):
+            urls.setdefault(config_hash, url)
+        return urls
 
     async def _get(self, http: httpx.AsyncClient, url: str) -> Counts | None:
         try:
