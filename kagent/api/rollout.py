@@ -149,6 +149,17 @@ THRESHOLDS = ("max_error_rate", "max_error_rate_increase", "max_p99_latency",
 """The analysis thresholds (at least one must be declared)."""
 
 
+class GatewayParent(KagentModel):
+    """The Gateway (Gateway API) a canary's HTTPRoute attaches to."""
+
+    name: ObjectName
+    """The Gateway's name."""
+    namespace: ObjectName | None = None
+    """Its namespace (default: the Agent's)."""
+    section_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """The Gateway listener to attach to (default: every listener that allows the route)."""
+
+
 class CanarySpec(KagentModel):
     """Canary: a second Deployment with the new revision beside the stable one, both behind
     the Agent's Service; the steps move pods (and so traffic) from one to the other."""
@@ -158,6 +169,12 @@ class CanarySpec(KagentModel):
     new revision is promoted after the last one."""
     analysis: AnalysisSpec | None = None
     """Thresholds; without them a step passes when its pause is over."""
+    gateway: GatewayParent | None = None
+    """Where the cluster has the Gateway API (its HTTPRoute CRD), the weights are set on an
+    HTTPRoute named like the Agent, with the stable and new revisions' Services
+    (``<agent>-stable``, ``<agent>-canary``) as weighted backends, attached to this Gateway;
+    the stable Deployment then keeps all its pods. Without the CRD, weights are replica
+    shares."""
 
 
 class BlueGreenSpec(KagentModel):
@@ -278,10 +295,13 @@ class RolloutStatus(KagentModel):
     """Index of the canary step in progress."""
     step_started_at: str | None = None
     """When the current step (or pause) started (RFC 3339)."""
+    traffic_router: Literal["ReplicaShare", "HTTPRoute"] | None = None
+    """Canary: how weights move traffic — pod shares behind the Agent's Service, or the
+    weights of the HTTPRoute named like the Agent (Gateway API)."""
     stable_weight: int | None = None
-    """Percent of pods running the stable revision."""
+    """Percent of traffic for the stable revision (of pods, with ReplicaShare)."""
     canary_weight: int | None = None
-    """Percent of pods running the new revision."""
+    """Percent of traffic for the new revision (of pods, with ReplicaShare)."""
     stable_replicas: int | None = None
     """Pods asked of the stable Deployment."""
     canary_replicas: int | None = None
@@ -303,9 +323,10 @@ class RolloutStatus(KagentModel):
     """A new revision that was rolled back or aborted: it is not tried again until the Agent
     changes."""
     handled_action: str | None = None
-    """The ``kagent rollout`` request (promote, promote-full, abort) last acted on, kept while
-    its annotation is still on the Agent: the annotation is removed only once this status is
-    written, so a request is acted on exactly once and never lost."""
+    """The ``kagent rollout`` request last acted on (the action annotation's value, e.g.
+    ``promote:1f3a…``), kept while the annotation is still on the Agent: the annotation is
+    removed only once this status is written, so a request is acted on exactly once and never
+    lost."""
 
 
 DEFAULT_CANARY_STEPS = (

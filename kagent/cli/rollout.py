@@ -10,6 +10,7 @@ Agent's strategy — for blue-green within its scale-down delay, an instant swit
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,11 @@ def _request(name: str, namespace: str, kubeconfig: Path, action: str) -> None:
         fail(f"Agent {name!r} has no rollout in progress (phase {phase or 'none'})",
              "change the Agent to start one; `kagent rollout status` shows where it is")
     try:
+        # a request of its own (``promote:1f3a…``): a second promote sent before the controller
+        # has cleared the first is a new request, not the first one seen again
+        request = f"{action}:{uuid.uuid4().hex[:12]}"
         kube.patch(kagent_resource("Agent"), name,
-                   {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: action}}},
+                   {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: request}}},
                    namespace=namespace, patch_type=PatchType.MERGE)
     except Exception as error:  # noqa: BLE001
         api_failure(error, f"Agent {name!r} in namespace {namespace!r}")

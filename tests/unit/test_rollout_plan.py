@@ -255,3 +255,56 @@ agent_usage_cost_dollars_total{namespace="n",agent="a",model="m",caller="c"} 0.0
     assert grown.verdict == "Failed" and "100% above" in grown.message
     # no stable traffic (or nothing spent): an increase cannot be judged, a limit still is
     assert judge(AnalysisSpec(max_tokens_per_request_increase=0.1), canary, Counts()).verdict == "Passed"
+
+
+def test_with_an_httproute_the_weights_are_exact_and_the_stable_revision_keeps_its_pods() -> None:
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]}})
+    o = observe(spec, total=4, routed=True)
+    first = plan(o)
+    assert first.routed and first.status.traffic_router == "HTTPRoute"
+    assert (first.stable_replicas, first.candidate_replicas) == (4, 1)
+    assert (first.status.stable_weight, first.status.canary_weight) == (90, 10)
+    o = converge(o, first)
+    paused = plan(converge(o, plan(o)))
+    assert paused.status.phase == "Paused" and paused.status.canary_weight == 10
+    later = plan(replace(converge(o, plan(o)), action="promote"))
+    o = converge(converge(o, plan(o)), later)
+    sixty = plan(o)
+    assert (sixty.status.stable_weight, sixty.status.canary_weight) == (40, 60)
+    assert (sixty.stable_replicas, sixty.candidate_replicas) == (4, 3)
+    # without a router the same step is a replica share
+    shared = plan(replace(o, routed=False))
+    assert shared.status.traffic_router == "ReplicaShare" and not shared.routed
+    assert (shared.stable_replicas, shared.candidate_replicas) == (2, 3)
+
+
+def test_a_second_request_sent_before_the_first_was_cleared_is_acted_on() -> None:
+    """The CLI gives each request its own id: a promote sent while the previous promote's
+    annotation was still being cleared is not mistaken for it."""
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {}}, {"pause": {}}]}})
+    o = observe(spec)
+    for _ in range(3):
+        o = converge(o, plan(o))
+    first = plan(replace(o, action="promote", request="promote:aaa"))
+    assert first.status.current_step == 2 and first.status.handled_action == "promote:aaa"
+    o = converge(o, first)
+    second = plan(replace(o, action="promote", request="promote:bbb"))
+    assert second.status.handled_action == "promote:bbb" and not second.forget_action
+    assert second.status.phase == "Promoting" or second.status.current_step == 3
+
+
+def test_a_promote_sent_while_a_weight_is_being_set_ends_the_pause_after_it() -> None:
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {}}]}})
+    o = replace(observe(spec), action="promote", request="promote:early")
+    moving = plan(o)  # the canary pods are not there yet
+    assert moving.status.current_step == 0 and not moving.action_done
+    weight_set = plan(replace(o, previous=moving.status, stable=DeploymentState("old", 1, True),
+                              candidate=DeploymentState("new", 1, True)))
+    assert weight_set.status.current_step == 1 and not weight_set.action_done
+    assert weight_set.status.handled_action is None  # still to be acted on
+    resumed = plan(replace(o, previous=weight_set.status, stable=DeploymentState("old", 1, True),
+                           candidate=DeploymentState("new", 1, True)))
+    assert resumed.status.current_step == 2 and resumed.status.handled_action == "promote:early"

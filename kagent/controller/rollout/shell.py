@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from lightkube import AsyncClient
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import ControllerRevision
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
@@ -60,6 +62,9 @@ from kagent.kube.reconcile import ObjectKey, Transition
 log = logging.getLogger("kagent.controller.rollout")
 
 LOCAL_PODS_ENV = "KAGENT_LOCAL_PODS_URL"
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+GATEWAY_API_RECHECK_SECONDS = 30.0
+"""How long the answer to "is the Gateway API installed?" is trusted."""
 SCRAPE_TIMEOUT = 3.0
 MAX_SCRAPED_PODS = 100
 ROLLOUT_STRATEGIES = frozenset({"Canary", "BlueGreen"})
@@ -118,6 +123,7 @@ class RolloutShell:
         self.cache = cache
         self.local_pods_url = os.environ.get(LOCAL_PODS_ENV) or None
         self.evaluations = EvaluationRunner(client)
+        self._gateway_checked: tuple[float, bool] | None = None
         self._windows: dict[tuple[str, str, str], tuple[str, dict[str, Counts]]] = {}
         """(namespace, agent, window id) → (start time, counters per pod at the start)."""
 
@@ -138,7 +144,9 @@ class RolloutShell:
                 revisions = await self._store_revision(
                     agent, rendered, revisions, spec.revision_history_limit, previous)
         candidate = self.cache.get("Deployment", namespace, candidate_name(name, spec.strategy))
-        action = ((raw["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION) or "").strip()
+        annotated = (raw["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION) or ""
+        request = annotated.strip()
+        action = request.partition(":")[0]  # the CLI adds ":<request id>"
         autoscaled = agent.spec.scaling is not None
         total = agent.spec.replicas if agent.spec.replicas is not None else (
             max(agent.spec.scaling.min_replicas, 1) if agent.spec.scaling is not None else 1)
@@ -147,7 +155,9 @@ class RolloutShell:
             revisions={r.config_hash: r.number for r in revisions.values()}, previous=previous,
             stable=_state(stable_deployment), candidate=_state(candidate),
             now=datetime.now(UTC).replace(tzinfo=None),
-            action=action if action in ("promote", "promote-full", "abort") else None)  # type: ignore[arg-type]
+            routed=spec.strategy == "Canary" and await self._gateway_api_installed(),
+            action=action if action in ("promote", "promote-full", "abort") else None,  # type: ignore[arg-type]
+            request=request[:128] or None)
         result = plan(observed)
         window_id = (namespace, name, f"{result.status.canary_hash}/{result.status.current_step}"
                      f"/{result.status.step_started_at if spec.strategy == 'Canary' else ''}")
@@ -161,9 +171,10 @@ class RolloutShell:
                 evaluation = self._evaluation(namespace, name, spec, result)
                 result = plan(replace(observed, measurement=measurement, evaluation=evaluation))
         if result.forget_action:
-            await self._forget_action(namespace, name)
+            await self._forget_action(namespace, name, annotated)
         stable = revisions.get(result.stable_hash)
-        objects = rollout_objects(rendered, result, stable, spec.strategy, autoscaled)
+        objects = rollout_objects(rendered, result, stable, spec.strategy, autoscaled,
+                                  spec.canary.gateway if spec.canary else None)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
         unwanted = tuple(k for k in rollout_child_names(name) if k not in wanted)
         transitions: tuple[Transition, ...] = ()
@@ -191,6 +202,24 @@ class RolloutShell:
         key = (namespace, name, result.status.canary_hash, result.status.stable_hash)
         return self.evaluations.result(key, analysis.evaluation, name,
                                        lambda: self._revision_urls(namespace, name))
+
+    async def _gateway_api_installed(self) -> bool:
+        """Whether the HTTPRoute CRD is installed (looked up at most every
+        :data:`GATEWAY_API_RECHECK_SECONDS`)."""
+        now = time.monotonic()
+        if self._gateway_checked is None or now - self._gateway_checked[0] > GATEWAY_API_RECHECK_SECONDS:
+            try:
+                crd = await self.client.get(CustomResourceDefinition, HTTPROUTE_CRD)
+                served = any(v.name == "v1" and v.served for v in crd.spec.versions)
+            except Exception as error:  # noqa: BLE001 - absent, or not allowed to read CRDs
+                if not is_not_found(error):
+                    log.warning("cannot tell whether the Gateway API is installed: %s", error)
+                served = False
+            if self._gateway_checked is None or self._gateway_checked[1] != served:
+                log.info("Gateway API HTTPRoute %s: canary weights go on %s", "installed" if served
+                         else "not installed", "HTTPRoutes" if served else "replica shares")
+            self._gateway_checked = (now, served)
+        return self._gateway_checked[1]
 
     # --- revisions ----------------------------------------------------------------------------
 
@@ -226,12 +255,25 @@ class RolloutShell:
             revisions.pop(old.config_hash, None)
         return revisions
 
-    async def _forget_action(self, namespace: str, name: str) -> None:
+    async def _forget_action(self, namespace: str, name: str, request: str) -> None:
+        """Remove the action annotation only if it still holds ``request``: a newer request
+        written meanwhile (a second promote) must survive (JSON patch ``test`` then
+        ``remove``; a failed test changes nothing)."""
+        from lightkube import ApiError
+
         from kagent.kube import KAGENT_RESOURCES
 
-        await self.client.patch(KAGENT_RESOURCES["Agent"], name,
-                                {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: None}}},
-                                namespace=namespace, patch_type=PatchType.MERGE)
+        path = "/metadata/annotations/" + ROLLOUT_ACTION_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        try:
+            await self.client.patch(KAGENT_RESOURCES["Agent"], name,
+                                    [{"op": "test", "path": path, "value": request},
+                                     {"op": "remove", "path": path}],
+                                    namespace=namespace, patch_type=PatchType.JSON)
+        except ApiError as error:
+            # a failed test is refused as invalid (422, or 500 from some API server versions)
+            if error.status.code not in (404, 409, 422, 500):
+                raise
+            log.info("rollout of %s/%s: a newer request replaced %r", namespace, name, request)
 
     # --- analysis -----------------------------------------------------------------------------
 
@@ -332,9 +374,21 @@ class RolloutShell:
         if unwanted is None:
             unwanted = tuple(rollout_child_names(str(agent.metadata.name)))
         deleted: list[ObjectKey] = []
-        versions = {"Deployment": "apps/v1", "ConfigMap": "v1", "Service": "v1"}
+        versions = {"Deployment": "apps/v1", "ConfigMap": "v1", "Service": "v1",
+                    "HTTPRoute": "gateway.networking.k8s.io/v1"}
         for kind, name in unwanted:
-            existing = self.cache.get(kind, namespace, name)
+            if kind == "HTTPRoute":  # not watched: read it, unless the Gateway API is absent
+                if not self._gateway_checked or not self._gateway_checked[1]:
+                    continue
+                try:
+                    existing = dict(await self.client.get(raw_resource(versions[kind], kind), name,
+                                                          namespace=namespace))
+                except Exception as error:  # noqa: BLE001
+                    if is_not_found(error):
+                        continue
+                    raise
+            else:
+                existing = self.cache.get(kind, namespace, name)
             if existing is None:
                 continue
             owners = existing["metadata"].get("ownerReferences") or []
