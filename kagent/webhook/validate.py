@@ -87,6 +87,12 @@ def _check_agent(agent: Agent) -> list[FieldError]:
         if agent.spec.rollout.strategy == "BlueGreen" and len(name) > 55:
             errors.append(FieldError("metadata.name", "BlueGreen adds a preview Service named "
                                      f"{name}-preview: the name may have at most 55 characters"))
+        canary = agent.spec.rollout.canary
+        if agent.spec.rollout.strategy == "Canary" and canary is not None \
+                and canary.gateway is not None and len(name) > 56:
+            errors.append(FieldError("metadata.name", "a Canary with a gateway adds Services named "
+                                     f"{name}-stable and {name}-canary: the name may have at most "
+                                     "56 characters"))
     return errors
 
 

@@ -137,3 +137,11 @@ def test_a_blue_green_agent_name_leaves_room_for_its_preview_service() -> None:
     assert fields(long) == ["metadata.name"]
     long["metadata"]["name"] = "a" * 55
     assert fields(long) == []
+
+
+def test_a_canary_with_a_gateway_leaves_room_for_its_revision_services() -> None:
+    routed = agent({"strategy": "Canary", "canary": {"gateway": {"name": "public"}}})
+    routed["metadata"]["name"] = "a" * 57
+    assert fields(routed) == ["metadata.name"]
+    routed["metadata"]["name"] = "a" * 56
+    assert fields(routed) == []
