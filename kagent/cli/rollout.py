@@ -75,7 +75,8 @@ def status_lines(agent: dict[str, Any]) -> list[str]:
     if rollout.get("canaryWeight") is not None:
         lines.append(f"weights:  stable {rollout.get('stableWeight', 0)}% "
                      f"({rollout.get('stableReplicas', 0)} pods), new {rollout['canaryWeight']}% "
-                     f"({rollout.get('canaryReplicas', 0)} pods)")
+                     f"({rollout.get('canaryReplicas', 0)} pods)"
+                     + (" on the HTTPRoute" if rollout.get("trafficRouter") == "HTTPRoute" else ""))
     if rollout.get("activeSelector"):
         lines.append(f"service:  selects {rollout['activeSelector']}")
     lines.append(f"decision: {rollout.get('reason', '-')}: {rollout.get('message', '')}")
@@ -89,7 +90,17 @@ def status_lines(agent: dict[str, Any]) -> list[str]:
                          f"{figures.get('errors', 0)}, error rate {figures.get('errorRate', '-')}, "
                          f"p99 {figures.get('p99LatencySeconds', '-')}s, tool calls "
                          f"{figures.get('toolCalls', 0)}, tool failure rate "
-                         f"{figures.get('toolFailureRate', '-')}")
+                         f"{figures.get('toolFailureRate', '-')}, tokens/request "
+                         f"{figures.get('tokensPerRequest', '-')}, cost/request "
+                         f"${figures.get('costPerRequest', '-')}")
+            evaluation = figures.get("evaluation")
+            if evaluation:
+                lines.append(f"  {'':<7} evaluation {evaluation.get('passed', 0)}/"
+                             f"{evaluation.get('cases', 0)} passed"
+                             + (f", judge score {evaluation['score']}" if evaluation.get("score")
+                                else "")
+                             + "".join(f"\n  {'':<9}{failure}"
+                                       for failure in evaluation.get("failures") or []))
     return lines
 
 
