@@ -467,19 +467,23 @@ def test_with_the_gateway_api_installed_the_weights_go_on_an_httproute(env: Env)
 
     crds = gateway_api_crd_files()
     assert [p.name for p in crds if "httproutes" in p.name]
+    namespace = env.plane.create_namespace(f"routed-{int(time.time())}")
+    name = "routed"
+    rollout = {"strategy": "Canary", "canary": {
+        "gateway": {"name": "public"},
+        "steps": [{"setWeight": 30}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]}}
+    apply(env, agent_doc(namespace, name, "VERSION 1", rollout))
+    agent = wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120,
+                     what="revision 1 Healthy")
+    assert agent["status"]["rollout"]["trafficRouter"] == "ReplicaShare"
     for crd in crds:
         env.plane.kubectl("apply", "--server-side", "-f", str(crd))
     try:
-        namespace = env.plane.create_namespace(f"routed-{int(time.time())}")
-        name = "routed"
-        rollout = {"strategy": "Canary", "canary": {
-            "gateway": {"name": "public"},
-            "steps": [{"setWeight": 30}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]}}
-        apply(env, agent_doc(namespace, name, "VERSION 1", rollout))
-        wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="revision 1 Healthy")
-        # the controller notices the CRD within its recheck period
-        assert wait_for(lambda: route_weights(env, namespace, name), timeout=90,
+        # an Agent at rest notices the Gateway API being installed (within twice the recheck)
+        assert wait_for(lambda: route_weights(env, namespace, name), timeout=120,
                         what="the HTTPRoute") == {f"{name}-stable": 100}
+        wait_for(lambda: rollout_status(env, namespace, name)["trafficRouter"] == "HTTPRoute",
+                 timeout=30, what="status.rollout.trafficRouter HTTPRoute")
         route = env.kubectl_json("get", "httproute", name, "-n", namespace)
         assert route["spec"]["parentRefs"][0]["name"] == "public"
 

@@ -117,6 +117,16 @@ def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _requeue(result: Plan, spec: RolloutSpec) -> float | None:
+    """When to look again: soon while something is in flight; a Canary Agent at rest every
+    :data:`GATEWAY_API_RECHECK_SECONDS` too, so it moves its weights to an HTTPRoute (or back
+    to replica shares) when the Gateway API is installed (or removed)."""
+    soon = result.requeue if result.requeue is not None else (5.0 if result.in_progress else None)
+    if spec.strategy != "Canary":
+        return soon
+    return min(soon, GATEWAY_API_RECHECK_SECONDS) if soon is not None else GATEWAY_API_RECHECK_SECONDS
+
+
 class RolloutShell:
     def __init__(self, client: AsyncClient, cache: ControllerCache) -> None:
         self.client = client
@@ -189,7 +199,7 @@ class RolloutShell:
             status=result.status, in_progress=result.in_progress,
             reason=str(result.status.phase) if rolled_back else "RolloutInProgress",
             message=result.status.message or "", transitions=transitions,
-            requeue=result.requeue if result.requeue is not None else (5.0 if result.in_progress else None),
+            requeue=_requeue(result, spec),
             unwanted=unwanted)
 
     def _evaluation(self, namespace: str, name: str, spec: RolloutSpec, result: Plan
