@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from kagent.api.base import Duration, IntOrString, KagentModel, cel
+from kagent.api.base import Duration, FreeForm, IntOrString, KagentModel, ObjectName, cel
 
 RolloutStrategy = Literal["RollingUpdate", "BlueGreen", "Canary"]
 RolloutPhase = Literal["Healthy", "Progressing", "Paused", "Analysing", "Promoting",
@@ -47,6 +47,59 @@ class CanaryStep(KagentModel):
     end of every pause that follows a ``setWeight``."""
 
 
+MAX_EVALUATION_CASES = 20
+MAX_PROMPT_CHARS = 4096
+
+
+class EvaluationChecks(KagentModel):
+    """What an answer must satisfy; every check given must pass."""
+
+    contains: Annotated[list[Annotated[str, Field(min_length=1, max_length=1024)]],
+                        Field(max_length=10)] | None = None
+    """Texts the answer must contain (each, case-sensitive)."""
+    json_schema: FreeForm | None = None
+    """A JSON Schema the answer, parsed as JSON, must satisfy."""
+    cel: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    """A CEL condition over ``answer`` (the text) and ``json`` (the answer parsed as JSON, or
+    null) that must give true, with the same cost bounds as Workflow conditions."""
+
+
+class EvaluationCase(KagentModel):
+    """One prompt of the evaluation dataset."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+    """The user message sent to each revision (a new conversation per prompt)."""
+    checks: EvaluationChecks | None = None
+    """Checks of the answer."""
+    criteria: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | None = None
+    """What the judge should look for in a good answer (the reference answer, the rubric)."""
+
+
+class JudgeSpec(KagentModel):
+    """An Agent that scores every answer from 0 to 1."""
+
+    agent: ObjectName
+    """The judge Agent's name (same namespace). It is asked, for each answer, with the prompt,
+    the criteria and the answer, and must reply with a JSON object ``{"score": <0..1>,
+    "reason": "..."}`` (docs/delivery.md)."""
+    min_score: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
+    """Lowest mean score a revision may get."""
+
+
+class EvaluationSpec(KagentModel):
+    """A small dataset of prompts run against both revisions at each analysis, with checks
+    and/or a judge Agent; the new revision must pass it."""
+
+    dataset: Annotated[list[EvaluationCase], Field(min_length=1, max_length=MAX_EVALUATION_CASES)]
+    """The prompts and their checks."""
+    judge: JudgeSpec | None = None
+    """Scores every answer with another Agent."""
+    min_pass_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """Share of the prompts whose checks must pass (default: all)."""
+    answer_timeout: Duration = "60s"
+    """Longest one answer (or one judgement) may take; a prompt not answered in time fails."""
+
+
 class AnalysisSpec(KagentModel):
     """What a new revision must measure up to, compared with the stable one over the same
     window, from the runtimes' own /metrics. A threshold left out is not checked."""
@@ -62,9 +115,49 @@ class AnalysisSpec(KagentModel):
     """Slowest 99th-percentile request duration allowed (``5s``)."""
     max_tool_failure_rate: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     """Highest share of tool calls that may fail, from 0 to 1."""
+    max_tokens_per_request: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    """Most model tokens (input and output, every model call of a request) the new revision
+    may use per request, on average over the window."""
+    max_tokens_per_request_increase: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    """Highest relative increase of tokens per request over the stable revision's in the same
+    window (``0.2``: at most 20% more)."""
+    max_cost_per_request: Annotated[float, Field(gt=0.0, le=1000.0)] | None = None
+    """Most the new revision may cost per request, on average, in US dollars (``0.002``),
+    priced by the model's ``pricing`` or the default price table."""
+    max_cost_per_request_increase: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    """Highest relative increase of cost per request over the stable revision's in the same
+    window (``0.5``: at most 50% more)."""
+    evaluation: EvaluationSpec | None = None
+    """Prompts with checks and/or a judge, run against both revisions; a new revision that
+    fails them is rolled back whatever its metrics say."""
     timeout: Duration = "10m"
     """Longest a step waits for ``minRequests``; then the revision fails analysis (no traffic
     is no evidence)."""
+
+    def declares_threshold(self) -> bool:
+        return self.evaluation is not None or \
+            any(getattr(self, name) is not None for name in THRESHOLDS)
+
+    def declares_cost_threshold(self) -> bool:
+        return self.max_cost_per_request is not None or \
+            self.max_cost_per_request_increase is not None
+
+
+THRESHOLDS = ("max_error_rate", "max_error_rate_increase", "max_p99_latency",
+              "max_tool_failure_rate", "max_tokens_per_request", "max_tokens_per_request_increase",
+              "max_cost_per_request", "max_cost_per_request_increase")
+"""The analysis thresholds (at least one must be declared)."""
+
+
+class GatewayParent(KagentModel):
+    """The Gateway (Gateway API) a canary's HTTPRoute attaches to."""
+
+    name: ObjectName
+    """The Gateway's name."""
+    namespace: ObjectName | None = None
+    """Its namespace (default: the Agent's)."""
+    section_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """The Gateway listener to attach to (default: every listener that allows the route)."""
 
 
 class CanarySpec(KagentModel):
@@ -76,6 +169,12 @@ class CanarySpec(KagentModel):
     new revision is promoted after the last one."""
     analysis: AnalysisSpec | None = None
     """Thresholds; without them a step passes when its pause is over."""
+    gateway: GatewayParent | None = None
+    """Where the cluster has the Gateway API (its HTTPRoute CRD), the weights are set on an
+    HTTPRoute named like the Agent, with the stable and new revisions' Services
+    (``<agent>-stable``, ``<agent>-canary``) as weighted backends, attached to this Gateway;
+    the stable Deployment then keeps all its pods. Without the CRD, weights are replica
+    shares."""
 
 
 class BlueGreenSpec(KagentModel):
@@ -121,6 +220,19 @@ class RolloutSpec(KagentModel):
     undo``."""
 
 
+class EvaluationResult(KagentModel):
+    """How one revision did on the evaluation dataset."""
+
+    cases: int = 0
+    """Prompts asked."""
+    passed: int = 0
+    """Prompts whose answer passed every check (and, with a judge, scored at least minScore)."""
+    score: str | None = None
+    """The judge's mean score, as a decimal string."""
+    failures: list[str] | None = None
+    """Why prompts failed (the first few, shortened)."""
+
+
 class AnalysisResult(KagentModel):
     """What the analysis measured for one revision over one window."""
 
@@ -136,6 +248,12 @@ class AnalysisResult(KagentModel):
     """Tool calls made in the window."""
     tool_failure_rate: str | None = None
     """Failed tool calls / tool calls, as a decimal string."""
+    tokens_per_request: str | None = None
+    """Model tokens (input and output) per request, as a decimal string."""
+    cost_per_request: str | None = None
+    """Model cost per request in US dollars, as a decimal string."""
+    evaluation: EvaluationResult | None = None
+    """The evaluation dataset's outcome."""
 
 
 class RolloutAnalysis(KagentModel):
@@ -177,10 +295,13 @@ class RolloutStatus(KagentModel):
     """Index of the canary step in progress."""
     step_started_at: str | None = None
     """When the current step (or pause) started (RFC 3339)."""
+    traffic_router: Literal["ReplicaShare", "HTTPRoute"] | None = None
+    """Canary: how weights move traffic — pod shares behind the Agent's Service, or the
+    weights of the HTTPRoute named like the Agent (Gateway API)."""
     stable_weight: int | None = None
-    """Percent of pods running the stable revision."""
+    """Percent of traffic for the stable revision (of pods, with ReplicaShare)."""
     canary_weight: int | None = None
-    """Percent of pods running the new revision."""
+    """Percent of traffic for the new revision (of pods, with ReplicaShare)."""
     stable_replicas: int | None = None
     """Pods asked of the stable Deployment."""
     canary_replicas: int | None = None
@@ -201,6 +322,11 @@ class RolloutStatus(KagentModel):
     aborted_hash: str | None = None
     """A new revision that was rolled back or aborted: it is not tried again until the Agent
     changes."""
+    handled_action: str | None = None
+    """The ``kagent rollout`` request last acted on (the action annotation's value, e.g.
+    ``promote:1f3a…``), kept while the annotation is still on the Agent: the annotation is
+    removed only once this status is written, so a request is acted on exactly once and never
+    lost."""
 
 
 DEFAULT_CANARY_STEPS = (
@@ -216,10 +342,12 @@ def canary_steps(spec: RolloutSpec) -> list[CanaryStep]:
     return list(DEFAULT_CANARY_STEPS)
 
 
-def rollout_problems(spec: RolloutSpec, *, autoscaled: bool, field: str = "spec.rollout"
-                     ) -> list[tuple[str, str]]:
+def rollout_problems(spec: RolloutSpec, *, autoscaled: bool, field: str = "spec.rollout",
+                     unpriced_model: str | None = None) -> list[tuple[str, str]]:
     """What is wrong with a rollout spec beyond its schema, as (field, message) pairs: shared
-    by the webhook (which refuses) and the controller (which reports InvalidSpec)."""
+    by the webhook (which refuses) and the controller (which reports InvalidSpec).
+    ``unpriced_model`` names the Agent's model when it has no price (a cost threshold on it
+    would always measure zero)."""
     problems: list[tuple[str, str]] = []
     if spec.strategy == "Canary" and autoscaled:
         problems.append((f"{field}.strategy", "Canary moves traffic by replica share and needs "
@@ -245,10 +373,23 @@ def rollout_problems(spec: RolloutSpec, *, autoscaled: bool, field: str = "spec.
         if analysis.max_p99_latency is not None:
             problems += _duration_problems(analysis.max_p99_latency, f"{where}.maxP99Latency")
         problems += _duration_problems(analysis.timeout, f"{where}.timeout")
-        if analysis.max_error_rate is None and analysis.max_error_rate_increase is None \
-                and analysis.max_p99_latency is None and analysis.max_tool_failure_rate is None:
+        if analysis.evaluation is not None:
+            evaluation = analysis.evaluation
+            problems += _duration_problems(evaluation.answer_timeout,
+                                           f"{where}.evaluation.answerTimeout")
+            for i, case in enumerate(evaluation.dataset):
+                if case.checks is None and evaluation.judge is None:
+                    problems.append((f"{where}.evaluation.dataset[{i}]", "has no checks and "
+                                     "there is no judge: give checks or evaluation.judge"))
+        if not analysis.declares_threshold():
             problems.append((where, "declares no threshold: give at least one of maxErrorRate, "
-                             "maxErrorRateIncrease, maxP99Latency or maxToolFailureRate"))
+                             "maxErrorRateIncrease, maxP99Latency, maxToolFailureRate, "
+                             "maxTokensPerRequest(Increase) or maxCostPerRequest(Increase)"))
+        if analysis.declares_cost_threshold() and unpriced_model is not None:
+            which = "maxCostPerRequest" if analysis.max_cost_per_request is not None \
+                else "maxCostPerRequestIncrease"
+            problems.append((f"{where}.{which}", f"the model {unpriced_model} has no price, so "
+                             "its cost always measures 0: declare spec.model.pricing"))
     if spec.blue_green is not None:
         problems += _duration_problems(spec.blue_green.scale_down_delay,
                                        f"{field}.blueGreen.scaleDownDelay", allow_zero=True)

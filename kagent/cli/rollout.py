@@ -10,6 +10,7 @@ Agent's strategy — for blue-green within its scale-down delay, an instant swit
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,8 @@ def status_lines(agent: dict[str, Any]) -> list[str]:
     if rollout.get("canaryWeight") is not None:
         lines.append(f"weights:  stable {rollout.get('stableWeight', 0)}% "
                      f"({rollout.get('stableReplicas', 0)} pods), new {rollout['canaryWeight']}% "
-                     f"({rollout.get('canaryReplicas', 0)} pods)")
+                     f"({rollout.get('canaryReplicas', 0)} pods)"
+                     + (" on the HTTPRoute" if rollout.get("trafficRouter") == "HTTPRoute" else ""))
     if rollout.get("activeSelector"):
         lines.append(f"service:  selects {rollout['activeSelector']}")
     lines.append(f"decision: {rollout.get('reason', '-')}: {rollout.get('message', '')}")
@@ -88,7 +90,17 @@ def status_lines(agent: dict[str, Any]) -> list[str]:
                          f"{figures.get('errors', 0)}, error rate {figures.get('errorRate', '-')}, "
                          f"p99 {figures.get('p99LatencySeconds', '-')}s, tool calls "
                          f"{figures.get('toolCalls', 0)}, tool failure rate "
-                         f"{figures.get('toolFailureRate', '-')}")
+                         f"{figures.get('toolFailureRate', '-')}, tokens/request "
+                         f"{figures.get('tokensPerRequest', '-')}, cost/request "
+                         f"${figures.get('costPerRequest', '-')}")
+            evaluation = figures.get("evaluation")
+            if evaluation:
+                lines.append(f"  {'':<7} evaluation {evaluation.get('passed', 0)}/"
+                             f"{evaluation.get('cases', 0)} passed"
+                             + (f", judge score {evaluation['score']}" if evaluation.get("score")
+                                else "")
+                             + "".join(f"\n  {'':<9}{failure}"
+                                       for failure in evaluation.get("failures") or []))
     return lines
 
 
@@ -150,8 +162,11 @@ def _request(name: str, namespace: str, kubeconfig: Path, action: str) -> None:
         fail(f"Agent {name!r} has no rollout in progress (phase {phase or 'none'})",
              "change the Agent to start one; `kagent rollout status` shows where it is")
     try:
+        # a request of its own (``promote:1f3a…``): a second promote sent before the controller
+        # has cleared the first is a new request, not the first one seen again
+        request = f"{action}:{uuid.uuid4().hex[:12]}"
         kube.patch(kagent_resource("Agent"), name,
-                   {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: action}}},
+                   {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: request}}},
                    namespace=namespace, patch_type=PatchType.MERGE)
     except Exception as error:  # noqa: BLE001
         api_failure(error, f"Agent {name!r} in namespace {namespace!r}")

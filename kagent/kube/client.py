@@ -24,6 +24,8 @@ KAGENT_RESOURCES = {
     for kind in KINDS
 }
 ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+"""The Gateway API route a canary sets its traffic weights on (when its CRD is installed)."""
 
 
 def resource_type(api_version: str, kind: str) -> Any:

@@ -280,6 +280,19 @@ def keda_crd_files() -> list[Path]:
     return sorted(folder.glob("keda.sh_*.yaml"))
 
 
+GATEWAY_API_VERSION = "1.2.1"
+
+
+def gateway_api_crd_files() -> list[Path]:
+    """The Gateway API's standard-channel CRDs (Gateway, HTTPRoute, …) from its Go module, as a
+    Gateway API release installs them (fetched like KEDA's; the module cache keeps them)."""
+    with tempfile.TemporaryDirectory(prefix="kagent-gateway-api-") as tmp:
+        info = json.loads(_run_go(["mod", "download", "-json",
+                                   f"sigs.k8s.io/gateway-api@v{GATEWAY_API_VERSION}"], cwd=Path(tmp)))
+    folder = Path(info["Dir"]) / "config" / "crd" / "standard"
+    return sorted(folder.glob("gateway.networking.k8s.io_*.yaml"))
+
+
 # --- a real node: kubelet, kube-proxy, CoreDNS and the pause binary ---------------------------
 
 COREDNS_VERSION = "1.14.2"

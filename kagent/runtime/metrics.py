@@ -73,12 +73,14 @@ class RuntimeFigures:
     tool_errors: float = 0.0
     input_tokens: float = 0.0
     output_tokens: float = 0.0
+    cost_dollars: float = 0.0
+    """Model cost priced by the runtime (the model's pricing, else the default table)."""
 
 
 def read_figures(text: str) -> RuntimeFigures:
     """A runtime's /metrics text reduced to :class:`RuntimeFigures`; other metrics are ignored
     (pure)."""
-    requests = errors = tool_calls = tool_errors = tokens_in = tokens_out = 0.0
+    requests = errors = tool_calls = tool_errors = tokens_in = tokens_out = cost = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -99,4 +101,7 @@ def read_figures(text: str) -> RuntimeFigures:
                     tokens_in += value
                 elif labels.get("direction") == "output":
                     tokens_out += value
-    return RuntimeFigures(requests, errors, buckets, tool_calls, tool_errors, tokens_in, tokens_out)
+            elif name == "agent_usage_cost_dollars_total":
+                cost += value
+    return RuntimeFigures(requests, errors, buckets, tool_calls, tool_errors, tokens_in, tokens_out,
+                          cost)

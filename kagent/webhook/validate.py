@@ -18,9 +18,10 @@ from kagent.api import Agent, Memory, Resource, Tool, Workflow, WorkflowRun
 from kagent.api.labels import WORKFLOW_LABEL
 from kagent.api.manifests import ManifestError, parse_resource
 from kagent.api.parameters import parameters_json_schema
-from kagent.api.rollout import rollout_problems
+from kagent.api.pricing import price_for
+from kagent.api.rollout import RolloutSpec, rollout_problems
 from kagent.api.secrets import secret_refs_with_fields
-from kagent.workflow.expressions import STEP_FIELDS, ExpressionError
+from kagent.workflow.expressions import STEP_FIELDS, ExpressionError, compile_condition
 from kagent.workflow.expressions import references as expression_references
 from kagent.workflow.plan import PlanError, plan
 from kagent.workflow.retry import retry_request_problems, unknown_step_problem
@@ -78,12 +79,44 @@ def _check_agent(agent: Agent) -> list[FieldError]:
                     errors.append(FieldError(f"spec.scaling.keda.triggers[{i}].metadata",
                                              "a prometheus trigger needs a query or a metricName"))
     if agent.spec.rollout is not None:
+        model = agent.spec.model
+        unpriced = None if price_for(model.provider, model.name, model.pricing) is not None \
+            else f"{model.provider}/{model.name}"
         errors += [FieldError(field, message) for field, message in
-                   rollout_problems(agent.spec.rollout, autoscaled=agent.spec.scaling is not None)]
+                   rollout_problems(agent.spec.rollout, autoscaled=agent.spec.scaling is not None,
+                                    unpriced_model=unpriced)]
+        errors += _evaluation_errors(agent.spec.rollout)
         name = str(agent.metadata.name or "")
         if agent.spec.rollout.strategy == "BlueGreen" and len(name) > 55:
             errors.append(FieldError("metadata.name", "BlueGreen adds a preview Service named "
                                      f"{name}-preview: the name may have at most 55 characters"))
+        canary = agent.spec.rollout.canary
+        if agent.spec.rollout.strategy == "Canary" and canary is not None \
+                and canary.gateway is not None and len(name) > 56:
+            errors.append(FieldError("metadata.name", "a Canary with a gateway adds Services named "
+                                     f"{name}-stable and {name}-canary: the name may have at most "
+                                     "56 characters"))
+    return errors
+
+
+def _evaluation_errors(rollout: RolloutSpec) -> list[FieldError]:
+    """The evaluation dataset's JSON Schemas and CEL checks, compiled now rather than failing
+    a rollout later (CEL with the Workflow conditions' cost bounds)."""
+    errors: list[FieldError] = []
+    for where, settings in (("spec.rollout.canary.analysis", rollout.canary),
+                            ("spec.rollout.blueGreen.analysis", rollout.blue_green)):
+        evaluation = settings.analysis.evaluation if settings and settings.analysis else None
+        for i, case in enumerate(evaluation.dataset if evaluation else []):
+            checks = case.checks
+            field = f"{where}.evaluation.dataset[{i}].checks"
+            if checks is None:
+                continue
+            errors += _json_schema_errors(checks.json_schema, f"{field}.jsonSchema")
+            if checks.cel is not None:
+                try:
+                    compile_condition(checks.cel)
+                except ExpressionError as error:
+                    errors.append(FieldError(f"{field}.cel", str(error)))
     return errors
 
 

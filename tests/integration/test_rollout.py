@@ -31,9 +31,23 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.integration
 
 SCRIPT = {"rules": [
+    # the judge Agent: a high score for an answer that names Paris, a low one otherwise
+    {"name": "judge-good", "system_contains": "You are the JUDGE", "regex": "<answer>\\n[^<]*Paris",
+     "content": '{"score": 0.9, "reason": "names Paris"}'},
+    {"name": "judge-bad", "system_contains": "You are the JUDGE",
+     "content": 'Hmm. {"score": 0.1, "reason": "does not name Paris"}'},
+    # the quiz agent: a wrong prompt answers Lyon
+    {"name": "quiz-wrong-json", "system_contains": "QUIZ wrong", "contains": "as JSON",
+     "content": '{"capital": "Lyon"}'},
+    {"name": "quiz-wrong", "system_contains": "QUIZ wrong", "content": "Lyon, I believe."},
+    {"name": "quiz-json", "system_contains": "QUIZ", "contains": "as JSON",
+     "content": '{"capital": "Paris"}'},
+    {"name": "quiz", "system_contains": "QUIZ", "content": "Paris is the capital of France."},
     {"name": "broken", "system_contains": "VERSION broken",
      "error": {"status": 400, "message": "the new prompt breaks the model"}},
     {"name": "second", "system_contains": "VERSION 2", "content": "the second answer"},
+    {"name": "verbose", "system_contains": "VERSION verbose", "content": "a very long answer",
+     "usage": {"input_tokens": 100, "output_tokens": 20000}},
     {"name": "answer", "content": "an answer"},
 ]}
 CANARY = {"strategy": "Canary", "canary": {
@@ -64,8 +78,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         install_crds(plane)
         overrides = {**scripted_model_env(llm.url), "OPENAI_API_KEY": "scripted"}
         pods = start_local_pods(workdir, plane.kubeconfig, overrides)
-        controller = ControllerProcess(plane, identity="rollout-0",
-                                       env={"KAGENT_LOCAL_PODS_URL": pods.url})
+        controller = ControllerProcess(plane, identity="rollout-0", log_dir=workdir, env={
+            "KAGENT_LOCAL_PODS_URL": pods.url,
+            # the judge Agent is reached through the local Service proxy, as workflow steps are
+            "KAGENT_WORKFLOW_AGENT_URL_TEMPLATE": pods.url + "/{namespace}/{name}"})
         try:
             controller.start()
             wait_for(controller.is_leader, what="leadership")
@@ -219,6 +235,84 @@ def test_canary_promotes_a_good_prompt_and_rolls_a_broken_one_back(env: Env) -> 
         client.stop()
 
 
+def test_a_canary_that_spends_more_tokens_and_money_per_request_is_rolled_back(env: Env) -> None:
+    """gpt-4o-mini costs $0.6 per million output tokens: the verbose prompt's 20,000 output
+    tokens cost $0.012 a request, over maxCostPerRequest, and far more tokens than stable."""
+    namespace = env.plane.create_namespace(f"usage-{int(time.time())}")
+    name = "thrifty"
+    rollout = {"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "6s"}}],
+        "analysis": {"minRequests": 3, "maxTokensPerRequestIncrease": 1.0,
+                     "maxCostPerRequest": 0.01, "timeout": "60s"}}}
+    apply(env, agent_doc(namespace, name, "VERSION 1", rollout))
+    wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="revision 1 Healthy")
+    client = Client(f"{env.pods.url}/{namespace}/{name}", name).start()
+    try:
+        wait_for(lambda: len(client.answers) >= 3, what="the client's first answers")
+        set_prompt(env, namespace, name, "VERSION verbose")
+        status = wait_for(lambda: phase(env, namespace, name, "RolledBack"), timeout=180,
+                          what="the verbose revision rolled back")
+    finally:
+        client.stop()
+    analysis = status["analysis"]
+    assert analysis["verdict"] == "Failed" and analysis["step"] == 1
+    canary, stable = analysis["canary"], analysis["stable"]
+    assert float(canary["tokensPerRequest"]) == 20100
+    assert 0 < float(stable["tokensPerRequest"]) < 1000
+    assert abs(float(canary["costPerRequest"]) - 0.012015) < 1e-4  # (100 × 0.15 + 20,000 × 0.6) µ$
+    assert "maxCostPerRequest 0.01" in analysis["message"]
+    assert "above the stable revision's" in analysis["message"]
+    assert all(code == 200 for code, _ in client.answers) and not client.dropped()
+
+
+EVALUATION = {"minRequests": 2, "timeout": "90s", "evaluation": {
+    "dataset": [
+        {"prompt": "What is the capital of France?", "criteria": "Names Paris.",
+         "checks": {"contains": ["Paris"], "cel": "answer.size() < 200 && json == null"}},
+        {"prompt": "Give the capital of France as JSON.",
+         "checks": {"jsonSchema": {"type": "object", "required": ["capital"],
+                                   "properties": {"capital": {"const": "Paris"}}}}}],
+    "judge": {"agent": "judge", "minScore": 0.5}, "answerTimeout": "30s"}}
+
+
+def test_an_evaluation_with_a_judge_blocks_a_wrong_revision_and_lets_a_good_one_through(
+        env: Env) -> None:
+    namespace = env.plane.create_namespace(f"evaluation-{int(time.time())}")
+    judge = agent_doc(namespace, "judge", "You are the JUDGE of answers.", {"strategy": "RollingUpdate"})
+    judge["spec"]["replicas"] = 1
+    apply(env, judge)
+    wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in (
+        (env.agent(namespace, "judge") or {}).get("status") or {}).get("conditions") or []),
+        timeout=120, what="the judge Ready")
+    name = "quiz"
+    rollout = {"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "3s"}}], "analysis": EVALUATION}}
+    apply(env, agent_doc(namespace, name, "QUIZ 1", rollout))
+    wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120, what="revision 1 Healthy")
+
+    set_prompt(env, namespace, name, "QUIZ wrong")
+    status = wait_for(lambda: phase(env, namespace, name, "RolledBack"), timeout=180,
+                      what="the wrong revision rolled back")
+    analysis = status["analysis"]
+    assert analysis["verdict"] == "Failed", analysis
+    canary, stable = analysis["canary"]["evaluation"], analysis["stable"]["evaluation"]
+    assert (canary["cases"], canary["passed"], canary["score"]) == (2, 0, "0.1"), canary
+    assert (stable["cases"], stable["passed"], stable["score"]) == (2, 2, "0.9"), stable
+    assert "prompt 0: does not contain 'Paris'" in canary["failures"][0]
+    assert "does not match the JSON Schema" in canary["failures"][1]
+    assert analysis["message"].startswith("evaluation 0/2 prompts passed (stable 2/2)")
+    warning = [e for e in events(env, namespace, name) if e["reason"] == "RolledBack"]
+    assert warning and "evaluation 0/2" in warning[0]["message"]
+
+    set_prompt(env, namespace, name, "QUIZ fixed")
+    agent = wait_for(lambda: healthy_at(env, namespace, name, 3), timeout=180,
+                     what="the fixed revision promoted")
+    analysis = agent["status"]["rollout"]["analysis"]
+    assert analysis["verdict"] == "Passed", analysis
+    assert analysis["canary"]["evaluation"] == {"cases": 2, "passed": 2, "score": "0.9"}
+    assert "evaluation 2/2 prompts passed (stable 2/2), judge score 0.9" in analysis["message"]
+
+
 def test_the_webhook_refuses_malformed_steps_naming_the_field(env: Env) -> None:
     namespace = env.plane.create_namespace(f"refuse-{int(time.time())}")
     bad = agent_doc(namespace, "helper", "x", {"strategy": "Canary", "canary": {
@@ -226,6 +320,13 @@ def test_the_webhook_refuses_malformed_steps_naming_the_field(env: Env) -> None:
     result = env.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
     assert result.returncode != 0
     assert "spec.rollout.canary.steps[1].setWeight" in result.stderr
+    unpriced = agent_doc(namespace, "helper", "x", {"strategy": "Canary", "canary": {
+        "analysis": {"maxCostPerRequest": 0.01}}})
+    unpriced["spec"]["model"] = {"provider": "openai", "name": "in-house-model"}
+    result = env.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(unpriced), check=False)
+    assert result.returncode != 0
+    assert "spec.rollout.canary.analysis.maxCostPerRequest" in result.stderr
+    assert "no price" in result.stderr
     ok = agent_doc(namespace, "helper", "x", {"strategy": "BlueGreen",
                                               "blueGreen": {"scaleDownDelay": "1m"}})
     env.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(ok))
@@ -242,9 +343,6 @@ def phase(env: Env, namespace: str, name: str, wanted: str) -> dict[str, Any] | 
     return status if status.get("phase") == wanted else None
 
 
-@pytest.mark.xfail(reason="known bug since the merge with agent authentication and never-take-over: "
-                          "`kagent rollout abort` is accepted but the rollout does not reach Aborted "
-                          "within 60 s (promote and undo work); see the issue note", strict=False)
 def test_rollout_commands_status_history_promote_abort_undo(env: Env) -> None:
     namespace = env.plane.create_namespace(f"cli-{int(time.time())}")
     name = "steered"
@@ -353,3 +451,65 @@ def test_blue_green_switches_after_the_preview_is_ready_and_analysed_and_undo_sw
     finally:
         client.stop()
         preview.stop()
+
+
+def route_weights(env: Env, namespace: str, name: str) -> dict[str, int] | None:
+    route = env.kubectl_json("get", "httproute", name, "-n", namespace)
+    if route is None:
+        return None
+    return {b["name"]: b["weight"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]}
+
+
+def test_with_the_gateway_api_installed_the_weights_go_on_an_httproute(env: Env) -> None:
+    """Last in the module: installing the Gateway API CRDs turns every canary into HTTPRoute
+    weights (the CRDs go again at the end)."""
+    from kagent.local.binaries import gateway_api_crd_files
+
+    crds = gateway_api_crd_files()
+    assert [p.name for p in crds if "httproutes" in p.name]
+    namespace = env.plane.create_namespace(f"routed-{int(time.time())}")
+    name = "routed"
+    rollout = {"strategy": "Canary", "canary": {
+        "gateway": {"name": "public"},
+        "steps": [{"setWeight": 30}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]}}
+    apply(env, agent_doc(namespace, name, "VERSION 1", rollout))
+    agent = wait_for(lambda: healthy_at(env, namespace, name, 1), timeout=120,
+                     what="revision 1 Healthy")
+    assert agent["status"]["rollout"]["trafficRouter"] == "ReplicaShare"
+    for crd in crds:
+        env.plane.kubectl("apply", "--server-side", "-f", str(crd))
+    try:
+        # an Agent at rest notices the Gateway API being installed (within twice the recheck)
+        assert wait_for(lambda: route_weights(env, namespace, name), timeout=120,
+                        what="the HTTPRoute") == {f"{name}-stable": 100}
+        wait_for(lambda: rollout_status(env, namespace, name)["trafficRouter"] == "HTTPRoute",
+                 timeout=30, what="status.rollout.trafficRouter HTTPRoute")
+        route = env.kubectl_json("get", "httproute", name, "-n", namespace)
+        assert route["spec"]["parentRefs"][0]["name"] == "public"
+
+        set_prompt(env, namespace, name, "VERSION 2")
+        status = wait_for(lambda: phase(env, namespace, name, "Paused"), timeout=120,
+                          what="paused at 30%")
+        assert status["trafficRouter"] == "HTTPRoute"
+        assert (status["stableWeight"], status["canaryWeight"]) == (70, 30)
+        assert route_weights(env, namespace, name) == {f"{name}-stable": 70, f"{name}-canary": 30}
+        # the stable revision keeps both its pods; the canary gets its share (one pod)
+        assert (status["stableReplicas"], status["canaryReplicas"]) == (2, 1)
+        selectors = {s: env.kubectl_json("get", "service", f"{name}-{s}", "-n", namespace)["spec"]
+                     ["selector"]["kagent.dev/revision-hash"] for s in ("stable", "canary")}
+        assert selectors == {"stable": status["stableHash"], "canary": status["canaryHash"]}
+
+        assert kagent(env, "rollout", "promote", name, "-n", namespace).returncode == 0
+        wait_for(lambda: route_weights(env, namespace, name) == {f"{name}-stable": 20,
+                                                                 f"{name}-canary": 80},
+                 timeout=120, what="80% on the HTTPRoute")
+        assert kagent(env, "rollout", "promote", name, "-n", namespace).returncode == 0
+        wait_for(lambda: healthy_at(env, namespace, name, 2), timeout=120, what="revision 2 promoted")
+        wait_for(lambda: route_weights(env, namespace, name) == {f"{name}-stable": 100},
+                 timeout=60, what="everything back on the stable Service")
+        wait_for(lambda: env.kubectl_json("get", "service", f"{name}-canary", "-n", namespace)
+                 is None, timeout=60, what="the canary Service removed")
+    finally:
+        for crd in crds:
+            env.plane.kubectl("delete", "-f", str(crd), "--ignore-not-found", "--wait=false",
+                              check=False)

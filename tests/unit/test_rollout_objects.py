@@ -69,3 +69,41 @@ def test_a_status_patch_removes_what_the_new_status_no_longer_sets() -> None:
     assert merge_patch(old, new) == {
         "rollout": {"phase": "Healthy", "canaryHash": None, "analysis": {"stable": {"p99": None}}},
         "endpoint": "x"}
+
+
+def test_with_the_gateway_api_weights_go_on_an_httproute_with_a_service_per_revision() -> None:
+    from kagent.api.rollout import GatewayParent
+
+    old = render_agent(AgentInputs(agent=agent("v1")))
+    new = render_agent(AgentInputs(agent=agent("v2")))
+    revision = stored_revision(revision_manifest(agent("v1"), old, 1))
+    status = RolloutStatus(phase="Paused", stable_weight=70, canary_weight=30)
+    plan = Plan(status, old.config_hash, 3, new.config_hash, 1, routed=True)
+    gateway = GatewayParent(name="public", namespace="edge", section_name="https")
+    objects = rollout_objects(new, plan, revision, "Canary", autoscaled=False, gateway=gateway)
+    route = by(objects, "HTTPRoute", "helper")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                            "name": "public", "namespace": "edge",
+                                            "sectionName": "https"}]
+    port = by(objects, "Service", "helper")["spec"]["ports"][0]["port"]
+    assert route["spec"]["rules"] == [{"backendRefs": [
+        {"name": "helper-stable", "port": port, "weight": 70},
+        {"name": "helper-canary", "port": port, "weight": 30}]}]
+    assert by(objects, "Service", "helper-stable")["spec"]["selector"] == {
+        AGENT_LABEL: "helper", REVISION_HASH_LABEL: old.config_hash}
+    assert by(objects, "Service", "helper-canary")["spec"]["selector"] == {
+        AGENT_LABEL: "helper", REVISION_HASH_LABEL: new.config_hash}
+    # the Agent's own Service still selects every pod of the Agent
+    assert by(objects, "Service", "helper")["spec"]["selector"] == {AGENT_LABEL: "helper"}
+    # nothing in flight: the stable Service takes everything, the canary Service goes
+    steady = Plan(RolloutStatus(phase="Healthy"), new.config_hash, 3, None, routed=True)
+    objects = rollout_objects(new, steady, None, "Canary", autoscaled=False)
+    assert by(objects, "HTTPRoute", "helper")["spec"] == {"rules": [{"backendRefs": [
+        {"name": "helper-stable", "port": port, "weight": 100}]}]}
+    assert not [o for o in objects if o["metadata"]["name"] == "helper-canary"]
+    # without the Gateway API: no route, no per-revision Services
+    plain = rollout_objects(new, Plan(status, old.config_hash, 2, new.config_hash, 1), revision,
+                            "Canary", autoscaled=False)
+    assert not [o for o in plain if o["kind"] == "HTTPRoute" or o["metadata"]["name"] == "helper-stable"]

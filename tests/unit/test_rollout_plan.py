@@ -188,3 +188,123 @@ agent_tool_calls_total{agent="a",tool="t",outcome="error"} 1.0
     verdict = judge(AnalysisSpec(max_p99_latency="500ms", max_tool_failure_rate=0.2), counts, GOOD)
     assert verdict.verdict == "Failed"
     assert "p99 latency" in verdict.message and "tool failure rate 0.25" in verdict.message
+
+
+def test_a_request_is_acknowledged_only_once_the_status_records_it_and_acted_on_once() -> None:
+    """Regression: the action annotation was removed before the status recorded the decision,
+    so a reconcile that read the Agent in between (annotation gone, status still Paused) planned
+    as if abort had never been asked, and its status write put the phase back to Paused."""
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {}}, {"pause": {}}]}})
+    o = observe(spec)
+    for _ in range(3):
+        o = converge(o, plan(o))
+    assert plan(o).status.phase == "Paused"
+    aborted = plan(replace(o, action="abort"))
+    assert aborted.status.phase == "Aborted" and aborted.status.handled_action == "abort"
+    assert not aborted.forget_action  # the status saying so is not written yet
+    # the status is written; the annotation is still there: acknowledged now, nothing redone
+    recorded = plan(replace(converge(o, aborted), action="abort"))
+    assert recorded.status.phase == "Aborted" and recorded.forget_action
+    assert recorded.decision is None
+    gone = plan(converge(o, recorded))
+    assert gone.status.phase == "Aborted" and gone.status.handled_action is None
+    assert not gone.forget_action
+
+    # a promote is acted on once, though its annotation outlives the status that records it
+    resumed = plan(replace(o, action="promote"))
+    assert resumed.status.current_step == 2 and not resumed.forget_action
+    again = plan(replace(converge(o, resumed), action="promote"))
+    assert again.status.current_step == 2 and again.status.phase == "Paused"
+    assert again.forget_action
+
+
+def test_tokens_and_cost_per_request_are_judged_against_limits_and_the_stable_revision() -> None:
+    from kagent.api.rollout import AnalysisSpec
+
+    text = """# TYPE agent_requests_total counter
+agent_requests_total{agent="a",protocol="openai",outcome="success"} 4.0
+# TYPE agent_llm_tokens_total counter
+agent_llm_tokens_total{agent="a",model="m",direction="input"} 300.0
+agent_llm_tokens_total{agent="a",model="m",direction="output"} 100.0
+# TYPE agent_usage_cost_dollars_total counter
+agent_usage_cost_dollars_total{namespace="n",agent="a",model="m",caller="c"} 0.02
+"""
+    counts = parse_counts(text)
+    assert (counts.tokens, counts.cost) == (400, 0.02)
+    shown = window({"p": counts}, {"p": Counts(requests=2, tokens=100, cost=0.01)})
+    assert (shown.requests, shown.tokens, round(shown.cost, 6)) == (2, 300, 0.01)
+    from kagent.controller.rollout.metrics import result
+
+    assert result(counts).tokens_per_request == "100" and result(counts).cost_per_request == "0.005"
+
+    stable = Counts(requests=10, tokens=500, cost=0.01)  # 50 tokens, $0.001 a request
+    canary = Counts(requests=10, tokens=1000, cost=0.05)  # 100 tokens, $0.005 a request
+    within = AnalysisSpec(max_tokens_per_request=100, max_tokens_per_request_increase=1.0,
+                          max_cost_per_request=0.005)
+    passed = judge(within, canary, stable)
+    assert passed.verdict == "Passed", passed.message
+    assert "tokens/request 100 (stable 50)" in passed.message
+    assert "cost/request $0.005 (stable $0.001)" in passed.message
+    over = judge(AnalysisSpec(max_tokens_per_request=99, max_cost_per_request_increase=0.5),
+                 canary, stable)
+    assert over.verdict == "Failed"
+    assert "tokens per request 100 > maxTokensPerRequest 99" in over.message
+    assert "cost per request $0.005 is 400% above the stable revision's $0.001" in over.message
+    grown = judge(AnalysisSpec(max_tokens_per_request_increase=0.5), canary, stable)
+    assert grown.verdict == "Failed" and "100% above" in grown.message
+    # no stable traffic (or nothing spent): an increase cannot be judged, a limit still is
+    assert judge(AnalysisSpec(max_tokens_per_request_increase=0.1), canary, Counts()).verdict == "Passed"
+
+
+def test_with_an_httproute_the_weights_are_exact_and_the_stable_revision_keeps_its_pods() -> None:
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]}})
+    o = observe(spec, total=4, routed=True)
+    first = plan(o)
+    assert first.routed and first.status.traffic_router == "HTTPRoute"
+    assert (first.stable_replicas, first.candidate_replicas) == (4, 1)
+    assert (first.status.stable_weight, first.status.canary_weight) == (90, 10)
+    o = converge(o, first)
+    paused = plan(converge(o, plan(o)))
+    assert paused.status.phase == "Paused" and paused.status.canary_weight == 10
+    later = plan(replace(converge(o, plan(o)), action="promote"))
+    o = converge(converge(o, plan(o)), later)
+    sixty = plan(o)
+    assert (sixty.status.stable_weight, sixty.status.canary_weight) == (40, 60)
+    assert (sixty.stable_replicas, sixty.candidate_replicas) == (4, 3)
+    # without a router the same step is a replica share
+    shared = plan(replace(o, routed=False))
+    assert shared.status.traffic_router == "ReplicaShare" and not shared.routed
+    assert (shared.stable_replicas, shared.candidate_replicas) == (2, 3)
+
+
+def test_a_second_request_sent_before_the_first_was_cleared_is_acted_on() -> None:
+    """The CLI gives each request its own id: a promote sent while the previous promote's
+    annotation was still being cleared is not mistaken for it."""
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {}}, {"pause": {}}]}})
+    o = observe(spec)
+    for _ in range(3):
+        o = converge(o, plan(o))
+    first = plan(replace(o, action="promote", request="promote:aaa"))
+    assert first.status.current_step == 2 and first.status.handled_action == "promote:aaa"
+    o = converge(o, first)
+    second = plan(replace(o, action="promote", request="promote:bbb"))
+    assert second.status.handled_action == "promote:bbb" and not second.forget_action
+    assert second.status.phase == "Promoting" or second.status.current_step == 3
+
+
+def test_a_promote_sent_while_a_weight_is_being_set_ends_the_pause_after_it() -> None:
+    spec = RolloutSpec.model_validate({"strategy": "Canary", "canary": {
+        "steps": [{"setWeight": 50}, {"pause": {}}]}})
+    o = replace(observe(spec), action="promote", request="promote:early")
+    moving = plan(o)  # the canary pods are not there yet
+    assert moving.status.current_step == 0 and not moving.action_done
+    weight_set = plan(replace(o, previous=moving.status, stable=DeploymentState("old", 1, True),
+                              candidate=DeploymentState("new", 1, True)))
+    assert weight_set.status.current_step == 1 and not weight_set.action_done
+    assert weight_set.status.handled_action is None  # still to be acted on
+    resumed = plan(replace(o, previous=weight_set.status, stable=DeploymentState("old", 1, True),
+                           candidate=DeploymentState("new", 1, True)))
+    assert resumed.status.current_step == 2 and resumed.status.handled_action == "promote:early"

@@ -29,27 +29,35 @@ class Counts:
     """Cumulative request-duration histogram: upper bound → count."""
     tool_calls: float = 0.0
     tool_errors: float = 0.0
+    tokens: float = 0.0
+    """Model tokens, input and output."""
+    cost: float = 0.0
+    """Model cost in US dollars."""
 
     def __add__(self, other: Counts) -> Counts:
         buckets = dict(self.buckets)
         for bound, count in other.buckets.items():
             buckets[bound] = buckets.get(bound, 0.0) + count
         return Counts(self.requests + other.requests, self.errors + other.errors, buckets,
-                      self.tool_calls + other.tool_calls, self.tool_errors + other.tool_errors)
+                      self.tool_calls + other.tool_calls, self.tool_errors + other.tool_errors,
+                      self.tokens + other.tokens, self.cost + other.cost)
 
     def __sub__(self, before: Counts) -> Counts:
-        if self.requests < before.requests or self.tool_calls < before.tool_calls:
+        if self.requests < before.requests or self.tool_calls < before.tool_calls \
+                or self.tokens < before.tokens:
             return self  # the pod restarted: its counters began again inside the window
         return Counts(self.requests - before.requests, self.errors - before.errors,
                       {b: c - before.buckets.get(b, 0.0) for b, c in self.buckets.items()},
-                      self.tool_calls - before.tool_calls, self.tool_errors - before.tool_errors)
+                      self.tool_calls - before.tool_calls, self.tool_errors - before.tool_errors,
+                      self.tokens - before.tokens, max(self.cost - before.cost, 0.0))
 
 
 def parse_counts(text: str) -> Counts:
     """A pod's /metrics text reduced to what analysis reads; other metrics are ignored."""
     figures = read_figures(text)
     return Counts(figures.requests, figures.errors, figures.buckets, figures.tool_calls,
-                  figures.tool_errors)
+                  figures.tool_errors, figures.input_tokens + figures.output_tokens,
+                  figures.cost_dollars)
 
 
 def window(now: Mapping[str, Counts], start: Mapping[str, Counts]) -> Counts:
@@ -98,6 +106,8 @@ def result(counts: Counts) -> AnalysisResult:
         p99_latency_seconds=_decimal(quantile(counts.buckets, 0.99)),
         tool_calls=int(counts.tool_calls),
         tool_failure_rate=_decimal(_ratio(counts.tool_errors, counts.tool_calls)),
+        tokens_per_request=_decimal(_ratio(counts.tokens, counts.requests)),
+        cost_per_request=_decimal(_ratio(counts.cost, counts.requests)),
     )
 
 
@@ -133,8 +143,49 @@ def judge(spec: AnalysisSpec, canary: Counts, stable: Counts) -> Judgement:
             and tool_rate > spec.max_tool_failure_rate:
         failures.append(f"tool failure rate {tool_rate:.4g} > maxToolFailureRate "
                         f"{spec.max_tool_failure_rate:g}")
+    failures += _usage_failures(spec, canary, stable)
     if failures:
         return Judgement("Failed", "; ".join(failures))
     stable_text = f"{stable_rate:.4g}" if stable_rate is not None else "n/a"
+    usage = ", " + usage_summary(canary, stable) if spec.max_tokens_per_request is not None \
+        or spec.max_tokens_per_request_increase is not None or spec.declares_cost_threshold() \
+        else ""
     return Judgement("Passed", f"{int(canary.requests)} requests, error rate {error_rate:.4g} "
-                     f"(stable {stable_text}), p99 {'n/a' if p99 is None else f'{p99:.3g}s'}")
+                     f"(stable {stable_text}), p99 {'n/a' if p99 is None else f'{p99:.3g}s'}"
+                     + usage)
+
+
+def _usage_failures(spec: AnalysisSpec, canary: Counts, stable: Counts) -> list[str]:
+    """Tokens and cost per request against their limits and against the stable revision's
+    (an increase is judged only when the stable revision answered and spent something)."""
+    failures: list[str] = []
+    checks = (("tokens", "Tokens", canary.tokens, stable.tokens, spec.max_tokens_per_request,
+               spec.max_tokens_per_request_increase, "{:.4g}"),
+              ("cost", "Cost", canary.cost, stable.cost, spec.max_cost_per_request,
+               spec.max_cost_per_request_increase, "${:.4g}"))
+    for word, title, spent, stable_spent, limit, increase, shown in checks:
+        per_request = spent / canary.requests
+        if limit is not None and per_request > limit:
+            failures.append(f"{word} per request {shown.format(per_request)} > "
+                            f"max{title}PerRequest {limit:g}")
+        stable_per_request = _ratio(stable_spent, stable.requests)
+        if increase is not None and stable_per_request:
+            grown = per_request / stable_per_request - 1
+            if grown > increase:
+                failures.append(f"{word} per request {shown.format(per_request)} is "
+                                f"{grown:.0%} above the stable revision's "
+                                f"{shown.format(stable_per_request)} (max{title}PerRequestIncrease "
+                                f"{increase:g})")
+    return failures
+
+
+def usage_summary(canary: Counts, stable: Counts) -> str:
+    """Tokens and cost per request of both revisions, for a passing verdict's message."""
+    def per(value: float, requests: float, shown: str) -> str:
+        ratio = _ratio(value, requests)
+        return "n/a" if ratio is None else shown.format(ratio)
+
+    return (f"tokens/request {per(canary.tokens, canary.requests, '{:.4g}')} "
+            f"(stable {per(stable.tokens, stable.requests, '{:.4g}')}), cost/request "
+            f"{per(canary.cost, canary.requests, '${:.4g}')} "
+            f"(stable {per(stable.cost, stable.requests, '${:.4g}')})")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kagent.api import Agent
+from kagent.api.rollout import GatewayParent
 from kagent.api.labels import AGENT_LABEL, REVISION_HASH_LABEL, ROLLOUT_TRACK_LABEL
 from kagent.controller.render import RenderedAgent
 from kagent.controller.rollout.plan import Plan
@@ -22,6 +23,7 @@ from kagent.controller.rollout.plan import Plan
 Manifest = dict[str, Any]
 CANDIDATE_SUFFIX = {"Canary": "canary", "BlueGreen": "preview"}
 PREVIEW_SERVICE_SUFFIX = "preview"
+STABLE_SERVICE_SUFFIX = "stable"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def candidate_name(agent: str, strategy: str) -> str:
 
 
 def rollout_objects(rendered: RenderedAgent, plan: Plan, stable: StoredRevision | None,
-                    strategy: str, autoscaled: bool) -> list[Manifest]:
+                    strategy: str, autoscaled: bool, gateway: GatewayParent | None = None
+                    ) -> list[Manifest]:
     """The rendered objects with the Deployment, ConfigMap and Service replaced by the
     rollout's: the stable pair at the stable revision, the candidate pair at the new one."""
     objects = [copy.deepcopy(o) for o in rendered.objects]
@@ -136,6 +139,46 @@ def rollout_objects(rendered: RenderedAgent, plan: Plan, stable: StoredRevision 
         preview["metadata"]["name"] = f"{name}-{PREVIEW_SERVICE_SUFFIX}"
         preview["spec"]["selector"] = {AGENT_LABEL: name, REVISION_HASH_LABEL: plan.candidate_hash}
         out.append(preview)
+    if plan.routed:
+        out += route_objects(service, plan, gateway)
+    return out
+
+
+def route_objects(service: Manifest, plan: Plan, gateway: GatewayParent | None) -> list[Manifest]:
+    """Gateway API traffic split: a Service per revision and an HTTPRoute named like the Agent
+    whose backends carry the step's weights (only the stable one outside a canary step)."""
+    name = service["metadata"]["name"]
+    port = service["spec"]["ports"][0]["port"]
+
+    def revision_service(suffix: str, config_hash: str) -> Manifest:
+        copied = copy.deepcopy(service)
+        copied["metadata"]["name"] = f"{name}-{suffix}"
+        copied["spec"]["selector"] = {AGENT_LABEL: name, REVISION_HASH_LABEL: config_hash}
+        return copied
+
+    out = [revision_service(STABLE_SERVICE_SUFFIX, plan.stable_hash)]
+    backends = [{"name": f"{name}-{STABLE_SERVICE_SUFFIX}", "port": port, "weight": 100}]
+    if plan.candidate_hash is not None and plan.status.phase != "Promoting":
+        out.append(revision_service(CANDIDATE_SUFFIX["Canary"], plan.candidate_hash))
+        canary_weight = plan.status.canary_weight or 0
+        backends = [{**backends[0], "weight": 100 - canary_weight},
+                    {"name": f"{name}-{CANDIDATE_SUFFIX['Canary']}", "port": port,
+                     "weight": canary_weight}]
+    meta = service["metadata"]
+    spec: Manifest = {"rules": [{"backendRefs": backends}]}
+    if gateway is not None:
+        parent: Manifest = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": gateway.name}
+        if gateway.namespace:
+            parent["namespace"] = gateway.namespace
+        if gateway.section_name:
+            parent["sectionName"] = gateway.section_name
+        spec["parentRefs"] = [parent]
+    out.append({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": name, "namespace": meta["namespace"],
+                             "labels": dict(meta.get("labels") or {}),
+                             "ownerReferences": copy.deepcopy(meta.get("ownerReferences") or [])},
+                "spec": spec})
     return out
 
 
@@ -144,4 +187,6 @@ def rollout_child_names(agent: str) -> list[tuple[str, str]]:
     those no longer wanted)."""
     names = [("Deployment", candidate_name(agent, s)) for s in CANDIDATE_SUFFIX]
     names += [("ConfigMap", candidate_name(agent, s)) for s in CANDIDATE_SUFFIX]
-    return [*names, ("Service", f"{agent}-{PREVIEW_SERVICE_SUFFIX}")]
+    return [*names, ("Service", f"{agent}-{PREVIEW_SERVICE_SUFFIX}"),
+            ("Service", f"{agent}-{STABLE_SERVICE_SUFFIX}"),
+            ("Service", f"{agent}-{CANDIDATE_SUFFIX['Canary']}"), ("HTTPRoute", agent)]

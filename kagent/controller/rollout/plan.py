@@ -28,11 +28,13 @@ from pydantic import BaseModel
 from kagent.api.base import parse_duration
 from kagent.api.rollout import (
     AnalysisSpec,
+    EvaluationResult,
     RolloutAnalysis,
     RolloutSpec,
     RolloutStatus,
     canary_steps,
 )
+from kagent.controller.rollout.evaluation import evaluation_verdict
 from kagent.controller.rollout.metrics import Counts, judge, result
 
 Action = Literal["promote", "promote-full", "abort"]
@@ -62,6 +64,14 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Both revisions' results on the evaluation dataset."""
+
+    canary: EvaluationResult
+    stable: EvaluationResult | None
+
+
+@dataclass(frozen=True)
 class Observed:
     spec: RolloutSpec
     total: int
@@ -78,7 +88,15 @@ class Observed:
     now: datetime
     action: Action | None = None
     """A ``kagent rollout promote|abort`` not yet acted on."""
+    request: str | None = None
+    """The annotation's whole value, which tells one request from the next (``promote:1f3a…``
+    from the CLI; just the action when written by hand)."""
     measurement: Measurement | None = None
+    evaluation: Evaluation | None = None
+    """The evaluation dataset's results, once the shell has run it (analysis with an
+    evaluation waits for them)."""
+    routed: bool = False
+    """Canary: the cluster has the Gateway API, so weights go on an HTTPRoute."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +126,17 @@ class Plan:
     open_window: bool = False
     """An analysis window starts now: remember every pod's counters."""
     action_done: bool = False
-    """The requested action was acted on (forget it)."""
+    """The requested action was acted on now (the status records it as handled)."""
+    forget_action: bool = False
+    """The status read back already records the requested action as handled: remove its
+    annotation now (never earlier, or a reconcile reading the Agent in between would see
+    neither the request nor its outcome)."""
     decision: Decision | None = None
     requeue: float | None = None
     in_progress: bool = False
     """A new revision is in flight (the Agent is not Ready with its current spec yet)."""
+    routed: bool = False
+    """Canary: the weights (``status.stableWeight``/``canaryWeight``) go on an HTTPRoute."""
 
 
 T = TypeVar("T")
@@ -161,6 +185,20 @@ def _matches(state: DeploymentState | None, config_hash: str, replicas: int | No
 
 
 def plan(o: Observed) -> Plan:
+    """The next action. A ``kagent rollout`` request is acted on once: the status records it
+    as handled, and its annotation is removed only after that status has been read back."""
+    previous = o.previous or RolloutStatus()
+    request = (o.request or o.action) if o.action is not None else None
+    recorded = request is not None and request == previous.handled_action
+    result = _plan(replace(o, action=None) if recorded else o)
+    handled = request if result.action_done or recorded else None
+    router = None if o.spec.strategy != "Canary" else "HTTPRoute" if o.routed else "ReplicaShare"
+    return replace(result, status=replace(result.status, handled_action=handled,
+                                          traffic_router=router),
+                   forget_action=recorded, routed=o.routed and o.spec.strategy == "Canary")
+
+
+def _plan(o: Observed) -> Plan:
     previous = o.previous or RolloutStatus()
     stable_hash = previous.stable_hash or (o.stable.config_hash if o.stable else None) or o.desired_hash
     base = RolloutStatus(strategy=o.spec.strategy, stable_hash=stable_hash,
@@ -245,13 +283,27 @@ def _analyse(o: Observed, status: RolloutStatus, analysis: AnalysisSpec, waited:
         return None
     m = o.measurement
     judgement = judge(analysis, m.canary, m.stable)
-    verdict = judgement.verdict
+    verdict, message = judgement.verdict, judgement.message
+    canary, stable = result(m.canary), result(m.stable)
+    if analysis.evaluation is not None and o.evaluation is None:
+        if verdict != "Failed":
+            verdict, message = "Inconclusive", f"evaluating the dataset; {message}"
+    elif analysis.evaluation is not None and o.evaluation is not None:
+        # a failed evaluation is decisive, whatever the traffic so far says
+        passed, said = evaluation_verdict(analysis.evaluation, o.evaluation.canary,
+                                          o.evaluation.stable)
+        canary = replace(canary, evaluation=o.evaluation.canary)
+        stable = replace(stable, evaluation=o.evaluation.stable)
+        if not passed:
+            message = said if verdict != "Failed" else f"{said}; {message}"
+            verdict = "Failed"
+        else:
+            message = f"{message}; {said}"
     if verdict == "Inconclusive" and waited >= parse_duration(analysis.timeout).total_seconds():
         verdict = "Failed"
-        judgement = replace(judgement, message=judgement.message + f" within {analysis.timeout}")
+        message += f" within {analysis.timeout}"
     report = RolloutAnalysis(step=step, window_start=m.window_start, window_end=m.window_end,
-                             canary=result(m.canary), stable=result(m.stable), verdict=verdict,
-                             message=judgement.message)
+                             canary=canary, stable=stable, verdict=verdict, message=message)
     return verdict, replace(status, analysis=report)
 
 
@@ -264,10 +316,17 @@ def _canary(o: Observed, status: RolloutStatus) -> Plan:
     if o.action == "promote-full" or index >= len(steps) or status.phase == "Promoting":
         return _promote_canary(o, replace(status, current_step=min(index, len(steps))), weight)
     step = steps[index]
-    stable_n, canary_n = weight_replicas(o.total, weight)
+    if o.routed:
+        # the HTTPRoute splits traffic by the weight itself: the stable revision keeps all its
+        # pods, the new one gets the weight's share of them (at least one)
+        stable_n, canary_n = o.total, 0 if weight <= 0 else max(1, math.ceil(o.total * weight / 100))
+        stable_weight, canary_weight = 100 - weight, weight
+    else:
+        stable_n, canary_n = weight_replicas(o.total, weight)
+        stable_weight = round(100 * stable_n / (stable_n + canary_n))
+        canary_weight = 100 - stable_weight
     status = replace(status, stable_replicas=stable_n, canary_replicas=canary_n,
-                     stable_weight=round(100 * stable_n / (stable_n + canary_n)),
-                     canary_weight=round(100 * canary_n / (stable_n + canary_n)))
+                     stable_weight=stable_weight, canary_weight=canary_weight)
 
     def holding(state: RolloutStatus = status, **changes: object) -> Plan:
         fields: dict[str, object] = {"requeue": POLL_SECONDS, **changes}
@@ -278,9 +337,11 @@ def _canary(o: Observed, status: RolloutStatus) -> Plan:
         nxt = replace(status, current_step=index + 1, step_started_at=_iso(o.now),
                       phase="Progressing", **changes)  # type: ignore[arg-type]
         opens = analysis is not None and index + 1 < len(steps) and steps[index + 1].pause is not None
+        # a promote ends a pause: one that arrives while a weight is being set waits for the
+        # pause that follows instead of being used up by the weight step
         return Plan(nxt, nxt.stable_hash or "", stable_n, nxt.canary_hash, canary_n,
                     open_window=opens, decision=decision, requeue=0.5, in_progress=True,
-                    action_done=o.action is not None)
+                    action_done=o.action is not None and step.pause is not None)
 
     if step.set_weight is not None:
         if _matches(o.candidate, status.canary_hash, canary_n) and \

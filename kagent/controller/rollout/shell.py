@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from lightkube import AsyncClient
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.apps_v1 import ControllerRevision
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
@@ -31,9 +33,10 @@ from kagent.api.labels import (
     CONFIG_HASH_ANNOTATION,
     ROLLOUT_ACTION_ANNOTATION,
 )
-from kagent.api.rollout import RolloutStatus
+from kagent.api.rollout import RolloutSpec, RolloutStatus
 from kagent.controller.cache import ControllerCache
 from kagent.controller.render import AgentInputs, RenderedAgent, render_agent
+from kagent.controller.rollout.evaluate import EvaluationRunner
 from kagent.controller.rollout.metrics import MAX_SCRAPE_BYTES, Counts, parse_counts, window
 from kagent.controller.rollout.objects import (
     StoredRevision,
@@ -45,6 +48,7 @@ from kagent.controller.rollout.objects import (
 )
 from kagent.controller.rollout.plan import (
     DeploymentState,
+    Evaluation,
     Measurement,
     Observed,
     Plan,
@@ -58,6 +62,9 @@ from kagent.kube.reconcile import ObjectKey, Transition
 log = logging.getLogger("kagent.controller.rollout")
 
 LOCAL_PODS_ENV = "KAGENT_LOCAL_PODS_URL"
+HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+GATEWAY_API_RECHECK_SECONDS = 30.0
+"""How long the answer to "is the Gateway API installed?" is trusted."""
 SCRAPE_TIMEOUT = 3.0
 MAX_SCRAPED_PODS = 100
 ROLLOUT_STRATEGIES = frozenset({"Canary", "BlueGreen"})
@@ -110,11 +117,23 @@ def _now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _requeue(result: Plan, spec: RolloutSpec) -> float | None:
+    """When to look again: soon while something is in flight; a Canary Agent at rest every
+    :data:`GATEWAY_API_RECHECK_SECONDS` too, so it moves its weights to an HTTPRoute (or back
+    to replica shares) when the Gateway API is installed (or removed)."""
+    soon = result.requeue if result.requeue is not None else (5.0 if result.in_progress else None)
+    if spec.strategy != "Canary":
+        return soon
+    return min(soon, GATEWAY_API_RECHECK_SECONDS) if soon is not None else GATEWAY_API_RECHECK_SECONDS
+
+
 class RolloutShell:
     def __init__(self, client: AsyncClient, cache: ControllerCache) -> None:
         self.client = client
         self.cache = cache
         self.local_pods_url = os.environ.get(LOCAL_PODS_ENV) or None
+        self.evaluations = EvaluationRunner(client)
+        self._gateway_checked: tuple[float, bool] | None = None
         self._windows: dict[tuple[str, str, str], tuple[str, dict[str, Counts]]] = {}
         """(namespace, agent, window id) → (start time, counters per pod at the start)."""
 
@@ -135,7 +154,9 @@ class RolloutShell:
                 revisions = await self._store_revision(
                     agent, rendered, revisions, spec.revision_history_limit, previous)
         candidate = self.cache.get("Deployment", namespace, candidate_name(name, spec.strategy))
-        action = ((raw["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION) or "").strip()
+        annotated = (raw["metadata"].get("annotations") or {}).get(ROLLOUT_ACTION_ANNOTATION) or ""
+        request = annotated.strip()
+        action = request.partition(":")[0]  # the CLI adds ":<request id>"
         autoscaled = agent.spec.scaling is not None
         total = agent.spec.replicas if agent.spec.replicas is not None else (
             max(agent.spec.scaling.min_replicas, 1) if agent.spec.scaling is not None else 1)
@@ -144,7 +165,9 @@ class RolloutShell:
             revisions={r.config_hash: r.number for r in revisions.values()}, previous=previous,
             stable=_state(stable_deployment), candidate=_state(candidate),
             now=datetime.now(UTC).replace(tzinfo=None),
-            action=action if action in ("promote", "promote-full", "abort") else None)  # type: ignore[arg-type]
+            routed=spec.strategy == "Canary" and await self._gateway_api_installed(),
+            action=action if action in ("promote", "promote-full", "abort") else None,  # type: ignore[arg-type]
+            request=request[:128] or None)
         result = plan(observed)
         window_id = (namespace, name, f"{result.status.canary_hash}/{result.status.current_step}"
                      f"/{result.status.step_started_at if spec.strategy == 'Canary' else ''}")
@@ -155,11 +178,13 @@ class RolloutShell:
             if measurement is None:
                 await self._open_window(window_id, result)
             else:
-                result = plan(replace(observed, measurement=measurement))
-        if result.action_done and action:
-            await self._forget_action(namespace, name)
+                evaluation = self._evaluation(namespace, name, spec, result)
+                result = plan(replace(observed, measurement=measurement, evaluation=evaluation))
+        if result.forget_action:
+            await self._forget_action(namespace, name, annotated)
         stable = revisions.get(result.stable_hash)
-        objects = rollout_objects(rendered, result, stable, spec.strategy, autoscaled)
+        objects = rollout_objects(rendered, result, stable, spec.strategy, autoscaled,
+                                  spec.canary.gateway if spec.canary else None)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in objects}
         unwanted = tuple(k for k in rollout_child_names(name) if k not in wanted)
         transitions: tuple[Transition, ...] = ()
@@ -174,8 +199,37 @@ class RolloutShell:
             status=result.status, in_progress=result.in_progress,
             reason=str(result.status.phase) if rolled_back else "RolloutInProgress",
             message=result.status.message or "", transitions=transitions,
-            requeue=result.requeue if result.requeue is not None else (5.0 if result.in_progress else None),
+            requeue=_requeue(result, spec),
             unwanted=unwanted)
+
+    def _evaluation(self, namespace: str, name: str, spec: RolloutSpec, result: Plan
+                    ) -> Evaluation | None:
+        """The evaluation of the two revisions in flight (started now if it is not running)."""
+        settings = spec.canary if spec.strategy == "Canary" else spec.blue_green
+        analysis = settings.analysis if settings is not None else None
+        if analysis is None or analysis.evaluation is None or result.status.canary_hash is None:
+            return None
+        key = (namespace, name, result.status.canary_hash, result.status.stable_hash)
+        return self.evaluations.result(key, analysis.evaluation, name,
+                                       lambda: self._revision_urls(namespace, name))
+
+    async def _gateway_api_installed(self) -> bool:
+        """Whether the HTTPRoute CRD is installed (looked up at most every
+        :data:`GATEWAY_API_RECHECK_SECONDS`)."""
+        now = time.monotonic()
+        if self._gateway_checked is None or now - self._gateway_checked[0] > GATEWAY_API_RECHECK_SECONDS:
+            try:
+                crd = await self.client.get(CustomResourceDefinition, HTTPROUTE_CRD)
+                served = any(v.name == "v1" and v.served for v in crd.spec.versions)
+            except Exception as error:  # noqa: BLE001 - absent, or not allowed to read CRDs
+                if not is_not_found(error):
+                    log.warning("cannot tell whether the Gateway API is installed: %s", error)
+                served = False
+            if self._gateway_checked is None or self._gateway_checked[1] != served:
+                log.info("Gateway API HTTPRoute %s: canary weights go on %s", "installed" if served
+                         else "not installed", "HTTPRoutes" if served else "replica shares")
+            self._gateway_checked = (now, served)
+        return self._gateway_checked[1]
 
     # --- revisions ----------------------------------------------------------------------------
 
@@ -211,12 +265,25 @@ class RolloutShell:
             revisions.pop(old.config_hash, None)
         return revisions
 
-    async def _forget_action(self, namespace: str, name: str) -> None:
+    async def _forget_action(self, namespace: str, name: str, request: str) -> None:
+        """Remove the action annotation only if it still holds ``request``: a newer request
+        written meanwhile (a second promote) must survive (JSON patch ``test`` then
+        ``remove``; a failed test changes nothing)."""
+        from lightkube import ApiError
+
         from kagent.kube import KAGENT_RESOURCES
 
-        await self.client.patch(KAGENT_RESOURCES["Agent"], name,
-                                {"metadata": {"annotations": {ROLLOUT_ACTION_ANNOTATION: None}}},
-                                namespace=namespace, patch_type=PatchType.MERGE)
+        path = "/metadata/annotations/" + ROLLOUT_ACTION_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        try:
+            await self.client.patch(KAGENT_RESOURCES["Agent"], name,
+                                    [{"op": "test", "path": path, "value": request},
+                                     {"op": "remove", "path": path}],
+                                    namespace=namespace, patch_type=PatchType.JSON)
+        except ApiError as error:
+            # a failed test is refused as invalid (422, or 500 from some API server versions)
+            if error.status.code not in (404, 409, 422, 500):
+                raise
+            log.info("rollout of %s/%s: a newer request replaced %r", namespace, name, request)
 
     # --- analysis -----------------------------------------------------------------------------
 
@@ -242,39 +309,56 @@ class RolloutShell:
         stable = window(by_hash.get(stable_hash or "", {}), start)
         return Measurement(canary, stable, start_time, _now_text())
 
-    async def _scrape(self, namespace: str, name: str) -> dict[str, tuple[str, Counts]]:
-        """Pod → (config hash, counters) for every running pod of the Agent that answered."""
+    async def _pods(self, http: httpx.AsyncClient, namespace: str, name: str,
+                    *port_names: str) -> dict[str, tuple[str, str]]:
+        """Pod → (config hash, base URL at the first of ``port_names`` it has) for every
+        running pod of the Agent (bounded in number)."""
         pods = [p.to_dict() async for p in self.client.list(Pod, namespace=namespace,
                                                              labels={AGENT_LABEL: name})]
-        targets: dict[str, tuple[str, str]] = {}
         local_ports: dict[str, dict[str, int]] = {}
-        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+        if self.local_pods_url:
+            try:
+                listed = (await http.get(f"{self.local_pods_url.rstrip('/')}/_pods")).json()["pods"]
+                local_ports = {p["pod"]: p.get("ports") or {} for p in listed
+                               if p.get("namespace") == namespace}
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                log.warning("cannot list local pods: %s", error)
+        targets: dict[str, tuple[str, str]] = {}
+        for pod in pods[:MAX_SCRAPED_PODS]:
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            config_hash = (meta.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
+            if not config_hash or meta.get("deletionTimestamp"):
+                continue
             if self.local_pods_url:
-                try:
-                    listed = (await http.get(f"{self.local_pods_url.rstrip('/')}/_pods")).json()["pods"]
-                    local_ports = {p["pod"]: p.get("ports") or {} for p in listed
-                                   if p.get("namespace") == namespace}
-                except (httpx.HTTPError, ValueError, KeyError) as error:
-                    log.warning("cannot list local pods: %s", error)
-            for pod in pods[:MAX_SCRAPED_PODS]:
-                meta, spec = pod["metadata"], pod.get("spec") or {}
-                config_hash = (meta.get("annotations") or {}).get(CONFIG_HASH_ANNOTATION)
-                if not config_hash or meta.get("deletionTimestamp"):
-                    continue
+                ports = local_ports.get(meta["name"]) or {}
+                host = "127.0.0.1"
+            else:
                 ports = {p.get("name"): p.get("containerPort") for c in spec.get("containers") or []
                          for p in c.get("ports") or []}
-                if self.local_pods_url:
-                    local = local_ports.get(meta["name"]) or {}
-                    port = local.get("metrics") or local.get("http")
-                    host = "127.0.0.1"
-                else:
-                    port = ports.get("metrics") or ports.get("http")
-                    host = (pod.get("status") or {}).get("podIP")
-                if port and host:
-                    targets[meta["name"]] = (config_hash, f"http://{host}:{port}/metrics")
-            results = await asyncio.gather(*(self._get(http, url) for _, url in targets.values()))
+                host = (pod.get("status") or {}).get("podIP")
+            port = next((ports[n] for n in port_names if ports.get(n)), None)
+            if port and host:
+                targets[meta["name"]] = (config_hash, f"http://{host}:{port}")
+        return targets
+
+    async def _scrape(self, namespace: str, name: str) -> dict[str, tuple[str, Counts]]:
+        """Pod → (config hash, counters) for every running pod of the Agent that answered."""
+        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+            targets = await self._pods(http, namespace, name, "metrics", "http")
+            results = await asyncio.gather(*(self._get(http, f"{url}/metrics")
+                                             for _, url in targets.values()))
         return {pod: (config_hash, counts) for (pod, (config_hash, _)), counts
                 in zip(targets.items(), results, strict=True) if counts is not None}
+
+    async def _revision_urls(self, namespace: str, name: str) -> dict[str, str]:
+        """Config hash → the agent port of one running pod of that revision (the evaluation
+        asks each revision directly)."""
+        async with httpx.AsyncClient(trust_env=False, timeout=SCRAPE_TIMEOUT) as http:
+            targets = await self._pods(http, namespace, name, "http")
+        urls: dict[str, str] = {}
+        for config_hash, url in sorted(targets.values()):
+            urls.setdefault(config_hash, url)
+        return urls
 
     async def _get(self, http: httpx.AsyncClient, url: str) -> Counts | None:
         try:
@@ -300,9 +384,21 @@ class RolloutShell:
         if unwanted is None:
             unwanted = tuple(rollout_child_names(str(agent.metadata.name)))
         deleted: list[ObjectKey] = []
-        versions = {"Deployment": "apps/v1", "ConfigMap": "v1", "Service": "v1"}
+        versions = {"Deployment": "apps/v1", "ConfigMap": "v1", "Service": "v1",
+                    "HTTPRoute": "gateway.networking.k8s.io/v1"}
         for kind, name in unwanted:
-            existing = self.cache.get(kind, namespace, name)
+            if kind == "HTTPRoute":  # not watched: read it, unless the Gateway API is absent
+                if not self._gateway_checked or not self._gateway_checked[1]:
+                    continue
+                try:
+                    existing = dict(await self.client.get(raw_resource(versions[kind], kind), name,
+                                                          namespace=namespace))
+                except Exception as error:  # noqa: BLE001
+                    if is_not_found(error):
+                        continue
+                    raise
+            else:
+                existing = self.cache.get(kind, namespace, name)
             if existing is None:
                 continue
             owners = existing["metadata"].get("ownerReferences") or []
