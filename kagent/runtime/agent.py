@@ -50,6 +50,7 @@ from kagent.runtime.caller import current_caller
 from kagent.runtime.config import RuntimeConfig
 from kagent.runtime.context import DEFAULT_AGENT_URL_TEMPLATE, RuntimeContext
 from kagent.runtime.errors import RequestFailure, describe_failure
+from kagent.runtime.fallback import answered_label, track_answers
 from kagent.runtime.human import HumanTool, human_tools, human_toolset, pending_questions
 from kagent.runtime.memory.base import (
     SessionStore,
@@ -61,9 +62,8 @@ from kagent.runtime.memory.compression import Compressor
 from kagent.runtime.memory.factory import open_session_store
 from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
 from kagent.runtime.metering import ModelMetrics
-from kagent.runtime.fallback import track_answers
-from kagent.runtime.models import build_model, model_label, model_settings
 from kagent.runtime.metrics import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
+from kagent.runtime.models import build_model, model_label, model_settings
 
 logger = logging.getLogger("kagent.runtime")
 
@@ -201,8 +201,12 @@ class AgentRuntime:
             description=spec.description,
             toolsets=toolsets,
             output_type=[str, DeferredToolRequests],
-            capabilities=[metrics, UsageMeter(self.model_label, price_for(
-                spec.model.provider, spec.model.name, spec.model.pricing))],
+            capabilities=[metrics, UsageMeter(
+                self.model_label,
+                price_for(spec.model.provider, spec.model.name, spec.model.pricing),
+                fallbacks={model_label(f): price_for(f.provider, f.name, f.pricing)
+                           for f in spec.model.fallbacks or []},
+                answered=answered_label)],
         )
         instrumentation = None
         if self.tracer_provider is not None:

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,9 +37,9 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse
 
+from kagent.agentclient import WorkflowClaim
 from kagent.api.budget import Budget, BudgetCounterStore, BudgetLimit, BudgetWindow, LabelSelector
 from kagent.api.memory import MemoryConfig
-from kagent.agentclient import WorkflowClaim
 from kagent.api.pricing import MICROS, ModelPricing, cost_micros
 from kagent.runtime.errors import RequestFailure
 from kagent.runtime.secrets import SecretResolver
@@ -658,10 +658,14 @@ def start_metering() -> Meter:
 
 @dataclass
 class UsageMeter(AbstractCapability[Any]):
-    """Adds every model response's tokens (and their price) to the current request's meter."""
+    """Adds every model response's tokens (and their price) to the current request's meter,
+    under the model that answered: ``model_name`` unless ``answered`` names one of the
+    ``fallbacks`` (``provider/name`` -> its price), whose own price then applies."""
 
     model_name: str
     price: ModelPricing | None
+    fallbacks: dict[str, ModelPricing | None] = field(default_factory=dict)
+    answered: Callable[[], str | None] = lambda: None
 
     async def after_model_request(
         self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
@@ -669,8 +673,10 @@ class UsageMeter(AbstractCapability[Any]):
         meter = _meter.get()
         if meter is not None:
             usage = response.usage
-            meter.add(self.model_name, self.price, usage.input_tokens or 0,
-                      usage.output_tokens or 0)
+            label = self.answered()
+            model, price = ((label, self.fallbacks[label]) if label in self.fallbacks
+                            else (self.model_name, self.price))
+            meter.add(model, price, usage.input_tokens or 0, usage.output_tokens or 0)
         return response
 
 

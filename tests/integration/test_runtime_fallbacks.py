@@ -141,3 +141,36 @@ def test_a_bad_key_is_not_handed_to_the_fallback(agent_runtime: Any) -> None:
         error = failed_request(agent_runtime(documents(llm)))
         assert "rejected the agent's API key" in str(error)
         assert [c.model for c in llm.calls] == ["primary"]
+
+
+def usage_samples(name: str, agent_name: str) -> dict[str, float]:
+    """A usage metric of one agent, by model (summed over callers)."""
+    found: dict[str, float] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("agent") == agent_name:
+                model_name = sample.labels["model"]
+                found[model_name] = found.get(model_name, 0.0) + sample.value
+    return found
+
+
+def test_a_fallback_answer_is_charged_to_the_fallback_at_its_own_price(agent_runtime: Any) -> None:
+    script = {"rules": [
+        {"name": "primary-down", "model": "primary", "error": {"status": 500, "message": "boom"}},
+        {"name": "backup", "model": "backup", "content": "backup answers",
+         "usage": {"input_tokens": 1000, "output_tokens": 500}}]}
+    with MockLLM(script) as llm:
+        docs = documents(llm)
+        block = docs[0]["spec"]["model"]
+        block["pricing"] = {"inputPerMillion": 1.0, "outputPerMillion": 1.0}
+        block["fallbacks"][0]["pricing"] = {"inputPerMillion": 100.0, "outputPerMillion": 200.0}
+        runtime = agent_runtime(docs)
+        with openai.OpenAI(base_url=runtime.openai_base_url, api_key="x", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model=runtime.name, messages=[{"role": "user", "content": "hello"}])
+        assert answer.model_extra["kagent"]["model"] == "anthropic/backup"
+        cost = usage_samples("agent_usage_cost_dollars_total", runtime.name)
+        tokens = usage_samples("agent_usage_tokens_total", runtime.name)
+        # 1,000 x $100 + 500 x $200 per million: the backup's own price, under its own name.
+        assert cost == {"anthropic/backup": pytest.approx(0.2)}, cost
+        assert tokens == {"anthropic/backup": 1500}, tokens
