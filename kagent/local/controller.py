@@ -26,11 +26,13 @@ __all__ = ["ControllerProcess", "free_port", "remove_webhook_configurations"]
 
 CONTROLLER_ACCOUNT = LOCAL_CONTROLLER_ACCOUNT
 CONTROLLER_INVOKE_BINDING = f"{LOCAL_CONTROLLER_ACCOUNT}-invoke"
+CONTROLLER_RUNS_BINDING = f"{LOCAL_CONTROLLER_ACCOUNT}-runs"
 
 
 def controller_identity_yaml(namespace: str = CONTROLLER_NAMESPACE) -> str:
     """What the chart grants for agent authentication, for a controller run as a process: its
-    ServiceAccount with ``invoke`` on every Agent (the workflow engine calls agents as it), and
+    ServiceAccount with ``invoke`` on every Agent (the workflow engine calls agents as it) and
+    ``update`` on ``workflowruns/status`` (so agents believe its steps' workflow header), and
     the agent-auth ClusterRole the controller binds each agent's ServiceAccount to. Local
     environments only: ``kagent-cli``, the account the CLI calls agents as for a client-
     certificate user, may invoke every Agent too."""
@@ -47,6 +49,17 @@ def controller_identity_yaml(namespace: str = CONTROLLER_NAMESPACE) -> str:
                      "name": CONTROLLER_INVOKE_BINDING},
          "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}
                       for account in (CONTROLLER_ACCOUNT, CLI_ACCOUNT)]},
+        # The workflow engine says which Workflow a step belongs to; agents believe that only
+        # from a caller that may write run status, as the chart's controller may.
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": CONTROLLER_RUNS_BINDING},
+         "rules": [{"apiGroups": ["kagent.dev"], "resources": ["workflowruns/status"],
+                    "verbs": ["update"]}]},
+        {"apiVersion": rbac, "kind": "ClusterRoleBinding",
+         "metadata": {"name": CONTROLLER_RUNS_BINDING},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": CONTROLLER_RUNS_BINDING},
+         "subjects": [{"kind": "ServiceAccount", "name": CONTROLLER_ACCOUNT,
+                       "namespace": namespace}]},
         {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": AGENT_AUTH_CLUSTER_ROLE},
          "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
                     "verbs": ["create"]},

@@ -13,6 +13,11 @@ Prometheus carry no token, and the card is how a client learns which schemes the
 
 The API server's service proxy (how ``kagent chat`` reaches an agent) consumes the
 ``Authorization`` header itself, so a token may also come in ``Kagent-Authorization``.
+
+A request that says it is a workflow step (the ``kagent-workflow`` header, which decides the
+Budgets selecting Workflows it counts against) must come from a caller that runs workflows: one
+allowed to ``update`` ``workflowruns/status`` in the agent's namespace (the controller, or an
+administrator). Anyone else could otherwise spend a Workflow's Budget by naming the Workflow.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cachetools import TTLCache
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from kagent.agentclient import WORKFLOW_HEADER
 from kagent.api.base import GROUP
 from kagent.api.labels import AGENT_TOKEN_AUDIENCE
 from kagent.runtime.caller import ANONYMOUS, Caller, current_caller, reset_caller, set_caller
@@ -49,6 +55,8 @@ OPEN_PATHS = frozenset({
 })
 INVOKE_VERB = "invoke"
 AGENTS_RESOURCE = "agents"
+STEP_CLAIM = ("update", "workflowruns", "status")
+"""(verb, resource, subresource) a caller needs to say a request is a workflow step."""
 MIN_API_KEY_LENGTH = 16
 MAX_TOKEN_BYTES = 16 << 10
 CACHE_ENTRIES = 4096
@@ -94,6 +102,8 @@ class Reviewer(Protocol):
     async def authenticate(self, token: str) -> UserInfo | None: ...
 
     async def may_invoke(self, user: UserInfo, namespace: str, agent: str) -> tuple[bool, str]: ...
+
+    async def may_claim_steps(self, user: UserInfo, namespace: str) -> tuple[bool, str]: ...
 
 
 class ReviewUnavailable(Exception):
@@ -146,6 +156,8 @@ class Authenticator:
         self._unknown: TTLCache[str, bool] = TTLCache(CACHE_ENTRIES, self.denied_ttl)
         self._allowed: TTLCache[UserInfo, bool] = TTLCache(CACHE_ENTRIES, self.authz_ttl)
         self._denied: TTLCache[UserInfo, str] = TTLCache(CACHE_ENTRIES, self.denied_ttl)
+        self._claims: TTLCache[UserInfo, bool] = TTLCache(CACHE_ENTRIES, self.authz_ttl)
+        self._claims_denied: TTLCache[UserInfo, str] = TTLCache(CACHE_ENTRIES, self.denied_ttl)
         self._reviews = asyncio.Semaphore(MAX_CONCURRENT_REVIEWS)
 
     @property
@@ -175,8 +187,13 @@ class Authenticator:
                                 "kubectl create token) or one of the agent's API keys")
         if len(token) > MAX_TOKEN_BYTES:
             return Refusal(401, f"the bearer token is longer than {MAX_TOKEN_BYTES} bytes")
+        claims_step = WORKFLOW_HEADER in headers
         key_name = self._api_key_name(token)
         if key_name is not None:
+            if claims_step:
+                return Refusal(403, f"the {WORKFLOW_HEADER} header says this request is a "
+                                    "workflow step, and only the workflow engine sends it: an API "
+                                    "key cannot")
             return Caller(identity=f"apikey:{key_name}", kind="apikey", groups=())
         if self.reviewer is None:
             return Refusal(401, "the bearer token is not one of this agent's API keys (this "
@@ -188,6 +205,8 @@ class Authenticator:
                                     "Kubernetes token (expired, revoked or for another audience) "
                                     "nor one of the agent's API keys")
             reason = await self._authorize(user)
+            if reason is None and claims_step:
+                reason = await self._authorize_step_claim(user)
         except ReviewUnavailable as error:
             return Refusal(503, f"cannot check the caller's credentials right now: {error}")
         if reason is not None:
@@ -229,6 +248,27 @@ class Authenticator:
                    + (f" ({why})" if why else "")
                    + "; bind a Role with that rule to the caller")
         self._denied[user] = message
+        return message
+
+    async def _authorize_step_claim(self, user: UserInfo) -> str | None:
+        """None when ``user`` may say a request is a workflow step, else the 403 message."""
+        if user in self._claims:
+            return None
+        denied = self._claims_denied.get(user)
+        if denied is not None:
+            return denied
+        assert self.reviewer is not None
+        async with self._reviews:
+            allowed, why = await self.reviewer.may_claim_steps(user, self.namespace)
+        if allowed:
+            self._claims[user] = True
+            return None
+        verb, resource, subresource = STEP_CLAIM
+        message = (f"the {WORKFLOW_HEADER} header says this request is a workflow step, and "
+                   f'{user.username} may not run workflows: RBAC grants no verb "{verb}" on '
+                   f'"{resource}/{subresource}" in namespace {self.namespace}'
+                   + (f" ({why})" if why else "") + "; only the workflow engine sends it")
+        self._claims_denied[user] = message
         return message
 
 
@@ -291,15 +331,23 @@ class KubernetesReviewer:
         )
 
     async def may_invoke(self, user: UserInfo, namespace: str, agent: str) -> tuple[bool, str]:
+        return await self._may(user, namespace=namespace, verb=INVOKE_VERB, group=GROUP,
+                               resource=AGENTS_RESOURCE, name=agent)
+
+    async def may_claim_steps(self, user: UserInfo, namespace: str) -> tuple[bool, str]:
+        verb, resource, subresource = STEP_CLAIM
+        return await self._may(user, namespace=namespace, verb=verb, group=GROUP,
+                               resource=resource, subresource=subresource)
+
+    async def _may(self, user: UserInfo, **attributes: str) -> tuple[bool, str]:
+        """A SubjectAccessReview of ``user`` for the resource ``attributes``."""
         from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
         from lightkube.resources.authorization_v1 import SubjectAccessReview
 
         review = SubjectAccessReview(spec=SubjectAccessReviewSpec(
             user=user.username, uid=user.uid or None, groups=list(user.groups) or None,
             extra={k: list(v) for k, v in user.extra} or None,
-            resourceAttributes=ResourceAttributes(
-                namespace=namespace, verb=INVOKE_VERB, group=GROUP, resource=AGENTS_RESOURCE,
-                name=agent),
+            resourceAttributes=ResourceAttributes(**attributes),
         ))
         try:
             answer = await self.client.create(review)

@@ -4,6 +4,7 @@ and the open probes — driven by the official openai and a2a-sdk clients."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -213,3 +214,50 @@ def test_outside_a_pod_the_runtime_listens_on_loopback_and_will_not_serve_the_ne
                                  if k not in ("KUBERNETES_SERVICE_HOST", "KAGENT_KUBECONFIG")})
     assert result.returncode == 2, result.stderr
     assert "would serve the network with nobody to check callers" in result.stderr
+
+
+def test_only_a_caller_that_runs_workflows_may_say_a_request_is_a_workflow_step(
+        control_plane: Any, namespace: str, accounts: dict[str, str], llm: MockLLM,
+        agent_runtime: Any) -> None:
+    """The workflow header picks the Budgets a request counts against; believed only from a
+    caller allowed to write run status (the workflow engine), so nobody else can spend a
+    Workflow's Budget by naming it."""
+    from kagent.agentclient import WORKFLOW_HEADER, WorkflowClaim
+
+    name = unique("steps")
+    runtime = start(agent_runtime, control_plane, llm, namespace, name, auth={
+        "apiKeys": [{"name": "ci", "secretKeyRef": {"name": "agent-keys", "key": "ci"}}]})
+    control_plane.kubectl("create", "serviceaccount", "engine", "-n", namespace)
+    grant_invoke(control_plane, namespace, "caller", name)
+    control_plane.kubectl("create", "rolebinding", f"invoke-{name}-engine", "-n", namespace,
+                          f"--role=invoke-{name}", f"--serviceaccount={namespace}:engine")
+    control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps({"items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "runs"},
+         "rules": [{"apiGroups": ["kagent.dev"], "resources": ["workflowruns/status"],
+                    "verbs": ["update"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "runs-engine"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "runs"},
+         "subjects": [{"kind": "ServiceAccount", "name": "engine", "namespace": namespace}]}],
+        "apiVersion": "v1", "kind": "List"}))
+    step = {WORKFLOW_HEADER: WorkflowClaim("nightly", {"team": "a"}).header()}
+
+    def ask(bearer: str, headers: dict[str, str] | None = None) -> str:
+        client = openai.OpenAI(base_url=runtime.openai_base_url, api_key=bearer, max_retries=0)
+        answer = client.chat.completions.create(
+            model=runtime.name, messages=[{"role": "user", "content": "step"}],
+            extra_headers=headers)
+        return answer.choices[0].message.content or ""
+
+    caller = token(control_plane, namespace, "caller")
+    assert ask(caller) == "hello step"  # may invoke: a plain request is answered
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        ask(caller, step)
+    message = refused.value.message
+    assert f"system:serviceaccount:{namespace}:caller may not run workflows" in message
+    assert 'verb "update" on "workflowruns/status"' in message and WORKFLOW_HEADER in message
+    with pytest.raises(openai.PermissionDeniedError) as keyed:
+        ask(API_KEY, step)
+    assert "an API key cannot" in keyed.value.message
+    assert ask(token(control_plane, namespace, "engine"), step) == "hello step"
