@@ -81,6 +81,11 @@ AGENT_AUTH_CLUSTER_ROLE = "kagent-agent-auth"
 """The chart's ClusterRole letting an agent check its callers (TokenReview and
 SubjectAccessReview, as ``system:auth-delegator``); the chart prefixes its release name."""
 
+LOCAL_PODS_URL_ENV = "KAGENT_LOCAL_PODS_URL"
+"""Environment of a controller run beside local pods (``kagent dev``, the tests): the local pod
+realiser's URL, where the controller finds each pod's local ports to read its metrics and to
+call it (rollout analysis and evaluation), as it would at the pod's IP in a cluster."""
+
 # --- field managers (server-side apply) ------------------------------------------------------------
 
 FIELD_MANAGER = "kagent"

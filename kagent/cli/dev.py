@@ -323,7 +323,8 @@ def demo(
         exit_code = done.exit_code
     err_console.print(explore_hints(target, kagent_on_path()), highlight=False, soft_wrap=True)
     from kagent.dashboard.server import dashboard_for_dev
-    console.print(f"  dashboard  {dashboard_for_dev(target, workdir)}", highlight=False)
+    console.print(f"  dashboard  {dashboard_for_dev(target, workdir, DEMO_NAMESPACE)}",
+                  highlight=False)
     raise typer.Exit(exit_code)
 
 

@@ -109,15 +109,17 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def dashboard_for_dev(kubeconfig: Path, workdir: Path) -> str:
+def dashboard_for_dev(kubeconfig: Path, workdir: Path, namespace: str | None = None) -> str:
     """The dashboard of a `kagent dev` environment, started detached beside it if it is not
-    running yet (`kagent dev down` stops it): its URL, or why it could not start."""
+    running yet (`kagent dev down` stops it): its URL (opening on ``namespace`` when given), or
+    why it could not start."""
     from kagent.local.dev import read_state, start_process
     from kagent.local.services import free_port
 
+    page = f"#/ns/{namespace}" if namespace else ""
     running = read_state(workdir).get("dashboard")
     if running is not None and running.alive():
-        return running.url
+        return running.url + page
     port = DEV_PORT if _port_free(DEV_PORT) else free_port()
     key = secrets.token_urlsafe(24)
     url = f"http://127.0.0.1:{port}/?key={key}"
@@ -128,4 +130,4 @@ def dashboard_for_dev(kubeconfig: Path, workdir: Path) -> str:
                       env={ACCESS_KEY_ENV: key}, shown_url=url)
     except RuntimeError as error:
         return f"(the dashboard did not start: {error}; try `kagent dashboard`)"
-    return url
+    return url + page

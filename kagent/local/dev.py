@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kagent.api.labels import LOCAL_PODS_URL_ENV
 from kagent.local.controller import ControllerProcess
 from kagent.local.controlplane import ControlPlane, ControlPlaneError, install_crds
 from kagent.local.process import Process, ProcessError
@@ -165,10 +166,18 @@ def start_local_pods(workdir: Path, kubeconfig: Path, overrides: Mapping[str, st
     return _start_detached(workdir, "pods", "the local pod realiser", argv, port, "/_pods")
 
 
+def dev_controller_env(agents_url: str) -> dict[str, str]:
+    """How the dev controller reaches agents: workflow steps through the local Service proxy,
+    rollouts each revision's pods at the local ports the realiser lists (to read their metrics
+    and call them), as a controller in a cluster would at Service names and pod IPs."""
+    return {"KAGENT_WORKFLOW_AGENT_URL_TEMPLATE": agents_url + "/{namespace}/{name}",
+            LOCAL_PODS_URL_ENV: agents_url}
+
+
 def start_controller(plane: ControlPlane, workdir: Path, agents_url: str) -> DevProcess:
     controller = ControllerProcess(
         plane, identity="kagent-dev", log_dir=workdir, lease_seconds=15, detached=True,
-        env={"KAGENT_WORKFLOW_AGENT_URL_TEMPLATE": agents_url + "/{namespace}/{name}"},
+        env=dev_controller_env(agents_url),
     )
     try:
         controller.start()

@@ -15,13 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from kagent.api.labels import LOCAL_PODS_URL_ENV
 from kagent.local.controller import ControllerProcess, remove_webhook_configurations
 from kagent.local.controlplane import ControlPlane, install_crds
 from kagent.local.dev import DevProcess, scripted_model_env, start_local_pods
@@ -79,7 +79,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         overrides = {**scripted_model_env(llm.url), "OPENAI_API_KEY": "scripted"}
         pods = start_local_pods(workdir, plane.kubeconfig, overrides)
         controller = ControllerProcess(plane, identity="rollout-0", log_dir=workdir, env={
-            "KAGENT_LOCAL_PODS_URL": pods.url,
+            LOCAL_PODS_URL_ENV: pods.url,
             # the judge Agent is reached through the local Service proxy, as workflow steps are
             "KAGENT_WORKFLOW_AGENT_URL_TEMPLATE": pods.url + "/{namespace}/{name}"})
         try:
@@ -310,7 +310,7 @@ def test_an_evaluation_with_a_judge_blocks_a_wrong_revision_and_lets_a_good_one_
     analysis = agent["status"]["rollout"]["analysis"]
     assert analysis["verdict"] == "Passed", analysis
     assert analysis["canary"]["evaluation"] == {"cases": 2, "passed": 2, "score": "0.9"}
-    assert "evaluation 2/2 prompts passed (stable 2/2), judge score 0.9" in analysis["message"]
+    assert "evaluation 2/2 prompts passed (stable 2/2); judge score 0.9" in analysis["message"]
 
 
 def test_the_webhook_refuses_malformed_steps_naming_the_field(env: Env) -> None:

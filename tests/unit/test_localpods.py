@@ -133,3 +133,14 @@ def test_the_proxy_follows_service_selectors(tmp_path: Path) -> None:
                                                  "kagent.dev/revision-hash": "new"}
     assert pods.endpoints("team", "writer") == ["http://127.0.0.1:1001"]
     assert pods.endpoints("team", "writer-preview") == ["http://127.0.0.1:1002"]
+
+
+def test_the_dev_controller_reaches_agents_and_each_revisions_pods_through_the_local_realiser() -> None:
+    """Without the realiser's URL a rollout on `kagent dev` would scrape and call pod IPs that
+    do not exist on this machine: every canary would wait for traffic it never sees."""
+    from kagent.api.labels import LOCAL_PODS_URL_ENV
+    from kagent.local.dev import dev_controller_env
+
+    env = dev_controller_env("http://127.0.0.1:4321")
+    assert env[LOCAL_PODS_URL_ENV] == "http://127.0.0.1:4321"
+    assert env["KAGENT_WORKFLOW_AGENT_URL_TEMPLATE"] == "http://127.0.0.1:4321/{namespace}/{name}"

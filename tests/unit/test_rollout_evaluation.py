@@ -57,10 +57,12 @@ def test_a_revision_passes_when_enough_prompts_pass_and_the_judge_scores_high_en
     assert bad.failures == ["prompt 0: does not contain 'Paris'; scored 0.1 < minScore 0.5",
                             "prompt 1: scored 0.3 < minScore 0.5"]
     ok, message = evaluation_verdict(SPEC, good, bad)
-    assert ok and message == "evaluation 2/2 prompts passed (stable 0/2), judge score 0.8 (stable 0.2)"
+    assert ok and message == "evaluation 2/2 prompts passed (stable 0/2); judge score 0.8 (stable 0.2)"
     ok, message = evaluation_verdict(SPEC, bad, good)
     assert not ok and "evaluation 0/2 prompts passed (stable 2/2)" in message
-    assert "< minPassRate 1" in message and "does not contain 'Paris'" in message
+    assert message.startswith("evaluation 0/2 prompts passed (stable 2/2), below minPassRate 1; "
+                              "judge score 0.2 (stable 0.8), below minScore 0.5")
+    assert "does not contain 'Paris'" in message
     lenient = SPEC.model_copy(update={"min_pass_rate": 0.5})
     half = summarise(lenient, [CaseOutcome((), 0.9), CaseOutcome(("is not JSON",), 0.9)])
     assert evaluation_verdict(lenient, half, None)[0]

@@ -119,7 +119,8 @@ class EvaluationRunner:
             answer = (await client.ask(url, agent, case.prompt, timeout=timeout,
                                        message_id=str(uuid.uuid4()))).text[:MAX_ANSWER_CHARS]
         except (AgentCallError, TimeoutError) as error:
-            return CaseOutcome((f"no answer: {error}",), 0.0 if spec.judge else None)
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return CaseOutcome((f"no answer: {reason}",), 0.0 if spec.judge else None)
         cel_passed = None
         if case.checks is not None and case.checks.cel is not None:
             expressions = self.expressions = self.expressions or WorkerExpressions()

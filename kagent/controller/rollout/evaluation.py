@@ -127,17 +127,17 @@ def evaluation_verdict(spec: EvaluationSpec, canary: EvaluationResult,
     rate = canary.passed / canary.cases if canary.cases else 0.0
     stable_text = f" (stable {stable.passed}/{stable.cases})" if stable and stable.cases else ""
     message = f"evaluation {canary.passed}/{canary.cases} prompts passed{stable_text}"
+    ok = rate >= spec.min_pass_rate
+    if not ok:
+        message += f", below minPassRate {spec.min_pass_rate:g}"
     if spec.judge is not None:
-        message += f", judge score {canary.score or '0'}"
+        message += f"; judge score {canary.score or '0'}"
         if stable is not None and stable.score is not None:
             message += f" (stable {stable.score})"
-    ok = rate >= spec.min_pass_rate
-    if spec.judge is not None and float(canary.score or 0) < spec.judge.min_score:
-        ok = False
-    if not ok:
-        first = (canary.failures or [""])[0]
-        message += f" < minPassRate {spec.min_pass_rate:g}" if rate < spec.min_pass_rate else \
-            f" < minScore {spec.judge.min_score:g}" if spec.judge else ""
-        if first:
-            message += f" ({first})"
+        if float(canary.score or 0) < spec.judge.min_score:
+            ok = False
+            message += f", below minScore {spec.judge.min_score:g}"
+    first = (canary.failures or [""])[0]
+    if not ok and first:
+        message += f" ({first})"
     return ok, message

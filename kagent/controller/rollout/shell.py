@@ -31,6 +31,7 @@ from kagent.api import Agent, AgentStatus
 from kagent.api.labels import (
     AGENT_LABEL,
     CONFIG_HASH_ANNOTATION,
+    LOCAL_PODS_URL_ENV,
     ROLLOUT_ACTION_ANNOTATION,
 )
 from kagent.api.rollout import RolloutSpec, RolloutStatus
@@ -61,7 +62,6 @@ from kagent.kube.reconcile import ObjectKey, Transition
 
 log = logging.getLogger("kagent.controller.rollout")
 
-LOCAL_PODS_ENV = "KAGENT_LOCAL_PODS_URL"
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
 GATEWAY_API_RECHECK_SECONDS = 30.0
 """How long the answer to "is the Gateway API installed?" is trusted."""
@@ -131,7 +131,7 @@ class RolloutShell:
     def __init__(self, client: AsyncClient, cache: ControllerCache) -> None:
         self.client = client
         self.cache = cache
-        self.local_pods_url = os.environ.get(LOCAL_PODS_ENV) or None
+        self.local_pods_url = os.environ.get(LOCAL_PODS_URL_ENV) or None
         self.evaluations = EvaluationRunner(client)
         self._gateway_checked: tuple[float, bool] | None = None
         self._windows: dict[tuple[str, str, str], tuple[str, dict[str, Counts]]] = {}
