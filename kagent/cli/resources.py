@@ -34,7 +34,7 @@ from kagent.cli.common import (
     print_documents,
     resolve_namespace,
 )
-from kagent.cli.tables import FACT, REFERENCE, TEXT, Column, print_table
+from kagent.cli.tables import FACT, REFERENCE, TEXT, Column, print_stripped, print_table
 
 
 def kind_aliases(kinds: Iterable[type[Resource]] = KINDS) -> dict[str, str]:
@@ -366,7 +366,7 @@ def describe(
         for c in conditions:
             table.add_row(c.get("type", ""), c.get("status", ""), c.get("reason", ""),
                           age(c.get("lastTransitionTime")), c.get("message", ""))
-        console.print(table)
+        print_stripped(console, table)
     elif status:  # reconciled, and this kind has no conditions to show (a run's are its steps)
         console.print("  none")
     else:
@@ -386,7 +386,7 @@ def describe(
                 table.add_column(header)
             for child in children:
                 table.add_row(*child)
-            console.print(table)
+            print_stripped(console, table)
         else:
             console.print("  none")
 
@@ -401,7 +401,7 @@ def describe(
             source = (e.get("source") or {}).get("component") or e.get("reportingComponent", "")
             table.add_row(e.get("type", ""), e.get("reason", ""), age(when), source,
                           e.get("message", ""))
-        console.print(table)
+        print_stripped(console, table)
     else:
         console.print("  none")
 
@@ -424,7 +424,7 @@ def _print_steps(status: dict[str, Any]) -> None:
     for step in steps:
         table.add_row(step.get("name", ""), step.get("phase") or "-", str(step.get("attempts", 0)),
                       age(step.get("startedAt")), _run_duration(step), str(step.get("error") or ""))
-    console.print(table)
+    print_stripped(console, table)
     if status.get("attempts"):
         _print_attempts(status["attempts"])
 
@@ -439,7 +439,7 @@ def _print_attempts(attempts: list[dict[str, Any]]) -> None:
         table.add_row(str(attempt.get("attempt", "")), age(attempt.get("startedAt")),
                       attempt.get("fromStep") or "-", attempt.get("previousReason") or "-",
                       ", ".join(attempt.get("steps") or []) or "-")
-    console.print(table)
+    print_stripped(console, table)
 
 
 def logs(

@@ -32,6 +32,7 @@ from kagent.cli.common import (
     kagent_resource,
     resolve_namespace,
 )
+from kagent.cli.tables import print_stripped
 
 app = typer.Typer(help="Watch and steer canary and blue-green rollouts of an Agent.",
                   no_args_is_help=True)
@@ -149,7 +150,7 @@ def history(
                       age((revision.get("metadata") or {}).get("creationTimestamp")), state,
                       f"{model.get('provider', '')}/{model.get('name', '')}",
                       prompt[:60] + ("…" if len(prompt) > 60 else ""))
-    console.print(table)
+    print_stripped(console, table)
 
 
 def _request(name: str, namespace: str, kubeconfig: Path, action: str) -> None:

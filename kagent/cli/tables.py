@@ -96,6 +96,12 @@ def print_table(console: Console, columns: Sequence[Column],
         target = Console(file=console.file, width=needed, force_terminal=console.is_terminal,
                          color_system=console.color_system, no_color=console.no_color,
                          highlight=False, stderr=console.stderr)
-    with target.capture() as captured:
-        target.print(table)
-    target.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    print_stripped(target, table)
+
+
+def print_stripped(console: Console, renderable: RenderableType) -> None:
+    """Print with no trailing spaces on any line (rich pads every cell to its column's width),
+    so piped output diffs and greps cleanly."""
+    with console.capture() as captured:
+        console.print(renderable)
+    console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

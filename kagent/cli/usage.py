@@ -36,6 +36,7 @@ from kagent.cli.common import (
     kagent_resource,
     resolve_namespace,
 )
+from kagent.cli.tables import print_stripped
 
 MAX_SINCE = timedelta(days=40)
 _SINCE = re.compile(r"^(\d+)(m|h|d)$")
@@ -147,7 +148,7 @@ def usage(
                   f"{sum(t.output_tokens for t in overall):,}",
                   f"{sum(t.tokens for t in overall):,}",
                   _dollars(sum(t.cost_micros for t in overall)), style="bold")
-    console.print(table)
+    print_stripped(console, table)
     if unread:
         fail(f"the totals above are incomplete: {unread} of {len(stores)} counter stores could "
              "not be read (see the warnings above)")
