@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient
+from lightkube import AsyncClient, KubeConfig
 from lightkube.types import PatchType
 
 from kagent.dashboard import views
@@ -16,7 +16,7 @@ from kagent.dashboard.access import kubeconfig_viewer, new_http
 from kagent.dashboard.app import RUN_COLUMNS
 from kagent.dashboard.live import Informer, Source
 from kagent.kube import KAGENT_RESOURCES
-from kagent.local.controlplane import ControlPlane, install_crds
+from kagent.local.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
@@ -45,15 +45,18 @@ async def put(client: AsyncClient, namespace: str, name: str, body: dict[str, An
 
 
 async def test_runs_listed_and_watched_as_tables_give_the_rows_whole_objects_give(
-        control_plane: ControlPlane, namespace: str, kube_client: AsyncClient) -> None:
-    install_crds(control_plane)
+        plane: ControlPlane) -> None:
+    # A control plane of its own: no controller there takes the hand-made runs up.
+    namespace = plane.create_namespace("tables")
+    kube_client = AsyncClient(config=KubeConfig.from_file(plane.kubeconfig), trust_env=False,
+                              field_manager="kagent-tests")
     await kube_client.create(RUN(run("failed")), namespace=namespace)
     await put(kube_client, namespace, "failed", status("Failed", "StepFailed"))
     await kube_client.create(RUN(run("stopping", cancel=True)), namespace=namespace)
     await put(kube_client, namespace, "stopping", status("Running"))
 
     seen: list[tuple[str, Any]] = []
-    http = new_http(kubeconfig_viewer(control_plane.kubeconfig))
+    http = new_http(kubeconfig_viewer(plane.kubeconfig))
     informer = Informer(http, namespace, Source("runs", RUN, "WorkflowRun", views.run_row,
                                                 table=RUN_COLUMNS))
     informer.subscribers.append(lambda change, payload: seen.append((change, payload)))
@@ -96,3 +99,4 @@ async def test_runs_listed_and_watched_as_tables_give_the_rows_whole_objects_giv
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await http.aclose()
+        await kube_client.close()
