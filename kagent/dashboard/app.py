@@ -232,7 +232,7 @@ async def poll_metrics(feed: Feed, network: AgentNetwork, viewer: Viewer, namesp
         try:
             samples = await network.scrape(viewer, namespace, [
                 PodRef(p["name"], p["agent"], p["metricsPort"]) for p in pods]) if pods else {}
-        except Exception:
+        except Exception:  # figures are an aid: said in the log, tried again next round
             log.exception("scraping agent metrics in %s failed", namespace)
             samples = {}
         by_agent: dict[str, list[str]] = {}

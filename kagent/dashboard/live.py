@@ -241,7 +241,7 @@ class Informer:
             except (httpx2.HTTPError, OSError) as error:
                 failures += 1
                 self._trouble("error", f"cannot reach the Kubernetes API server: {error}")
-            except Exception as error:
+            except Exception as error:  # said, then tried again: a feed never goes quiet
                 failures += 1
                 log.exception("following %s failed", source.collection)
                 self._trouble("error", f"{type(error).__name__}: {error}")

@@ -28,7 +28,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -231,44 +231,48 @@ class Authenticator:
 
     async def _authorize(self, user: UserInfo) -> str | None:
         """None when ``user`` may invoke the agent, else the 403 message."""
-        if user in self._allowed:
-            return None
-        denied = self._denied.get(user)
-        if denied is not None:
-            return denied
         assert self.reviewer is not None
-        async with self._reviews:
-            allowed, why = await self.reviewer.may_invoke(user, self.namespace, self.agent)
-        if allowed:
-            self._allowed[user] = True
-            return None
-        message = (f'{user.username} may not invoke agent {self.namespace}/{self.agent}: RBAC '
-                   f'grants no verb "{INVOKE_VERB}" on resource "{AGENTS_RESOURCE}.{GROUP}" '
-                   f'(name "{self.agent}") in namespace {self.namespace}'
-                   + (f" ({why})" if why else "")
-                   + "; bind a Role with that rule to the caller")
-        self._denied[user] = message
-        return message
+        reviewer = self.reviewer
+        return await self._decide(
+            user, self._allowed, self._denied,
+            lambda: reviewer.may_invoke(user, self.namespace, self.agent),
+            lambda why: (f'{user.username} may not invoke agent {self.namespace}/{self.agent}: '
+                         f'RBAC grants no verb "{INVOKE_VERB}" on resource '
+                         f'"{AGENTS_RESOURCE}.{GROUP}" (name "{self.agent}") in namespace '
+                         f'{self.namespace}' + (f" ({why})" if why else "")
+                         + "; bind a Role with that rule to the caller"))
 
     async def _authorize_step_claim(self, user: UserInfo) -> str | None:
         """None when ``user`` may say a request is a workflow step, else the 403 message."""
-        if user in self._claims:
-            return None
-        denied = self._claims_denied.get(user)
-        if denied is not None:
-            return denied
         assert self.reviewer is not None
-        async with self._reviews:
-            allowed, why = await self.reviewer.may_claim_steps(user, self.namespace)
-        if allowed:
-            self._claims[user] = True
-            return None
+        reviewer = self.reviewer
         verb, resource, subresource = STEP_CLAIM
-        message = (f"the {WORKFLOW_HEADER} header says this request is a workflow step, and "
-                   f'{user.username} may not run workflows: RBAC grants no verb "{verb}" on '
-                   f'"{resource}/{subresource}" in namespace {self.namespace}'
-                   + (f" ({why})" if why else "") + "; only the workflow engine sends it")
-        self._claims_denied[user] = message
+        return await self._decide(
+            user, self._claims, self._claims_denied,
+            lambda: reviewer.may_claim_steps(user, self.namespace),
+            lambda why: (f"the {WORKFLOW_HEADER} header says this request is a workflow step, "
+                         f'and {user.username} may not run workflows: RBAC grants no verb '
+                         f'"{verb}" on "{resource}/{subresource}" in namespace {self.namespace}'
+                         + (f" ({why})" if why else "") + "; only the workflow engine sends it"))
+
+    async def _decide(self, user: UserInfo, allowed: TTLCache[UserInfo, bool],
+                      denied: TTLCache[UserInfo, str],
+                      review: Callable[[], Awaitable[tuple[bool, str]]],
+                      refusal: Callable[[str], str]) -> str | None:
+        """One cached SubjectAccessReview decision: None when allowed, else the 403 message
+        (both remembered, for their own lifetimes; reviews in flight bounded)."""
+        if user in allowed:
+            return None
+        known = denied.get(user)
+        if known is not None:
+            return known
+        async with self._reviews:
+            ok, why = await review()
+        if ok:
+            allowed[user] = True
+            return None
+        message = refusal(why)
+        denied[user] = message
         return message
 
 

@@ -12,8 +12,6 @@ first answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kagent.api.workflow import (
     RUN_ATTEMPT_HISTORY,
     RunAttempt,
@@ -21,7 +19,7 @@ from kagent.api.workflow import (
     StepStatus,
     WorkflowRunStatus,
 )
-from kagent.workflow.plan import WorkflowPlan
+from kagent.workflow.plan import PlanError, WorkflowPlan
 from kagent.workflow.state import merge_steps
 
 RETRYABLE_RUN_PHASES = frozenset({"Failed"})
@@ -30,15 +28,8 @@ RETRYING = "Retrying"
 """The reason a retried run is Pending with until it is admitted again."""
 
 
-@dataclass(frozen=True)
-class RetryProblem(ValueError):
+class RetryProblem(PlanError):
     """A retry request that cannot be acted on, naming the field at fault."""
-
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
 
 
 def current_attempt(status: WorkflowRunStatus | None) -> int:
