@@ -80,10 +80,12 @@ async def test_skewed_clocks_and_a_stalled_leader_never_give_two_leaders(
 
     stalling.stalled = True  # "behind" can no longer renew: it must stop within its deadline
     stalled_at = time.monotonic()
-    while not ahead.is_leader:
+    # Wait for the new leader's work itself to start: is_leader is set the moment the Lease is
+    # won, one loop turn before the work task first runs.
+    while not intervals["ahead"]:
         await asyncio.sleep(0.05)
         assert time.monotonic() - stalled_at < 30
-    assert not behind.is_leader
+    assert ahead.is_leader and not behind.is_leader
     stopped = intervals["behind"][-1][1]
     started = intervals["ahead"][-1][0]
     assert stopped - stalled_at <= behind.renew_deadline + behind.retry_seconds + 0.5
