@@ -40,6 +40,7 @@ from pydantic_ai import (
 )
 from pydantic_ai.exceptions import RunTimedOut
 from pydantic_ai.messages import ModelMessage, TextPart
+from pydantic_ai.models.instrumented import instrument_model
 from pydantic_ai.toolsets import AbstractToolset
 
 from kagent.agentclient import WorkflowClaim
@@ -64,6 +65,7 @@ from kagent.runtime.memory.longterm import LongTermMemory, recall_instructions
 from kagent.runtime.metering import ModelMetrics
 from kagent.runtime.metrics import ACTIVE_SESSIONS, REQUEST_DURATION, REQUESTS, TOOL_CALLS
 from kagent.runtime.models import build_model, model_label, model_settings
+from kagent.runtime.plain import PlainAnswer, PlainModel, PrimedModel, continues_plainly
 
 logger = logging.getLogger("kagent.runtime")
 
@@ -93,6 +95,10 @@ class Turn:
     trace_context: Context | None = None
     workflow: WorkflowClaim | None = None
     """The Workflow the request is a step of (its Budgets by workflowSelector count it too)."""
+    stream: bool = True
+    """Whether the caller takes text and tool activity as they happen. A caller that takes only
+    the answer lets the runtime ask the model for it whole (and an agent without tools skip
+    the agent graph: :mod:`kagent.runtime.plain`)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,9 @@ class AgentRuntime:
         self.compressor: Compressor | None = None
         self.longterm: LongTermMemory | None = None
         self.agent: Agent[None, str | DeferredToolRequests] | None = None
+        self.plain: PlainModel | None = None
+        """Set when the agent has no tools: plain turns skip the agent graph."""
+        self._handover: Agent[None, str | DeferredToolRequests] | None = None
         self._in_flight: dict[str, int] = {}
         self.budgets = budget_enforcer(config)
 
@@ -193,25 +202,39 @@ class AgentRuntime:
         spec = self.config.agent.spec
         model = build_model(spec.model, self.config.secrets, agent=self.name)
         metrics = ModelMetrics(agent_name=self.name, model_name=self.model_label)
+        meter = UsageMeter(
+            self.model_label,
+            price_for(spec.model.provider, spec.model.name, spec.model.pricing),
+            fallbacks={model_label(f): price_for(f.provider, f.name, f.pricing)
+                       for f in spec.model.fallbacks or []},
+            answered=answered_label)
         toolsets = await self._toolsets()
-        agent: Agent[None, Any] = Agent(
-            model,
-            instructions=spec.system_prompt or None,
-            name=self.name,
-            description=spec.description,
-            toolsets=toolsets,
-            output_type=[str, DeferredToolRequests],
-            capabilities=[metrics, UsageMeter(
-                self.model_label,
-                price_for(spec.model.provider, spec.model.name, spec.model.pricing),
-                fallbacks={model_label(f): price_for(f.provider, f.name, f.pricing)
-                           for f in spec.model.fallbacks or []},
-                answered=answered_label)],
-        )
+
+        def agent_for(instrument: InstrumentationSettings | None) -> Agent[None, Any]:
+            built: Agent[None, Any] = Agent(
+                model,
+                instructions=spec.system_prompt or None,
+                name=self.name,
+                description=spec.description,
+                toolsets=toolsets,
+                output_type=[str, DeferredToolRequests],
+                capabilities=[metrics, meter],
+            )
+            if instrument is not None:
+                built.instrument = instrument
+            return built
+
         instrumentation = None
         if self.tracer_provider is not None:
             instrumentation = InstrumentationSettings(tracer_provider=self.tracer_provider)
-            agent.instrument = instrumentation
+        agent = agent_for(instrumentation)
+        if not toolsets:
+            traced = model if instrumentation is None else instrument_model(model, instrumentation)
+            self.plain = PlainModel(traced, self.name, spec.system_prompt or None, metrics,
+                                    meter, traced=instrumentation is not None)
+            # Takes over a plain turn whose answer needs the graph: its model (a PrimedModel
+            # over ``traced``) is already traced, so this agent is not.
+            self._handover = agent_for(None)
         memory = self.config.memory
         if memory and memory.compression and memory.compression.enabled:
             summary_spec = memory.compression.model or spec.model
@@ -420,21 +443,30 @@ class AgentRuntime:
                     ))
 
         answered = track_answers()
-        # run() with a handler, not run_stream_events(): the same streamed run without another
-        # task and memory stream between the agent loop and us.
-        result = await self.agent.run(
-            prompt,
-            message_history=history,
-            deferred_tool_results=deferred,
-            conversation_id=turn.conversation_id,
-            instructions="\n\n".join(instructions) or None,
-            usage_limits=self._usage_limits(),
-            timeout=self._timeout(),
-            event_stream_handler=relay,
-        )
+        joined = "\n\n".join(instructions) or None
+        output: Any
+        if (self.plain is not None and not turn.stream and prompt is not None
+                and deferred is None and not prefix and continues_plainly(history)):
+            output, model_messages, usage = await self._plain_turn(
+                history, prompt, joined, turn.conversation_id)
+        else:
+            # run() with a handler, not run_stream_events(): the same streamed run without
+            # another task and memory stream between the agent loop and us. Without one (the
+            # caller does not stream) the model is asked for its answer whole.
+            result = await self.agent.run(
+                prompt,
+                message_history=history,
+                deferred_tool_results=deferred,
+                conversation_id=turn.conversation_id,
+                instructions=joined,
+                usage_limits=self._usage_limits(),
+                timeout=self._timeout(),
+                event_stream_handler=relay if turn.stream else None,
+            )
+            output, model_messages, usage = result.output, result.new_messages(), result.usage
 
         answered_by = answered.label
-        new_messages = [*prefix, *result.new_messages()]
+        new_messages = [*prefix, *model_messages]
         if not stateless:
             count = await self.store.append(turn.conversation_id, new_messages)
             if self.compressor is not None and self.compressor.due(count):
@@ -450,7 +482,6 @@ class AgentRuntime:
                 logger.warning("long-term memory write failed: %s",
                                self.config.secrets.redact(str(error)))
 
-        output = result.output
         if isinstance(output, DeferredToolRequests):
             asked = [
                 str((output.metadata.get(call.tool_call_id) or {}).get("question", ""))
@@ -458,9 +489,34 @@ class AgentRuntime:
                 for call in output.calls
                 if call.tool_name in self.human
             ]
-            return TurnResult("\n\n".join(asked), input_required=True, usage=result.usage,
+            return TurnResult("\n\n".join(asked), input_required=True, usage=usage,
                               model=answered_by)
-        return TurnResult(str(output), usage=result.usage, model=answered_by)
+        return TurnResult(str(output), usage=usage, model=answered_by)
+
+    async def _plain_turn(self, history: list[ModelMessage], prompt: str,
+                          instructions: str | None,
+                          conversation_id: str) -> tuple[Any, list[ModelMessage], RunUsage]:
+        """The turn as one model call (:mod:`kagent.runtime.plain`), within the same limits; an
+        answer that is not plain text is handed to the agent graph."""
+        assert self.plain is not None and self._handover is not None
+        limits = self._usage_limits()
+        deadline = asyncio.timeout(self._timeout())
+        try:
+            async with deadline:
+                outcome = await self.plain.answer(history, prompt, instructions=instructions,
+                                                  conversation_id=conversation_id, limits=limits)
+                if isinstance(outcome, PlainAnswer):
+                    return outcome.text, outcome.new_messages, outcome.usage
+                result = await self._handover.run(
+                    prompt, message_history=history, conversation_id=conversation_id,
+                    instructions=instructions, usage_limits=limits,
+                    model=PrimedModel(self.plain.model, outcome.response),
+                )
+                return result.output, result.new_messages(), result.usage
+        except TimeoutError:
+            if deadline.expired():
+                raise RunTimedOut("the turn did not finish within its time limit") from None
+            raise
 
     def _shown(self, text: str) -> str:
         """Text a caller may see of a tool's work: secret values redacted, length bounded."""

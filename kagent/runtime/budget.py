@@ -667,9 +667,8 @@ class UsageMeter(AbstractCapability[Any]):
     fallbacks: dict[str, ModelPricing | None] = field(default_factory=dict)
     answered: Callable[[], str | None] = lambda: None
 
-    async def after_model_request(
-        self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
-    ) -> ModelResponse:
+    def record(self, response: ModelResponse) -> None:
+        """Add one model response (the plain turn calls this without the agent graph)."""
         meter = _meter.get()
         if meter is not None:
             usage = response.usage
@@ -677,6 +676,11 @@ class UsageMeter(AbstractCapability[Any]):
             model, price = ((label, self.fallbacks[label]) if label in self.fallbacks
                             else (self.model_name, self.price))
             meter.add(model, price, usage.input_tokens or 0, usage.output_tokens or 0)
+
+    async def after_model_request(
+        self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
+    ) -> ModelResponse:
+        self.record(response)
         return response
 
 

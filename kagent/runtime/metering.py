@@ -20,9 +20,8 @@ class ModelMetrics(AbstractCapability[Any]):
     agent_name: str
     model_name: str
 
-    async def after_model_request(
-        self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
-    ) -> ModelResponse:
+    def record(self, response: ModelResponse) -> None:
+        """Count one model response (the plain turn calls this without the agent graph)."""
         model = answered_label() or self.model_name  # a fallback may have answered
         LLM_REQUESTS.labels(agent=self.agent_name, model=model, outcome="success").inc()
         usage = response.usage
@@ -32,10 +31,18 @@ class ModelMetrics(AbstractCapability[Any]):
         if usage.output_tokens:
             LLM_TOKENS.labels(agent=self.agent_name, model=model,
                               direction="output").inc(usage.output_tokens)
+
+    def record_error(self) -> None:
+        LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="error").inc()
+
+    async def after_model_request(
+        self, ctx: RunContext[Any], *, request_context: Any, response: ModelResponse
+    ) -> ModelResponse:
+        self.record(response)
         return response
 
     async def on_model_request_error(
         self, ctx: RunContext[Any], *, request_context: Any, error: Exception
     ) -> ModelResponse:
-        LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="error").inc()
+        self.record_error()
         raise error

@@ -141,6 +141,7 @@ def openai_routes(runtime: AgentRuntime) -> list[Route]:
             history=None if conversation_id else history,
             instructions=system,
             trace_context=incoming_context(request.headers),
+            stream=bool(body.get("stream")),
         )
         headers = {CONVERSATION_HEADER: conversation_id} if conversation_id else {}
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"

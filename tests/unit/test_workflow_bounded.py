@@ -147,6 +147,12 @@ def test_a_spawned_worker_does_not_run_the_command_line_again() -> None:
     """The controller runs as ``python -m kagent controller``; multiprocessing's spawn imports
     ``kagent.__main__`` as ``__mp_main__`` in each expression worker, which must not start a
     second controller (it did: two leaders with one identity)."""
-    import runpy
+    import subprocess
+    import sys
 
-    runpy.run_module("kagent.__main__", run_name="__mp_main__")  # returns: nothing ran
+    # A fresh interpreter, as a spawned worker is (and out of reach of pytest's import hooks).
+    program = ("import runpy, sys; sys.argv = ['kagent', 'version']; "
+               "runpy.run_module('kagent.__main__', run_name='__mp_main__'); print('nothing ran')")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (0, "nothing ran\n"), done.stderr
