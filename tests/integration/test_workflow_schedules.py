@@ -28,6 +28,7 @@ from kagent.local.controlplane import ControlPlane
 from kagent.mockllm import MockLLM
 from kagent.testing.runtime import RuntimeProcess
 from kagent.workflow.schedule import parse_time, rfc3339, scheduled_run_name
+from kagent.workflow.scheduler import Clock
 from tests.helpers import wait_for
 from tests.runtime_manifests import agent, model, secret
 
@@ -244,7 +245,11 @@ def test_admission_refuses_bad_schedules_a_late_slot_is_skipped_and_get_shows_ne
         # A slot not started within its starting deadline is skipped with an Event. The
         # controller looks 0.2 s (real) after each slot, two schedule-seconds on this clock,
         # so a one-second deadline is always missed: no run, a MissedSchedule Event, the slot
-        # recorded as missed (and reported once).
+        # recorded as missed (and reported once). Created away from a slot: a Workflow created
+        # within a schedule-second after one would have it start at its first reconcile.
+        schedule_clock = Clock.parse(clock)
+        wait_for(lambda: 15 <= schedule_clock.now().second <= 40, timeout=10, interval=0.05,
+                 what="the middle of a schedule minute")
         apply_workflow(plane, namespace, "late", {
             "input": inputs, "steps": steps,
             "schedules": [{"name": "too-late", "cron": "* * * * *", "input": {"topic": "x"},
