@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help demo demo-down test test-unit test-integration dev dev-down crds docs bench lint clean system-deps \
-	dashboard container-deps image test-image test-real-pods image-lock node-binaries release
+	dashboard container-deps image test-image test-real-pods real-pod-deps image-lock node-binaries release
 
 help:
 	@echo "make demo      the whole system on a local cluster, offline: agents, a live workflow run"
 	@echo "make demo-down stop everything make demo started"
-	@echo "make test      run the whole test suite (unit + integration on a real control plane)"
-	@echo "make test-real-pods  the image as real pods on a real node (root; ~40 min more)"
+	@echo "make test      run the whole test suite: unit, integration on a real control plane,"
+	@echo "               and the image as real pods on a real node (as root; REAL_PODS=0 skips it)"
+	@echo "make test-real-pods  the real-pod tier alone"
 	@echo "make dev       start a local control plane with Kagent (kagent dev up)"
 	@echo "make dev-down  stop it"
 	@echo "make crds      regenerate charts/kagent/crds from the API types"
@@ -34,11 +35,21 @@ $(STAMP): pyproject.toml
 system-deps:
 	@hack/system-deps.sh
 
-test: $(STAMP) system-deps
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The whole suite, the real-pod tier included (REAL_PODS=0 leaves it out).
+test: $(STAMP) system-deps real-pod-deps
+	KAGENT_REAL_PODS=$(REAL_PODS) $(BIN)/pytest $(PYTEST_ARGS)
 
 # The real-pod tier: the Kagent image built here run as real pods on a real node (root; it
-# changes the host while it runs, see docs/development.md). Kept out of `make test` for time.
+# changes the host while it runs, see docs/development.md). As root, its Debian packages, the
+# image and the node binaries are prepared first (each only when missing or out of date);
+# without root its tests skip, naming why.
+REAL_PODS ?= 1
+real-pod-deps:
+	@if [ "$(REAL_PODS)" != 1 ]; then echo "the real-pod tier is left out (REAL_PODS=$(REAL_PODS))"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "the real-pod tier needs root: its tests will skip"; \
+	else $(MAKE) --no-print-directory container-deps test-image node-binaries; fi
+
+# The real-pod tier alone.
 test-real-pods: $(STAMP) system-deps container-deps test-image node-binaries
 	KAGENT_REAL_PODS=1 $(BIN)/pytest tests/integration/test_real_pods.py \
 	  tests/integration/test_real_pods_image.py tests/integration/test_real_pods_dev.py $(PYTEST_ARGS)

@@ -13,8 +13,8 @@ import yaml
 
 REAL_POD_TIER = pytest.mark.skipif(
     os.environ.get("KAGENT_REAL_PODS") != "1",
-    reason="the real-pod tier runs with `make test-real-pods` (it builds the Kagent image and a "
-           "real node; about 40 minutes more on a fresh 2-core machine, beyond CI's budget)",
+    reason="the real-pod tier runs with `make test` or `make test-real-pods`, which prepare the "
+           "Kagent image and a real node first (KAGENT_REAL_PODS=1); REAL_PODS=0 left it out",
 )
 """Marks the tests that run the Kagent image as real pods on a real node."""
 

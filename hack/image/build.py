@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from hack.image.sbom import spdx_document
 from kagent.local import oci
+from kagent.local.binaries import cache_root
 from kagent.local.nodehost import mounts_below
 
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
@@ -309,8 +310,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="output folder")
     parser.add_argument("--work", type=Path, default=REPO / "build" / "image",
                         help="work folder: the root file system and the layers")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="where downloads are kept between builds (default: the work folder)")
+    parser.add_argument("--cache", type=Path, default=cache_root() / "image",
+                        help="where downloads are kept between builds, shared by every checkout "
+                             "(default: the kagent cache folder, as the node binaries)")
     parser.add_argument("--tag", default="", help="image tag (default: the project version)")
     parser.add_argument("--repository", default="", help="image repository (default: image.json)")
     parser.add_argument("--ca-bundle", type=Path, default=None,
@@ -361,15 +363,19 @@ def build(args: argparse.Namespace, work: Path, out: Path, reference: str, versi
         steps[name] = round(time.monotonic() - started, 1)
         say(f"{name}: {steps[name]}s")
 
-    cache = (args.cache or work).resolve()
-    t = time.monotonic()
-    gather_wheels(cache / "wheels", ca_bundle, epoch)
-    step("wheels", t)
-    t = time.monotonic()
-    mirrors = args.mirror or host_sources(image_spec["debian"]["suite"])
-    build_rootfs(work / "rootfs", cache / "wheels", cache / "apt-cache", epoch, ca_bundle, mirrors)
-    remove_build_leftovers(work / "rootfs")
-    step("root file system", t)
+    cache = args.cache.resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("w") as cache_lock:
+        fcntl.flock(cache_lock, fcntl.LOCK_EX)  # checkouts share it: one build at a time uses it
+        t = time.monotonic()
+        gather_wheels(cache / "wheels", ca_bundle, epoch)
+        step("wheels", t)
+        t = time.monotonic()
+        mirrors = args.mirror or host_sources(image_spec["debian"]["suite"])
+        build_rootfs(work / "rootfs", cache / "wheels", cache / "apt-cache", epoch, ca_bundle,
+                     mirrors)
+        remove_build_leftovers(work / "rootfs")
+        step("root file system", t)
     t = time.monotonic()
     image = pack(work / "rootfs", work / "blobs", archive, reference, version, epoch)
     step("layers", t)

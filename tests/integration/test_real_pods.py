@@ -332,11 +332,15 @@ def service_url(cluster: Cluster, name: str, namespace: str = AGENTS_NS) -> str:
     return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
 
 
-def ask(url: str, agent: str, text: str, token: str, timeout: float = 60) -> httpx.Response:
+def ask(url: str, agent: str, text: str, token: str, timeout: float = 60,
+        conversation: str | None = None) -> httpx.Response:
     """The agent's OpenAI-compatible API (the model name is the agent's), as a caller allowed
-    to invoke it."""
+    to invoke it; with ``conversation``, in a conversation the agent's memory keeps."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if conversation:
+        headers["X-Conversation-Id"] = conversation
     return httpx.post(f"{url}/v1/chat/completions", timeout=timeout, trust_env=False,
-                      headers={"Authorization": f"Bearer {token}"},
+                      headers=headers,
                       json={"model": agent, "messages": [{"role": "user", "content": text}]})
 
 
@@ -423,27 +427,54 @@ def _cores(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
-def test_readiness_probes_take_pods_out_of_their_service(seeded: Cluster) -> None:
-    """The customer-support agent is ready only while its Redis answers: stop Redis and its
-    pods leave the agent's Service (their liveness holds: no restart); start a Redis again behind
-    the same Service and they return."""
+def test_probes_hold_through_a_memory_outage(seeded: Cluster) -> None:
+    """Readiness is the pod's own (its agent built, its loop answering), not the shared Redis's:
+    a Redis outage must not empty every agent's Service at once. Stop the customer-support
+    agent's Redis: both pods stay ready in its Service past the readiness probe's failure window
+    and nothing restarts (liveness holds); calls meanwhile get a fast 503 naming the memory
+    backend; with a Redis back behind the same Service they are answered again."""
     def ready_addresses() -> set[str]:
         slices = seeded.json("get", "endpointslices", "-n", AGENTS_NS,
                              "-l", "kubernetes.io/service-name=customer-support-agent")["items"]
         return {a for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")
                 for a in e["addresses"]}
 
+    url, token = service_url(seeded, "customer-support-agent"), seeded.caller_token(AGENTS_NS)
+
+    def call(timeout: float = 60) -> httpx.Response:  # a conversation: the memory is used
+        return ask(url, "customer-support-agent", "Where is my order?", token, timeout=timeout,
+                   conversation="outage")
+
     assert len(ready_addresses()) == 2
+    assert call().status_code == 200
     seeded.redis.stop()
+    stopped = time.monotonic()
     try:
-        wait_for(lambda: not ready_addresses(), timeout=90, what="the agent's pods to turn not ready")
+        seen: list[str] = []
+
+        def refused_call() -> httpx.Response | None:
+            answer = call(timeout=10)
+            seen.append(f"{answer.status_code} {answer.text[:200]}")
+            return answer if answer.status_code == 503 else None
+
+        try:
+            refused = wait_for(refused_call, timeout=60, interval=1,
+                               what="a call refused while Redis is down")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; answers: {seen[-3:]}") from None
+        assert refused.json()["error"]["code"] == "memory_unavailable", refused.text
+        assert "retry-after" in refused.headers
+        # The readiness probe (every 5 s, unready after 2 failures) has had three windows.
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+        assert len(ready_addresses()) == 2, "a memory outage took the agent's pods out of its Service"
     finally:
         seeded.redis = RedisServer()
         seeded.redis.host = nodeconfig.NODE_IP
         seeded.redis.start()
         seeded.kubectl("apply", "-f", "-", input=yaml.safe_dump(_redis_endpoints(seeded.redis.port)))
-    wait_for(lambda: len(ready_addresses()) == 2, timeout=120, what="the agent's pods to be ready again")
-    wait_for(lambda: agent_ready(seeded, "customer-support-agent"), timeout=60, what="the Agent Ready again")
+    wait_for(lambda: call(timeout=10).status_code == 200,
+             timeout=120, interval=2, what="calls answered again with Redis back")
+    assert agent_ready(seeded, "customer-support-agent")
     restarts = [s["restartCount"] for p in seeded.pods(AGENTS_NS, "kagent.dev/agent=customer-support-agent")
                 for s in p["status"]["containerStatuses"]]
     assert restarts == [0, 0]

@@ -232,7 +232,7 @@ def test_same_commit_same_layers_and_build_authorities_stay_out(image_archive: P
     bundle.write_bytes((system.read_bytes() if system.exists() else b"") + authority.cert_file.read_bytes())
     second = image_build.ensure_built(
         "--force", "--no-podman", f"--out={tmp_path / 'out'}", f"--work={tmp_path / 'work'}",
-        f"--cache={REPO / 'build' / 'image'}", f"--ca-bundle={bundle}", "--tag=reproduced")
+        f"--ca-bundle={bundle}", "--tag=reproduced")  # the downloads: the shared cache
     first, again = oci.read_archive(image_archive), oci.read_archive(second)
     assert [l["digest"] for l in again.manifest["layers"]] == [l["digest"] for l in first.manifest["layers"]]
     marker = authority.cert_file.read_text().splitlines()[1]
