@@ -170,7 +170,7 @@ def build_rootfs(rootfs: Path, wheels: Path, apt_cache: Path, epoch: int,
                  ca_bundle: Path | None, mirrors: list[str]) -> None:
     image = spec()
     if not shutil.which("mmdebstrap"):
-        raise SystemExit("mmdebstrap is missing: run hack/system-deps.sh (or apt-get install "
+        raise SystemExit("mmdebstrap is missing: run hack/container-deps.sh (or apt-get install "
                          "mmdebstrap)")
     if rootfs.exists():
         for point in mounts_below(rootfs):  # /proc, /sys, /dev of a build killed mid-way
