@@ -14,7 +14,7 @@ help:
 	@echo "make demo-down stop everything make demo started"
 	@echo "make test      run the whole test suite: unit, integration on a real control plane,"
 	@echo "               and the image as real pods on a real node (as root; REAL_PODS=0 skips it)"
-	@echo "make test-real-pods  the real-pod tier alone (test-unit, test-integration: those parts)"
+	@echo "make test-real-pods  the real-pod tier alone (make test-unit, test-integration: the rest)"
 	@echo "make container-deps / test-image / node-binaries  what the real-pod tier prepares"
 	@echo "make dev       start a local control plane with Kagent (kagent dev up)"
 	@echo "make dev-down  stop it"
