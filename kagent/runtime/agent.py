@@ -423,7 +423,7 @@ class AgentRuntime:
                 instructions.append(recalled)
 
         async def relay(ctx: RunContext[None], events: AsyncIterable[AgentStreamEvent]) -> None:
-            """Text as the model streams it (the run always streams from the provider)."""
+            """Text and tool activity as they happen, for a caller that streams."""
             async for event in events:
                 if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
                     if event.part.content:
