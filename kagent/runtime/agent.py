@@ -46,7 +46,13 @@ from pydantic_ai.toolsets import AbstractToolset
 from kagent.agentclient import WorkflowClaim
 from kagent.api.base import parse_duration
 from kagent.api.pricing import price_for
-from kagent.runtime.budget import BudgetRefused, UsageMeter, budget_enforcer, start_metering
+from kagent.runtime.budget import (
+    BudgetRefused,
+    Meter,
+    UsageMeter,
+    budget_enforcer,
+    start_metering,
+)
 from kagent.runtime.caller import current_caller
 from kagent.runtime.config import RuntimeConfig
 from kagent.runtime.context import DEFAULT_AGENT_URL_TEMPLATE, RuntimeContext
@@ -322,6 +328,8 @@ class AgentRuntime:
     async def _execute(self, turn: Turn, emit: Any) -> None:
         started = time.perf_counter()
         outcome = "error"
+        caller = current_caller().identity
+        meter = start_metering()  # this task's model calls add to it
         self._enter(turn.conversation_id)
         attributes = {
             "gen_ai.agent.name": self.name,
@@ -333,7 +341,7 @@ class AgentRuntime:
             attributes=attributes, record_exception=False, set_status_on_exception=False,
         ) as span:
             try:
-                result = await self._budgeted_turn(turn, emit)
+                result = await self._budgeted_turn(turn, emit, meter, caller)
                 outcome = "success"
                 if result.model:
                     span.set_attribute("kagent.model", result.model)
@@ -358,10 +366,12 @@ class AgentRuntime:
                 emit(TurnFailed(failure))
             finally:
                 self._leave(turn.conversation_id)
+                # One step, no await: a scrape sees the request with its tokens and cost.
                 REQUESTS.labels(agent=self.name, protocol=turn.protocol, outcome=outcome).inc()
                 REQUEST_DURATION.labels(agent=self.name, protocol=turn.protocol).observe(
                     time.perf_counter() - started
                 )
+                self.budgets.count_usage(meter, caller)
 
     def _failure(self, error: BaseException) -> RequestFailure:
         model = self.config.agent.spec.model
@@ -535,17 +545,16 @@ class AgentRuntime:
         shown = self._shown(text)
         return args if shown == text and not isinstance(args, str) else shown
 
-    async def _budgeted_turn(self, turn: Turn, emit: Any) -> TurnResult:
-        """The turn, admitted by the Budgets covering the agent and counted against them (and in
-        the usage metrics) afterwards, whether it answered or failed."""
-        caller = current_caller().identity
+    async def _budgeted_turn(self, turn: Turn, emit: Any, meter: Meter,
+                             caller: str) -> TurnResult:
+        """The turn, admitted by the Budgets covering the agent and counted against them
+        afterwards, whether it answered or failed."""
         admission = None
         if self.budgets.enabled:
             try:
                 admission = await self.budgets.admit(caller, workflow=turn.workflow)
             except BudgetRefused as refused:
                 raise TurnFailed(refused.failure) from None
-        meter = start_metering()
         try:
             result = await self._turn(turn, emit)
             result.cost_micros = meter.total().cost_micros

@@ -42,6 +42,7 @@ from kagent.api.budget import Budget, BudgetCounterStore, BudgetLimit, BudgetWin
 from kagent.api.memory import MemoryConfig
 from kagent.api.pricing import MICROS, ModelPricing, cost_micros
 from kagent.runtime.errors import RequestFailure
+from kagent.runtime.metrics import LLM_TOKENS
 from kagent.runtime.secrets import SecretResolver
 
 logger = logging.getLogger("kagent.runtime.budget")
@@ -798,17 +799,25 @@ class BudgetEnforcer:
             with contextlib.suppress(CounterStoreError):
                 await self._stores[identity].settle(claims, self.estimate, Amount())
 
-    async def settle(self, admission: Admission | None, meter: Meter, caller: str) -> None:
-        """Count what the request used (in its budgets, the ledger and the usage metrics)."""
+    def count_usage(self, meter: Meter, caller: str) -> None:
+        """The request's tokens and cost in the usage metrics and the model token metric.
+
+        Synchronous, and called in the same step as the request counter: a scrape sees a
+        request together with what it used, or neither (a canary's tokens and cost per request
+        are ratios of these counters over a window)."""
         caller_label = _caller_label(caller)
         for model, used in meter.by_model.items():
             for direction, tokens in (("input", used.input_tokens), ("output", used.output_tokens)):
                 if tokens:
                     USAGE_TOKENS.labels(self.namespace, self.agent, model, caller_label,
                                         direction).inc(tokens)
+                    LLM_TOKENS.labels(agent=self.agent, model=model, direction=direction).inc(tokens)
             if used.cost_micros:
                 USAGE_COST.labels(self.namespace, self.agent, model, caller_label).inc(
                     used.cost_micros / MICROS)
+
+    async def settle(self, admission: Admission | None, meter: Meter, caller: str) -> None:
+        """Count what the request used in its budgets and the ledger."""
         if admission is None:
             return
         spent = meter.total()

@@ -12,7 +12,7 @@ from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse
 
 from kagent.runtime.fallback import answered_label
-from kagent.runtime.metrics import LLM_REQUESTS, LLM_TOKENS
+from kagent.runtime.metrics import LLM_REQUESTS
 
 
 @dataclass
@@ -21,16 +21,10 @@ class ModelMetrics(AbstractCapability[Any]):
     model_name: str
 
     def record(self, response: ModelResponse) -> None:
-        """Count one model response (the plain turn calls this without the agent graph)."""
+        """Count one model response (the plain turn calls this without the agent graph). Its
+        tokens are counted with the request (``BudgetEnforcer.count_usage``), from the meter."""
         model = answered_label() or self.model_name  # a fallback may have answered
         LLM_REQUESTS.labels(agent=self.agent_name, model=model, outcome="success").inc()
-        usage = response.usage
-        if usage.input_tokens:
-            LLM_TOKENS.labels(agent=self.agent_name, model=model,
-                              direction="input").inc(usage.input_tokens)
-        if usage.output_tokens:
-            LLM_TOKENS.labels(agent=self.agent_name, model=model,
-                              direction="output").inc(usage.output_tokens)
 
     def record_error(self) -> None:
         LLM_REQUESTS.labels(agent=self.agent_name, model=self.model_name, outcome="error").inc()

@@ -141,7 +141,9 @@ def test_soak_with_two_replicas_per_agent_and_agent_pods_and_the_controller_kill
               "spec": {"workflowRef": {"name": "soak"}, "input": run_input}}
              for name, run_input in runs.items()]
     env.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
-    pod_kills: list[tuple[float, str, str]] = []  # (when, agent, pod)
+    # (when the kill began, when it was done, agent, pod): finding the pod's processes takes a
+    # scan of /proc, during which the pod may still send its model call.
+    pod_kills: list[tuple[float, float, str, str]] = []
     controller_kills = 0
     now = time.monotonic()
     end = now + SOAK_SECONDS
@@ -164,7 +166,7 @@ def test_soak_with_two_replicas_per_agent_and_agent_pods_and_the_controller_kill
                 pod = rng.choice(candidates)
                 when = time.time()
                 if env.kill_pod(pod):
-                    pod_kills.append((when, pod["agent"], pod["pod"]))
+                    pod_kills.append((when, time.time(), pod["agent"], pod["pod"]))
                 next_pod_kill = time.monotonic() + rng.uniform(1.5, 4.0)
         time.sleep(0.1)
     survivor = controller
@@ -184,11 +186,14 @@ def test_soak_with_two_replicas_per_agent_and_agent_pods_and_the_controller_kill
                 calls = sorted(c.timestamp for c in env.llm.calls if c.last_user == expected)
                 assert calls, f"seed {seed}: {expected!r} never reached the model"
                 for before, after in itertools.pairwise(calls):
-                    explained = any(before <= when <= after - LAPSE_AFTER_KILL
-                                    for when, killed, _ in pod_kills if killed == agent)
+                    # The call was made before the pod was surely dead, and sent again only
+                    # once the dead pod's claim had surely lapsed.
+                    explained = any(before <= done and began + LAPSE_AFTER_KILL <= after
+                                    for began, done, killed, _ in pod_kills if killed == agent)
                     assert explained, (f"seed {seed}: {expected!r} was sent to the model again "
                                        f"{after - before:.1f}s after its first call with no crash "
-                                       f"of a {agent} pod to explain it; pods killed: {pod_kills}")
+                                       f"of a {agent} pod to explain it (calls at {before:.3f} "
+                                       f"and {after:.3f}); pods killed: {pod_kills}")
                     rerun_after_crash += 1
         print(f"seed {seed}: {len(pod_kills)} agent pods killed, {rerun_after_crash} turns cut off "
               "by a crash ran again")

@@ -254,3 +254,45 @@ async def test_an_agent_with_tools_or_a_streaming_caller_keeps_the_graph(llm: Mo
         await streaming.close()
     assert llm.calls[start].body["stream"] is True
     assert len(deltas) >= 2  # text as it was written, then the result
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["plain", "graph"])
+async def test_a_request_is_counted_with_its_tokens_and_cost_in_one_step(
+        llm: MockLLM, graph: bool) -> None:
+    """A canary's tokens and cost per request are ratios of these counters over a window: a
+    scrape between the model's answer and the end of the request must see neither the request
+    nor what it used (it saw the tokens without the request, and a canary's figures drifted)."""
+    import asyncio
+
+    name = unique("together")
+    runtime = await started(llm, name, graph=graph)
+    reached, release = asyncio.Event(), asyncio.Event()
+    append = runtime.store.append
+
+    async def held(*args: Any, **kwargs: Any) -> Any:  # the model has answered by now
+        reached.set()
+        await release.wait()
+        return await append(*args, **kwargs)
+
+    runtime.store.append = held  # type: ignore[method-assign]
+
+    def counted() -> tuple[float, float, float]:
+        return (sample("agent_requests_total", {"agent": name, "protocol": "openai",
+                                                "outcome": "success"}),
+                sample("agent_llm_tokens_total", {"agent": name, "model": "openai/plain-model",
+                                                  "direction": "output"}),
+                sample("agent_usage_cost_dollars_total", {
+                    "namespace": "tests", "agent": name, "model": "openai/plain-model",
+                    "caller": "anonymous"}))
+
+    try:
+        turn = asyncio.create_task(runtime.run(Turn("c-8", "hi", "openai", stream=False)))
+        await asyncio.wait_for(reached.wait(), 30)
+        assert counted() == (0, 0, 0)
+        release.set()
+        await turn
+    finally:
+        await runtime.close()
+    requests, tokens, cost = counted()
+    assert (requests, tokens) == (1, 8)
+    assert cost == pytest.approx((20 * 1 + 8 * 2) / 1e6)
