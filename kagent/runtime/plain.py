@@ -138,8 +138,8 @@ class PlainModel:
                     model_request_parameters=ModelRequestParameters(instruction_parts=parts),
                     instrument=False,
                 )
-        except Exception:
-            self.metrics.record_error()
+        except Exception:  # not swallowed: counted as a failed model call, then re-raised; the
+            self.metrics.record_error()  # turn reports and logs it (AgentRuntime._execute)
             raise
         text = plain_text(response)
         if text is None:
