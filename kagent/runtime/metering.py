@@ -1,6 +1,7 @@
 """Model-call metrics, recorded where the calls happen: a pydantic-ai capability whose hooks
 run after every model response and every failed model call (streamed or not, summariser
-included), so token counts are right even for requests that fail later."""
+included). The calls' tokens are counted with their request, from its meter
+(``BudgetEnforcer.count_usage``), also for requests that fail later."""
 
 from __future__ import annotations
 
